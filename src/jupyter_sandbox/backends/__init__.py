@@ -1,0 +1,1 @@
+"""Backends: the store, the container runtime, the kernel channel, images."""

@@ -1,0 +1,239 @@
+"""The kernel channel: ZeroMQ over `ipc` sockets in a private per-sandbox folder.
+
+The host never follows a link the sandbox planted: every socket is `lstat`ed (a socket,
+owned by the sandbox user) before connecting, and ZeroMQ's automatic reconnect is off, so a
+path swapped later is never dialled again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import json
+import logging
+import os
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+from jupyter_client.session import Session
+
+from jupyter_sandbox._exceptions import APITimeoutError, InternalServerError
+
+logger = logging.getLogger(__name__)
+
+CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
+_PORTS = {name: index + 1 for index, name in enumerate(CHANNELS)}
+_SOCKET_PREFIX = "k"
+SOCKET_DIR_SIZE = "1m"
+_MS_NODEV, _MS_NOSUID, _MS_NOEXEC = 4, 2, 8
+
+
+def new_key() -> str:
+    """A fresh HMAC key for one sandbox."""
+    return secrets.token_hex(32)
+
+
+def connection_info(ip: str, key: str) -> dict[str, Any]:
+    """A Jupyter connection file's content for the `ipc` transport rooted at `ip`."""
+    return {
+        "transport": "ipc",
+        "ip": ip,
+        **{f"{name}_port": port for name, port in _PORTS.items()},
+        "key": key,
+        "signature_scheme": "hmac-sha256",
+        "kernel_name": "python3",
+    }
+
+
+def create_socket_dir(path: Path, key: str, container_path: str, uid: int) -> None:
+    """Make the private socket folder (a 1 MiB tmpfs when we are root) with the connection file."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path.mkdir(mode=0o700)
+    if os.geteuid() == 0:
+        _mount_tmpfs(path, uid)
+    info = connection_info(f"{container_path}/{_SOCKET_PREFIX}", key)
+    connection_file = path / "connection.json"
+    descriptor = os.open(
+        connection_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
+    )
+    with os.fdopen(descriptor, "w") as handle:
+        json.dump(info, handle)
+    if os.geteuid() == 0:
+        os.chown(connection_file, uid, uid, follow_symlinks=False)
+        os.chown(path, uid, uid, follow_symlinks=False)
+
+
+def remove_socket_dir(path: Path) -> None:
+    """Unmount and delete a socket folder; idempotent, never follows links inside it."""
+    if os.path.ismount(path):
+        _umount(path)
+    if path.is_symlink():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
+
+
+def clear_sockets(path: Path) -> None:
+    """Delete the kernel's socket files (before a restart, so new ones are the new kernel's)."""
+    for name in CHANNELS:
+        with contextlib.suppress(FileNotFoundError):
+            (path / f"{_SOCKET_PREFIX}-{_PORTS[name]}").unlink()
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def _mount_tmpfs(path: Path, uid: int) -> None:
+    options = f"size={SOCKET_DIR_SIZE},mode=0700,uid={uid},gid={uid}".encode()
+    flags = _MS_NODEV | _MS_NOSUID | _MS_NOEXEC
+    if _libc().mount(b"tmpfs", str(path).encode(), b"tmpfs", flags, options) != 0:
+        errno = ctypes.get_errno()
+        raise InternalServerError(f"cannot mount the socket tmpfs at {path}: {os.strerror(errno)}")
+
+
+def _umount(path: Path) -> None:
+    if _libc().umount2(str(path).encode(), 2) != 0:  # MNT_DETACH: never blocks on a busy mount
+        logger.warning("cannot unmount %s: %s", path, os.strerror(ctypes.get_errno()))
+
+
+@dataclass
+class Message:
+    """A kernel message on one channel."""
+
+    channel: str
+    msg_type: str
+    parent_id: str | None
+    content: dict[str, Any]
+
+
+class KernelConnection:
+    """Signed ZeroMQ sockets to one kernel; not thread-safe (one user at a time)."""
+
+    def __init__(self, socket_dir: Path, key: str, uid: int) -> None:
+        self._dir = socket_dir
+        self._uid = uid
+        self._context: zmq.Context[Any] = zmq.Context.instance()
+        self.session = Session(
+            key=key.encode(), signature_scheme="hmac-sha256", username="jupyter-sandbox"
+        )
+        self._sockets: dict[str, zmq.Socket[bytes]] = {}
+        self._poller = zmq.Poller()
+
+    def connect(self, deadline: float) -> None:
+        """Connect once every socket exists and is a real socket of the sandbox user."""
+        kinds = {"shell": zmq.DEALER, "iopub": zmq.SUB, "control": zmq.DEALER}
+        for name in (*kinds, "hb"):
+            self._wait_for_socket(name, deadline)
+        for name, kind in kinds.items():
+            sock = self._context.socket(kind)
+            sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.RECONNECT_IVL, -1)
+            if kind == zmq.SUB:
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+            sock.connect(self._endpoint(name))
+            self._sockets[name] = sock
+            if name != "control":
+                self._poller.register(sock, zmq.POLLIN)
+
+    def _endpoint(self, name: str) -> str:
+        return f"ipc://{self._dir}/{_SOCKET_PREFIX}-{_PORTS[name]}"
+
+    def _wait_for_socket(self, name: str, deadline: float) -> None:
+        path = self._dir / f"{_SOCKET_PREFIX}-{_PORTS[name]}"
+        while True:
+            try:
+                info = os.lstat(path)
+            except FileNotFoundError:
+                if time.monotonic() > deadline:
+                    raise APITimeoutError(
+                        f"the kernel did not open its {name} socket in time"
+                    ) from None
+                time.sleep(0.002)
+                continue
+            if not stat.S_ISSOCK(info.st_mode) or (os.geteuid() == 0 and info.st_uid != self._uid):
+                raise InternalServerError(
+                    f"refusing to connect: {path.name} is not a socket owned by the sandbox"
+                )
+            return
+
+    def send(self, channel: str, msg_type: str, content: dict[str, Any]) -> str:
+        """Send a request; return its msg_id."""
+        msg = self.session.msg(msg_type, content)
+        self.session.send(self._sockets[channel], msg)
+        return str(msg["header"]["msg_id"])
+
+    def receive(self, timeout: float) -> Iterator[Message]:
+        """Messages that arrive within `timeout` seconds (stops at the first quiet poll)."""
+        ready = dict(self._poller.poll(max(0, int(timeout * 1000))))
+        for name in ("shell", "iopub"):
+            sock = self._sockets[name]
+            if sock not in ready:
+                continue
+            while True:
+                try:
+                    _, raw = self.session.feed_identities(sock.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
+                try:
+                    msg = self.session.deserialize(raw)
+                except ValueError:
+                    logger.warning("dropped a badly signed message on %s", name)
+                    continue
+                parent = msg.get("parent_header") or {}
+                yield Message(name, msg["header"]["msg_type"], parent.get("msg_id"), msg["content"])
+
+    def wait_ready(self, deadline: float) -> dict[str, Any]:
+        """Return the kernel_info reply once shell and iopub both answer."""
+        pending: set[str] = set()
+        reply: dict[str, Any] | None = None
+        iopub_seen = False
+        next_request = 0.0
+        while reply is None or not iopub_seen:
+            now = time.monotonic()
+            if now > deadline:
+                raise APITimeoutError("the kernel did not become ready in time")
+            if now >= next_request:
+                # iopub subscriptions are asynchronous: ask again until a status arrives on it.
+                pending.add(self.send("shell", "kernel_info_request", {}))
+                next_request = now + 0.25
+            for msg in self.receive(min(0.05, max(0.0, deadline - now))):
+                if msg.parent_id not in pending:
+                    continue
+                if msg.channel == "shell" and msg.msg_type == "kernel_info_reply":
+                    reply = msg.content
+                elif msg.channel == "iopub":
+                    iopub_seen = True
+        return reply
+
+    def heartbeat(self, timeout: float) -> bool:
+        """True if the kernel's heartbeat echoes within `timeout` seconds."""
+        sock = self._context.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RECONNECT_IVL, -1)
+        try:
+            self._wait_for_socket("hb", time.monotonic())
+        except (APITimeoutError, InternalServerError):
+            sock.close()
+            return False
+        try:
+            sock.connect(self._endpoint("hb"))
+            sock.send(b"ping")
+            return bool(sock.poll(int(timeout * 1000)))
+        finally:
+            sock.close()
+
+    def close(self) -> None:
+        """Close every socket."""
+        for sock in self._sockets.values():
+            sock.close(linger=0)
+        self._sockets.clear()
+        self._poller = zmq.Poller()

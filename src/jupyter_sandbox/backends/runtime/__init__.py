@@ -1,0 +1,1 @@
+"""Container runtimes: a Protocol and the Docker implementation."""

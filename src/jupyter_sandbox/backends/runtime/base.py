@@ -1,0 +1,59 @@
+"""What the core needs from a container runtime."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    """Everything needed to start one hardened sandbox container."""
+
+    container_id: str
+    image: str
+    memory_bytes: int
+    socket_dir: Path
+    deadline: float
+    """Unix time at which the container stops itself (hard lifetime)."""
+    labels: dict[str, str]
+    environment: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SandboxState:
+    """What the engine says about a sandbox container."""
+
+    docker_id: str
+    running: bool
+    oom_kills: int | None
+    """The cgroup's oom_kill counter, when the host can read it."""
+
+
+class Runtime(Protocol):
+    """Starts, signals, inspects and removes sandbox containers."""
+
+    def start(self, spec: SandboxSpec) -> str:
+        """Create and start the container; return the engine's id. Fails closed."""
+        ...
+
+    def state(self, container_id: str) -> SandboxState | None:
+        """The container's state, or None if it is gone."""
+        ...
+
+    def oom_kills(self, container_id: str) -> int | None:
+        """The container's cumulative count of out-of-memory kills, if the host can read it."""
+        ...
+
+    def signal(self, container_id: str, signal: str) -> None:
+        """Send a signal to the container's supervisor (SIGINT interrupts, SIGUSR1 restarts)."""
+        ...
+
+    def remove(self, container_id: str) -> None:
+        """Remove the container and its volumes; idempotent."""
+        ...
+
+    def labelled(self, store_id: str) -> dict[str, list[str]]:
+        """Sandbox ids that own labelled objects of this store, by kind (container, volume)."""
+        ...

@@ -1,0 +1,264 @@
+"""The Docker runtime: one hardened container per sandbox, through the docker SDK."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.types import LogConfig, Mount, Ulimit
+
+from jupyter_sandbox._exceptions import (
+    APIConnectionError,
+    InternalServerError,
+    NotFoundError,
+)
+from jupyter_sandbox.backends import labels
+from jupyter_sandbox.backends.runtime.base import SandboxSpec, SandboxState
+from jupyter_sandbox.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+KERNEL_MOUNT = "/run/kernel"
+CONNECTION_FILE = f"{KERNEL_MOUNT}/connection.json"
+SANDBOX_UID = 1000
+_WRITABLE_DIRS = {"data": "/mnt/data", "workspace": "/workspace"}
+_ENGINE_HINT = (
+    "start it with `sudo systemctl start docker` (or `sudo dockerd &`), "
+    "or point DOCKER_HOST at a running engine"
+)
+
+
+class ImageNotBuiltError(NotFoundError):
+    """The kernel image is missing; the message says how to build it."""
+
+
+@contextmanager
+def docker_errors(what: str) -> Iterator[None]:
+    """Map the docker SDK's errors to ours, once, at this edge."""
+    try:
+        yield
+    except docker.errors.ImageNotFound as exc:
+        raise ImageNotBuiltError(
+            f"The kernel image is missing ({exc.explanation}): build it with "
+            "`jupyter-sandbox image build`",
+            param="image",
+        ) from exc
+    except docker.errors.NotFound as exc:
+        raise NotFoundError(f"{what}: not found in the Docker engine") from exc
+    except docker.errors.APIError as exc:
+        raise InternalServerError(f"{what}: the Docker engine refused: {exc.explanation}") from exc
+    except (docker.errors.DockerException, OSError) as exc:
+        raise APIConnectionError(f"Docker engine unreachable ({exc}); {_ENGINE_HINT}") from exc
+
+
+def connect_engine(timeout: float = 60) -> docker.DockerClient:
+    """A client for the engine named by the environment (DOCKER_HOST, or the local socket)."""
+    with docker_errors("connecting to the Docker engine"):
+        client = docker.from_env(timeout=int(timeout))
+        client.ping()
+    return client
+
+
+class DockerRuntime:
+    """Starts hardened sandbox containers and cleans up after them."""
+
+    def __init__(self, settings: Settings, engine: docker.DockerClient | None = None) -> None:
+        self._settings = settings
+        self.engine = engine or connect_engine()
+        self._api = self.engine.api
+        self._cgroup_files: dict[str, Path | None] = {}
+
+    def start(self, spec: SandboxSpec) -> str:
+        """Create and start the container; any failure removes what was made."""
+        settings = self._settings
+        name = _container_name(spec.container_id)
+        try:
+            with docker_errors(f"creating sandbox {spec.container_id}"):
+                for role in _WRITABLE_DIRS:
+                    self._api.create_volume(
+                        name=_volume_name(spec.container_id, role),
+                        labels={**spec.labels, labels.ROLE: role},
+                    )
+                host_config = self._api.create_host_config(
+                    auto_remove=True,
+                    cap_drop=["ALL"],
+                    security_opt=["no-new-privileges:true"],
+                    pids_limit=settings.pids_limit,
+                    read_only=True,
+                    tmpfs={"/tmp": f"rw,nosuid,nodev,size={settings.tmp_size},mode=1777"},
+                    shm_size=settings.shm_size,
+                    mem_limit=spec.memory_bytes,
+                    memswap_limit=spec.memory_bytes,
+                    mem_swappiness=0,
+                    cpu_shares=settings.cpu_shares,
+                    nano_cpus=int(settings.cpus * 1e9),
+                    network_mode="none",
+                    ipc_mode="private",
+                    sysctls={"net.ipv6.conf.all.disable_ipv6": "1"},
+                    log_config=LogConfig(type=LogConfig.types.NONE),
+                    ulimits=[
+                        Ulimit(name="nofile", soft=4096, hard=4096),
+                        Ulimit(name="core", soft=0, hard=0),
+                    ],
+                    mounts=[
+                        Mount(KERNEL_MOUNT, str(spec.socket_dir), type="bind"),
+                        *(
+                            Mount(path, _volume_name(spec.container_id, role), type="volume")
+                            for role, path in _WRITABLE_DIRS.items()
+                        ),
+                    ],
+                    runtime=settings.runtime,
+                )
+                created: dict[str, Any] = self._api.create_container(
+                    image=spec.image,
+                    command=[
+                        "--connection-file",
+                        CONNECTION_FILE,
+                        "--deadline",
+                        f"{spec.deadline:.3f}",
+                    ],
+                    name=name,
+                    user=f"{SANDBOX_UID}:{SANDBOX_UID}",
+                    environment=spec.environment,
+                    labels=spec.labels,
+                    host_config=host_config,
+                    network_disabled=False,
+                    stop_signal="SIGTERM",
+                )
+                if created.get("Warnings"):
+                    # Docker drops limits it cannot apply with only a warning; we fail closed.
+                    raise InternalServerError(
+                        f"the engine could not apply every limit: {created['Warnings']}"
+                    )
+                self._api.start(created["Id"])
+                return str(created["Id"])
+        except BaseException:
+            self.remove(spec.container_id)
+            raise
+
+    def state(self, container_id: str) -> SandboxState | None:
+        """The container's state, or None once it is gone."""
+        try:
+            with docker_errors(f"inspecting sandbox {container_id}"):
+                info = self._api.inspect_container(_container_name(container_id))
+        except NotFoundError:
+            return None
+        docker_id = str(info["Id"])
+        if container_id not in self._cgroup_files:
+            pid = int(info["State"].get("Pid") or 0)
+            self._cgroup_files[container_id] = _find_memory_events(docker_id, pid)
+        return SandboxState(
+            docker_id=docker_id,
+            running=bool(info["State"]["Running"]),
+            oom_kills=_read_oom_kills(self._cgroup_files[container_id]),
+        )
+
+    def oom_kills(self, container_id: str) -> int | None:
+        """The container cgroup's oom_kill counter (a file read after the first call)."""
+        if container_id in self._cgroup_files:
+            return _read_oom_kills(self._cgroup_files[container_id])
+        state = self.state(container_id)
+        return state.oom_kills if state else None
+
+    def signal(self, container_id: str, signal: str) -> None:
+        """Send a signal to PID 1 (tini), which hands it to the supervisor."""
+        with docker_errors(f"signalling sandbox {container_id}"):
+            self._api.kill(_container_name(container_id), signal=signal)
+
+    def remove(self, container_id: str) -> None:
+        """Remove the container and its volumes; safe to call twice or on nothing."""
+        name = _container_name(container_id)
+        with docker_errors(f"removing sandbox {container_id}"):
+            try:
+                self._api.remove_container(name, force=True, v=True)
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # 409: auto-remove is already under way
+                    raise
+            self._wait_gone(name)
+            for role in _WRITABLE_DIRS:
+                self._remove_volume(_volume_name(container_id, role))
+        self._cgroup_files.pop(container_id, None)
+
+    def _wait_gone(self, name: str) -> None:
+        try:
+            self._api.wait(name, condition="removed", timeout=30)
+        except (docker.errors.NotFound, docker.errors.APIError):
+            pass  # already gone
+        except Exception as exc:  # requests' timeout types vary by version
+            logger.warning("container %s still present after 30 s: %s", name, exc)
+
+    def _remove_volume(self, volume: str) -> None:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self._api.remove_volume(volume, force=True)
+                return
+            except docker.errors.NotFound:
+                return
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)  # the engine is still detaching it from the container
+
+    def labelled(self, store_id: str) -> dict[str, list[str]]:
+        """Sandbox ids owning labelled containers and volumes of this store."""
+        selector = {"label": [f"{labels.MANAGED}=true", f"{labels.STORE}={store_id}"]}
+        with docker_errors("listing sandboxes"):
+            containers = self._api.containers(all=True, filters=selector)
+            volumes = self._api.volumes(filters=selector).get("Volumes") or []
+        return {
+            "container": [c["Labels"].get(labels.CONTAINER_ID, "") for c in containers],
+            "volume": [(v.get("Labels") or {}).get(labels.CONTAINER_ID, "") for v in volumes],
+        }
+
+
+def _container_name(container_id: str) -> str:
+    return f"jsbx-{container_id}"
+
+
+def _volume_name(container_id: str, role: str) -> str:
+    return f"jsbx-{container_id}-{role}"
+
+
+def _read_oom_kills(path: Path | None) -> int | None:
+    if path is None:
+        return None
+    try:
+        for line in path.read_text().splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill":
+                return int(value)
+    except OSError:
+        return None
+    return None
+
+
+def _find_memory_events(docker_id: str, pid: int) -> Path | None:
+    """The file holding the container's oom_kill counter (cgroup v2 or v1)."""
+    relative: list[str] = []
+    if pid:
+        try:
+            for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+                _, controllers, path = line.split(":", 2)
+                if controllers in ("", "memory") or "memory" in controllers.split(","):
+                    relative.append(path.lstrip("/"))
+        except OSError:
+            pass
+    relative += [f"docker/{docker_id}", f"system.slice/docker-{docker_id}.scope"]
+    root = Path("/sys/fs/cgroup")
+    for rel in relative:
+        for candidate in (
+            root / rel / "memory.events",
+            root / "memory" / rel / "memory.oom_control",
+        ):
+            if candidate.is_file():
+                return candidate
+    return None

@@ -1,0 +1,165 @@
+"""The OpenAI-shaped Python API: `Client().containers.create(...)` and friends."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jupyter_sandbox.backends.runtime.docker import DockerRuntime
+from jupyter_sandbox.backends.store import Store
+from jupyter_sandbox.core.containers import ContainerService
+from jupyter_sandbox.core.execution import ExecutionService, Kernels, OutputCallback
+from jupyter_sandbox.core.expiry import Expiry
+from jupyter_sandbox.core.reconcile import ReconcileReport, reconcile
+from jupyter_sandbox.settings import Settings
+from jupyter_sandbox.types.container import Container, ContainerDeleted
+from jupyter_sandbox.types.execution import Execution
+from jupyter_sandbox.types.page import CursorPage
+
+_OMIT: Any = object()
+
+
+class Containers:
+    """`client.containers`: create, retrieve, list, delete, and execute code."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        *,
+        name: str,
+        memory_limit: str | None = None,
+        file_ids: list[str] | None = None,
+        network_policy: dict[str, Any] | None = None,
+        skills: list[dict[str, Any]] | None = None,
+        expires_after: dict[str, Any] | None = None,
+        lifetime_seconds: int | None = None,
+    ) -> Container:
+        """Create a sandbox and wait until its kernel answers.
+
+        Raises:
+            BadRequestError: a parameter is invalid (`param` names it).
+            NotFoundError: the kernel image is missing (the message says how to build it).
+            APIConnectionError: the Docker engine is unreachable.
+        """
+        params = {
+            key: value
+            for key, value in {
+                "name": name,
+                "memory_limit": memory_limit,
+                "file_ids": file_ids,
+                "network_policy": network_policy,
+                "skills": skills,
+                "expires_after": expires_after,
+                "lifetime_seconds": lifetime_seconds,
+            }.items()
+            if value is not None
+        }
+        self._client.sweep()
+        return self._client._containers.create(params, project=self._client.project)
+
+    def retrieve(self, container_id: str) -> Container:
+        """One sandbox, by id."""
+        self._client.sweep()
+        return self._client._containers.retrieve(container_id, project=self._client.project)
+
+    def list(
+        self,
+        *,
+        limit: int = 20,
+        order: str = "desc",
+        after: str | None = None,
+        name: str | None = None,
+    ) -> CursorPage[Container]:
+        """A page of sandboxes (newest first); iterating it walks every page."""
+        self._client.sweep()
+        params: dict[str, Any] = {"limit": limit, "order": order}
+        if after is not None:
+            params["after"] = after
+        return self._client._containers.list(params, name=name, project=self._client.project)
+
+    def delete(self, container_id: str) -> ContainerDeleted:
+        """Stop and remove a sandbox with everything it holds."""
+        return self._client._containers.delete(container_id, project=self._client.project)
+
+    def execute(
+        self,
+        container_id: str,
+        code: str,
+        *,
+        timeout: float | None = None,
+        on_output: OutputCallback | None = None,
+    ) -> Execution:
+        """Run code in the sandbox's kernel (state persists between calls).
+
+        Args:
+            timeout: seconds before the run is interrupted (then the kernel restarted if it
+                stays busy); None waits as long as it takes.
+            on_output: called with each output as it arrives.
+        """
+        self._client.sweep()
+        record = self._client._containers.get_record(container_id, self._client.project)
+        return self._client._executions.execute(record, code, timeout=timeout, on_output=on_output)
+
+
+class Client:
+    """Embedded client: the local Docker engine plus a SQLite store; nothing else to start.
+
+    Args:
+        home: state folder (default `jupyter_data_dir()/sandbox`, or `JUPYTER_SANDBOX_HOME`).
+        project: the tenant whose objects this client sees.
+        **settings: any other `Settings` field (image, extra_labels, ...).
+    """
+
+    def __init__(
+        self,
+        *,
+        home: str | Path | None = None,
+        project: str = "default",
+        settings: Settings | None = None,
+        **overrides: Any,
+    ) -> None:
+        if settings is None:
+            if home is not None:
+                overrides["home"] = Path(home)
+            settings = Settings(**overrides)
+        self.settings = settings
+        self.project = project
+        self._store = Store(settings.store_path)
+        try:
+            self._runtime = DockerRuntime(settings)
+        except BaseException:
+            self._store.close()
+            raise
+        self._kernels = Kernels(settings, self._runtime)
+        self._containers = ContainerService(settings, self._store, self._runtime, self._kernels)
+        self._executions = ExecutionService(settings, self._store, self._kernels)
+        self._expiry = Expiry(self._store, self._containers)
+        self.containers = Containers(self)
+        self.reconcile()
+
+    def sweep(self) -> list[str]:
+        """Expire overdue sandboxes now (also done on every API call)."""
+        return self._expiry.sweep()
+
+    def reconcile(self) -> ReconcileReport:
+        """Mark records whose container vanished and remove orphaned Docker objects."""
+        return reconcile(self.settings, self._store, self._runtime)
+
+    def gc(self) -> tuple[list[str], ReconcileReport]:
+        """Expire overdue sandboxes and reconcile; return what changed."""
+        expired = self._expiry.sweep(force=True)
+        return expired, self.reconcile()
+
+    def close(self) -> None:
+        """Close kernel connections and the store (sandboxes keep running)."""
+        self._kernels.close_all()
+        self._store.close()
+        self._runtime.engine.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,1 @@
+"""The core: validates, decides and calls backends. Knows no surface."""

@@ -1,0 +1,216 @@
+"""Containers: create, retrieve, list and delete sandboxes; leave nothing behind."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
+from jupyter_sandbox._version import __version__
+from jupyter_sandbox.backends import kernel, labels
+from jupyter_sandbox.backends.runtime.base import Runtime, SandboxSpec
+from jupyter_sandbox.backends.runtime.docker import KERNEL_MOUNT, SANDBOX_UID
+from jupyter_sandbox.backends.store import ContainerRecord, Store
+from jupyter_sandbox.core import ids
+from jupyter_sandbox.core.execution import Kernels
+from jupyter_sandbox.core.validation import parse
+from jupyter_sandbox.settings import Settings
+from jupyter_sandbox.types.container import (
+    MEMORY_LIMIT_BYTES,
+    Container,
+    ContainerCreateParams,
+    ContainerDeleted,
+    ExpiresAfter,
+    NetworkPolicyAllowlist,
+)
+from jupyter_sandbox.types.page import CursorPage, ListParams
+
+logger = logging.getLogger(__name__)
+
+_LARGE_LIMITS = ("16g", "64g")
+
+
+def to_container(record: ContainerRecord) -> Container:
+    """The API shape of a record."""
+    return Container(
+        id=record.id,
+        name=record.name,
+        created_at=int(record.created_at),
+        status=record.status,
+        last_active_at=int(record.last_active_at),
+        expires_after=ExpiresAfter(minutes=record.idle_minutes),
+        memory_limit=record.memory_limit,  # type: ignore[arg-type]
+        network_policy=record.network_policy,
+        expires_at=int(record.expires_at),
+    )
+
+
+class ContainerService:
+    """The lifecycle of sandboxes, shared by every surface."""
+
+    def __init__(
+        self, settings: Settings, store: Store, runtime: Runtime, kernels: Kernels
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._runtime = runtime
+        self._kernels = kernels
+
+    def create(self, params: dict[str, Any], *, project: str = "default") -> Container:
+        """Start a sandbox and wait for its kernel, or roll back every trace of it."""
+        request = parse(ContainerCreateParams, params)
+        memory_limit = self._check_memory(request.memory_limit)
+        lifetime = self._check_lifetime(request.lifetime_seconds)
+        self._check_unsupported(request)
+        now = time.time()
+        container_id = ids.container_id()
+        socket_dir = self._settings.sockets_root / container_id[5:17]
+        record = self._store.insert(
+            ContainerRecord(
+                id=container_id,
+                project=project,
+                name=request.name,
+                status="initializing",
+                created_at=now,
+                last_active_at=now,
+                memory_limit=memory_limit,
+                network_policy=request.network_policy.model_dump(mode="json"),
+                idle_minutes=(
+                    request.expires_after.minutes
+                    if request.expires_after
+                    else self._settings.default_idle_minutes
+                ),
+                expires_at=now + lifetime,
+                image=self._settings.image,
+                kernel_key=kernel.new_key(),
+                socket_dir=str(socket_dir),
+                owner_pid=os.getpid(),
+                owner_host=socket.gethostname(),
+            )
+        )
+        deadline = time.monotonic() + self._settings.start_timeout
+        try:
+            kernel.create_socket_dir(socket_dir, record.kernel_key, KERNEL_MOUNT, SANDBOX_UID)
+            docker_id = self._runtime.start(
+                SandboxSpec(
+                    container_id=container_id,
+                    image=record.image,
+                    memory_bytes=MEMORY_LIMIT_BYTES[memory_limit],
+                    socket_dir=socket_dir,
+                    deadline=record.expires_at,
+                    labels=labels.sandbox_labels(
+                        container_id,
+                        self._settings.store_id,
+                        __version__,
+                        self._settings.extra_labels,
+                    ),
+                )
+            )
+            self._kernels.open(record, deadline)
+            record = self._store.update(container_id, status="ready", docker_id=docker_id)
+        except BaseException as exc:
+            self.destroy(record, status="failed", error=str(exc) or type(exc).__name__)
+            raise
+        logger.info("created sandbox %s (%s)", container_id, request.name)
+        return to_container(record)
+
+    def _check_memory(self, requested: str | None) -> str:
+        limit = requested or self._settings.default_memory_limit
+        if limit in _LARGE_LIMITS and not self._settings.allow_large_memory:
+            raise BadRequestError(
+                f"Invalid memory_limit: {limit!r} is not enabled on this host "
+                "(allowed: 512m, 1g, 2g, 4g; the operator can allow 16g and 64g)",
+                param="memory_limit",
+            )
+        return limit
+
+    def _check_lifetime(self, requested: int | None) -> int:
+        lifetime = requested or self._settings.default_lifetime_seconds
+        if lifetime > self._settings.max_lifetime_seconds:
+            raise BadRequestError(
+                f"Invalid lifetime_seconds: {lifetime} exceeds the maximum of "
+                f"{self._settings.max_lifetime_seconds} seconds",
+                param="lifetime_seconds",
+            )
+        return lifetime
+
+    def _check_unsupported(self, request: ContainerCreateParams) -> None:
+        if request.file_ids:
+            raise BadRequestError(
+                "Invalid file_ids: copying files at creation is not available yet", param="file_ids"
+            )
+        if request.skills:
+            raise BadRequestError("Invalid skills: skills are not available yet", param="skills")
+        if isinstance(request.network_policy, NetworkPolicyAllowlist):
+            # Fail closed: never start a sandbox with a policy we cannot enforce.
+            raise BadRequestError(
+                "Invalid network_policy: the allowlist needs the egress proxy, which is not "
+                "available yet; use {'type': 'disabled'}",
+                param="network_policy",
+            )
+
+    def get_record(self, container_id: str, project: str = "default") -> ContainerRecord:
+        """The visible record of a sandbox, or NotFoundError."""
+        record = self._store.get(container_id) if isinstance(container_id, str) else None
+        if record is None or record.deleted or record.project != project:
+            raise NotFoundError(
+                f"No container found with id {container_id!r}", param="container_id"
+            )
+        return record
+
+    def retrieve(self, container_id: str, *, project: str = "default") -> Container:
+        """One sandbox."""
+        return to_container(self.get_record(container_id, project))
+
+    def list(
+        self, params: dict[str, Any], *, name: str | None = None, project: str = "default"
+    ) -> CursorPage[Container]:
+        """A page of sandboxes, newest first by default; iterate it to walk every page."""
+        query = parse(ListParams, params)
+        try:
+            records, has_more = self._store.page(
+                project=project, limit=query.limit, order=query.order, after=query.after, name=name
+            )
+        except LookupError:
+            raise NotFoundError(
+                f"Invalid after: no container {query.after!r} to page from", param="after"
+            ) from None
+        data = [to_container(r) for r in records]
+        page = CursorPage[Container](
+            data=data,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+            has_more=has_more,
+        )
+        return page.with_next(
+            lambda after: self.list({**params, "after": after}, name=name, project=project)
+        )
+
+    def delete(self, container_id: str, *, project: str = "default") -> ContainerDeleted:
+        """Stop and remove a sandbox and everything it owns."""
+        record = self.get_record(container_id, project)
+        self.destroy(record, status="terminated", deleted=True)
+        return ContainerDeleted(id=container_id)
+
+    def destroy(
+        self,
+        record: ContainerRecord,
+        *,
+        status: str,
+        deleted: bool = False,
+        error: str | None = None,
+    ) -> None:
+        """Remove the container, its volumes and socket folder, then mark the record."""
+        self._kernels.close(record.id)
+        try:
+            self._runtime.remove(record.id)
+        finally:
+            kernel.remove_socket_dir(Path(record.socket_dir))
+            changes: dict[str, Any] = {"status": status, "deleted": deleted or record.deleted}
+            if error is not None:
+                changes["error"] = error[:2000]
+            self._store.update(record.id, **changes)

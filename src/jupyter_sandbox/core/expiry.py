@@ -1,0 +1,43 @@
+"""Expiry: idle sandboxes (after `expires_after`) and hard lifetimes end here."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from jupyter_sandbox._exceptions import APIError
+from jupyter_sandbox.backends.store import Store
+from jupyter_sandbox.core.containers import ContainerService
+
+logger = logging.getLogger(__name__)
+
+
+class Expiry:
+    """Ends sandboxes whose idle or hard deadline has passed; cheap enough for every call."""
+
+    def __init__(
+        self, store: Store, containers: ContainerService, min_interval: float = 1.0
+    ) -> None:
+        self._store = store
+        self._containers = containers
+        self._min_interval = min_interval
+        self._last_sweep = 0.0
+
+    def sweep(self, *, force: bool = False) -> list[str]:
+        """Expire every overdue ready sandbox; return their ids."""
+        now = time.time()
+        if not force and now - self._last_sweep < self._min_interval:
+            return []
+        self._last_sweep = now
+        expired: list[str] = []
+        for record in self._store.all(statuses=("ready",)):
+            if record.deleted or now < min(record.idle_deadline(), record.expires_at):
+                continue
+            try:
+                self._containers.destroy(record, status="expired")
+            except APIError as exc:
+                logger.warning("could not expire %s: %s", record.id, exc)
+                continue
+            logger.info("expired sandbox %s", record.id)
+            expired.append(record.id)
+        return expired

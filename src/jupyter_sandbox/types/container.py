@@ -1,0 +1,160 @@
+"""The container object and the parameters that create one (OpenAI's shapes, seed extras)."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+ContainerStatus = Literal["initializing", "ready", "terminated", "failed", "expired"]
+"""The seed's statuses plus `expired`; the hosted API's `running` maps to `ready`."""
+
+MemoryLimit = Literal["512m", "1g", "2g", "4g", "16g", "64g"]
+"""The seed's tiers (512m..4g) and the SDK's large ones (16g, 64g: only when configured)."""
+
+MEMORY_LIMIT_BYTES: dict[str, int] = {
+    "512m": 512 * 2**20,
+    "1g": 2**30,
+    "2g": 2 * 2**30,
+    "4g": 4 * 2**30,
+    "16g": 16 * 2**30,
+    "64g": 64 * 2**30,
+}
+
+MAX_NAME_LENGTH = 256
+MAX_IDLE_MINUTES = 24 * 60
+_DOMAIN_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+
+
+def normalize_domain(value: str) -> str:
+    """Lower-case, IDNA-encode and check one allowlist entry (`host` or `*.host`)."""
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("a domain must be a non-empty string")
+    text = value.strip().rstrip(".").lower()
+    wildcard = text.startswith("*.")
+    host = text[2:] if wildcard else text
+    if "*" in host:
+        raise ValueError(f"{value!r}: '*' is only allowed as a leading '*.'")
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise ValueError(f"{value!r} is not a valid domain name") from exc
+    labels = ascii_host.split(".")
+    if len(labels) < 2 or not all(_DOMAIN_LABEL.match(label) for label in labels):
+        raise ValueError(f"{value!r} is not a valid domain name")
+    if labels[-1].isdigit() or ":" in host:
+        raise ValueError(f"{value!r} is an IP address; only domain names are allowed")
+    return ("*." if wildcard else "") + ascii_host
+
+
+class NetworkPolicyDisabled(BaseModel):
+    """No network at all (the default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["disabled"] = "disabled"
+
+
+class NetworkPolicyAllowlist(BaseModel):
+    """Only HTTP(S) to the listed domains, through the egress proxy."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    type: Literal["allowlist"]
+    allowed_domains: list[str] = Field(
+        validation_alias=AliasChoices("allowed_domains", "domains"), min_length=1, max_length=100
+    )
+    """Exact hosts, or `*.example.com` for subdomains. The seed's `domains` is accepted too."""
+
+    @field_validator("allowed_domains")
+    @classmethod
+    def _normalize(cls, domains: list[str]) -> list[str]:
+        return list(dict.fromkeys(normalize_domain(d) for d in domains))
+
+
+NetworkPolicy = Annotated[
+    NetworkPolicyDisabled | NetworkPolicyAllowlist, Field(discriminator="type")
+]
+
+
+class ExpiresAfter(BaseModel):
+    """Idle expiry: `minutes` after `last_active_at` (the seed's `seconds` is accepted too)."""
+
+    model_config = ConfigDict(extra="forbid")
+    anchor: Literal["last_active_at"] = "last_active_at"
+    minutes: int = Field(ge=1, le=MAX_IDLE_MINUTES)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seconds_to_minutes(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "seconds" in data:
+            data = dict(data)
+            seconds = data.pop("seconds")
+            if "minutes" in data:
+                raise ValueError("give either minutes or seconds, not both")
+            if isinstance(seconds, bool) or not isinstance(seconds, int | float):
+                raise ValueError("seconds must be a number")
+            if seconds <= 0 or seconds > MAX_IDLE_MINUTES * 60:
+                raise ValueError(f"seconds must be between 1 and {MAX_IDLE_MINUTES * 60}")
+            data["minutes"] = max(1, math.ceil(seconds / 60))
+        return data
+
+
+class ContainerCreateParams(BaseModel):
+    """What `containers.create` accepts. Unknown fields are refused."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
+    """Descriptive name (required)."""
+    memory_limit: MemoryLimit | None = None
+    """512m, 1g, 2g or 4g (16g/64g when the operator allows them). Default 1g."""
+    file_ids: list[str] = Field(default_factory=list, max_length=100)
+    """Files (from `client.files`) to copy into /mnt/data at creation."""
+    network_policy: NetworkPolicy = Field(default_factory=NetworkPolicyDisabled)
+    """`{"type": "disabled"}` (default) or an allowlist of domains."""
+    skills: list[dict[str, Any]] = Field(default_factory=list, max_length=50)
+    """Skills by id or inline (see the files and skills guide)."""
+    expires_after: ExpiresAfter | None = None
+    """Idle expiry; default 20 minutes after the last use."""
+    lifetime_seconds: int | None = Field(default=None, ge=5)
+    """Hard lifetime (extension): default 1 h, at most the configured maximum (24 h)."""
+
+    @field_validator("name")
+    @classmethod
+    def _printable_name(cls, name: str) -> str:
+        if not name.strip() or not name.isprintable():
+            raise ValueError("name must be printable and not blank")
+        return name
+
+
+class Container(BaseModel):
+    """A sandbox, as the containers API returns it."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    object: Literal["container"] = "container"
+    name: str
+    created_at: int
+    status: ContainerStatus
+    last_active_at: int
+    expires_after: ExpiresAfter
+    memory_limit: MemoryLimit
+    network_policy: dict[str, Any]
+    """`{"type": "disabled"}` or `{"type": "allowlist", "allowed_domains": [...]}`."""
+    expires_at: int
+    """Hard end of life (extension): the container stops itself at this time."""
+
+
+class ContainerDeleted(BaseModel):
+    """The body a delete returns."""
+
+    id: str
+    object: Literal["container.deleted"] = "container.deleted"
+    deleted: bool = True
