@@ -34,7 +34,7 @@ from typing import Protocol
 import docker
 import docker.errors
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
 
 from jupyter_sandbox._exceptions import APIConnectionError, APIError
 from jupyter_sandbox._version import __version__
@@ -70,16 +70,33 @@ MIRRORS = (
     "deb http://deb.debian.org/debian bookworm-updates main",
     "deb http://deb.debian.org/debian-security bookworm-security main",
 )
-# Part of the base hash: changing them rebuilds the base.
+# Part of the base hash: changing them rebuilds the base. Debian's python3-fonttools pulls in
+# scipy, sympy and pythran (so gcc, g++, binutils and boost headers), and ipykernel pulls in
+# debugpy and gdb: the packages stay (scipy and sympy are useful; postinst scripts need the
+# compiler drivers), while the compilers proper (cc1*, lto), headers, static libraries and
+# test suites, which nothing here runs, are left out.
 BOOTSTRAP_OPTIONS = (
     "--variant=apt",
-    "--dpkgopt=path-exclude=/usr/share/doc/*",
-    "--dpkgopt=path-include=/usr/share/doc/*/copyright",
-    "--dpkgopt=path-exclude=/usr/share/man/*",
-    "--dpkgopt=path-exclude=/usr/share/info/*",
-    "--dpkgopt=path-exclude=/usr/share/locale/*",
-    "--dpkgopt=path-include=/usr/share/locale/locale.alias",
-    "--dpkgopt=path-exclude=/usr/share/lintian/*",
+    '--aptopt=APT::Install-Recommends "false"',
+    *(
+        f"--dpkgopt=path-{rule}"
+        for rule in (
+            "exclude=/usr/share/doc/*",
+            "include=/usr/share/doc/*/copyright",
+            "exclude=/usr/share/man/*",
+            "exclude=/usr/share/info/*",
+            "exclude=/usr/share/locale/*",
+            "include=/usr/share/locale/locale.alias",
+            "exclude=/usr/share/lintian/*",
+            "exclude=/usr/include/*",
+            "exclude=/usr/lib/gcc/*",
+            "exclude=/usr/bin/x86_64-linux-gnu-lto-dump-*",
+            "exclude=/usr/lib/*.a",
+        )
+    ),
+    # Test suites: removed after install, because py3compile needs their folders meanwhile.
+    '--customize-hook=find "$1"/usr/lib/python3/dist-packages -type d -name tests -prune'
+    " -exec rm -rf {} +",
     '--customize-hook=rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/* "$1"/var/log/apt/*'
     ' "$1"/var/log/dpkg.log "$1"/var/log/alternatives.log',
 )
@@ -126,7 +143,7 @@ class RichBuildProgress:
             console=console,
             transient=False,
         )
-        self._task: int | None = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> RichBuildProgress:
         self._progress.start()

@@ -91,8 +91,8 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=30000")
         self._db.execute("PRAGMA synchronous=NORMAL")
-        with self._transaction() as db:
-            db.executescript(_SCHEMA)
+        with self._lock:
+            self._db.executescript(_SCHEMA)  # idempotent, commits by itself
 
     def close(self) -> None:
         """Close the connection."""

@@ -1,0 +1,319 @@
+"""The real `jupyter-sandbox` script against the real engine: what a user types and sees."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from jupyter_sandbox.backends.images import default_image_tag
+
+IMAGE = default_image_tag()
+TEST_LABEL = "org.jupyter-sandbox.test"
+
+
+def _image_missing() -> str | None:
+    """Why these tests cannot run here, or None."""
+    if shutil.which("docker") is None:
+        return "the docker CLI is not installed"
+    probe = subprocess.run(
+        ["docker", "image", "inspect", IMAGE], capture_output=True, text=True, check=False
+    )
+    if probe.returncode != 0:
+        if "No such image" in probe.stderr or "No such object" in probe.stderr:
+            return f"kernel image {IMAGE} is missing: run `jupyter-sandbox image build`"
+        return f"the Docker engine is not usable: {probe.stderr.strip()}"
+    return None
+
+
+_SKIP = _image_missing()
+pytestmark = [pytest.mark.docker, pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")]
+
+SCRIPT = Path(sys.executable).with_name("jupyter-sandbox")
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+
+Run = Callable[..., Result]
+
+
+def _labelled(run_id: str) -> dict[str, list[str]]:
+    found: dict[str, list[str]] = {}
+    selector = f"label={TEST_LABEL}={run_id}"
+    for kind, command in {
+        "container": ["docker", "ps", "-aq", "--filter", selector],
+        "volume": ["docker", "volume", "ls", "-q", "--filter", selector],
+        "network": ["docker", "network", "ls", "-q", "--filter", selector],
+    }.items():
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        if out.split():
+            found[kind] = out.split()
+    return found
+
+
+def _remove(found: dict[str, list[str]]) -> None:
+    """Remove leaked objects; only ever called with objects carrying this run's label."""
+    for kind, ids in found.items():
+        command = {
+            "container": ["docker", "rm", "-f", "-v"],
+            "volume": ["docker", "volume", "rm", "-f"],
+            "network": ["docker", "network", "rm"],
+        }[kind]
+        subprocess.run([*command, *ids], capture_output=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def run_id() -> Iterator[str]:
+    """A label value for everything this module creates; leaks fail the last test."""
+    run = f"cli{uuid4().hex[:10]}"
+    yield run
+    leaked = _labelled(run)
+    _remove(leaked)
+    assert not leaked, f"leaked Docker objects: {leaked}"
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("home")
+
+
+@pytest.fixture(scope="module")
+def cli(run_id: str, home: Path) -> Run:
+    """Run the installed script with `--home` and this module's test label."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER_SANDBOX_")}
+    env["JUPYTER_SANDBOX_EXTRA_LABELS"] = json.dumps({TEST_LABEL: run_id})
+
+    def run(*args: str, input: str | None = None, home_dir: Path | None = None) -> Result:
+        done = subprocess.run(
+            [str(SCRIPT), "--home", str(home_dir or home), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def sandbox(cli: Run) -> Iterator[str]:
+    """One sandbox shared by the exec tests (state carries over between them)."""
+    created = cli("create", "--name", "cli-exec", "--json")
+    assert created.code == 0, created.stderr
+    container_id = json.loads(created.stdout)["id"]
+    try:
+        yield container_id
+    finally:
+        deleted = cli("delete", container_id)
+        assert deleted.code == 0, deleted.stderr
+
+
+def test_create_get_list_delete(cli: Run) -> None:
+    created = cli("create", "--name", "cli-lifecycle", "--memory", "512m", "--json")
+    assert created.code == 0, created.stderr
+    container = json.loads(created.stdout)
+    container_id = container["id"]
+    try:
+        assert container_id.startswith("cntr_")
+        assert container["object"] == "container"
+        assert container["name"] == "cli-lifecycle"
+        assert container["status"] == "ready"
+        assert container["memory_limit"] == "512m"
+        assert container["network_policy"] == {"type": "disabled"}
+        assert container["expires_after"] == {"anchor": "last_active_at", "minutes": 20}
+
+        shown = cli("get", container_id)
+        assert shown.code == 0, shown.stderr
+        lines = [" ".join(line.split()) for line in shown.stdout.splitlines()]
+        assert lines[:5] == [
+            f"id {container_id}",
+            "name cli-lifecycle",
+            "status ready",
+            "memory_limit 512m",
+            "network_policy disabled",
+        ]
+        assert lines[7] == "expires_after 20 min idle"
+
+        listed = cli("list", "--name", "cli-lifecycle")
+        assert listed.code == 0, listed.stderr
+        header, *rows = listed.stdout.splitlines()
+        assert header.split() == ["ID", "NAME", "STATUS", "MEMORY", "CREATED", "LAST", "ACTIVE"]
+        assert [row.split()[:4] for row in rows] == [
+            [container_id, "cli-lifecycle", "ready", "512m"]
+        ]
+
+        as_json = json.loads(cli("list", "--json", "--all").stdout)
+        assert container_id in [c["id"] for c in as_json["data"]]
+        assert as_json["has_more"] is False
+
+        nobody = cli("list", "--name", "nobody-has-this-name")
+        assert (nobody.code, nobody.stdout, nobody.stderr) == (0, "", "No sandboxes.\n")
+    finally:
+        deleted = cli("delete", container_id)
+    assert (deleted.code, deleted.stdout, deleted.stderr) == (0, f"deleted {container_id}\n", "")
+
+    gone = cli("get", container_id)
+    assert (gone.code, gone.stdout) == (2, "")
+    assert gone.stderr == f"error: No container found with id {container_id!r}\n"
+    again = cli("delete", container_id)
+    assert again.code == 2
+    assert again.stderr == f"error: No container found with id {container_id!r}\n"
+
+
+def test_list_pages_with_all(cli: Run) -> None:
+    ids: list[str] = []
+    try:
+        for _ in range(3):
+            created = cli("create", "--name", "cli-paging", "--json")
+            assert created.code == 0, created.stderr
+            ids.append(json.loads(created.stdout)["id"])
+        first = cli("list", "--name", "cli-paging", "--limit", "2")
+        assert [row.split()[0] for row in first.stdout.splitlines()[1:]] == ids[::-1][:2]
+        assert first.stderr == "More than 2: use --all to list every one.\n"
+        every = cli("list", "--name", "cli-paging", "--limit", "2", "--all", "--order", "asc")
+        assert [row.split()[0] for row in every.stdout.splitlines()[1:]] == ids
+        assert every.stderr == ""
+    finally:
+        deleted = cli("delete", *ids)
+    assert deleted.stdout == "".join(f"deleted {i}\n" for i in ids)
+
+
+def test_create_with_bad_input_says_what_is_wrong(cli: Run) -> None:
+    result = cli("create", "--name", "x", "--memory", "3g")
+    assert (result.code, result.stdout) == (2, "")
+    assert result.stderr.startswith("error: Invalid memory_limit: ")
+    result = cli("create", "--name", "x", "--lifetime", "999999")
+    assert result.code == 2
+    assert result.stderr == (
+        "error: Invalid lifetime_seconds: 999999 exceeds the maximum of 86400 seconds\n"
+    )
+
+
+def test_exec_code_argument(cli: Run, sandbox: str) -> None:
+    result = cli("exec", sandbox, "print(1 + 1)")
+    assert (result.code, result.stdout, result.stderr) == (0, "2\n", "")
+
+
+def test_exec_keeps_state_and_prints_the_last_value(cli: Run, sandbox: str) -> None:
+    assert cli("exec", sandbox, "x = 41").code == 0
+    result = cli("exec", sandbox, "x + 1")
+    assert (result.code, result.stdout, result.stderr) == (0, "42\n", "")
+
+
+@pytest.mark.parametrize("args", [(), ("-",)], ids=["no-code", "dash"])
+def test_exec_reads_stdin(cli: Run, sandbox: str, args: tuple[str, ...]) -> None:
+    result = cli("exec", sandbox, *args, input="import numpy as np\nprint(np.arange(3).sum())\n")
+    assert (result.code, result.stdout, result.stderr) == (0, "3\n", "")
+
+
+def test_exec_reads_a_file(cli: Run, sandbox: str, tmp_path: Path) -> None:
+    script = tmp_path / "job.py"
+    script.write_text("import pandas as pd\nprint(pd.Series([1, 2, 3]).mean())\n")
+    result = cli("exec", sandbox, "--file", str(script))
+    assert (result.code, result.stdout, result.stderr) == (0, "2.0\n", "")
+
+
+def test_exec_streams_stderr_separately(cli: Run, sandbox: str) -> None:
+    result = cli("exec", sandbox, "import sys; print('out'); print('err', file=sys.stderr)")
+    assert (result.code, result.stdout, result.stderr) == (0, "out\n", "err\n")
+
+
+def test_exec_error_prints_the_traceback_and_exits_1(cli: Run, sandbox: str) -> None:
+    result = cli("exec", sandbox, "print('before')\n1 / 0")
+    assert (result.code, result.stdout) == (1, "before\n")
+    assert "\x1b[" not in result.stderr  # no colour codes when stderr is not a terminal
+    assert result.stderr.rstrip().endswith("ZeroDivisionError: division by zero")
+    assert "Traceback" in result.stderr or "----" in result.stderr
+
+
+def test_exec_timeout_exits_1(cli: Run, sandbox: str) -> None:
+    result = cli(
+        "exec", sandbox, "import time; print('start', flush=True); time.sleep(60)", "--timeout", "1"
+    )
+    assert (result.code, result.stdout) == (1, "start\n")
+    assert result.stderr.endswith("error: Execution timed out after 1 s and was interrupted\n")
+    after = cli("exec", sandbox, "print('still alive')")
+    assert (after.code, after.stdout) == (0, "still alive\n")
+
+
+def test_exec_json(cli: Run, sandbox: str) -> None:
+    result = cli("exec", sandbox, "print('hi')\n'done'", "--json")
+    assert result.code == 0, result.stderr
+    execution = json.loads(result.stdout)
+    assert execution["object"] == "container.execution"
+    assert execution["container_id"] == sandbox
+    assert execution["status"] == "ok"
+    assert execution["stdout"] == "hi\n"
+    assert execution["outputs"][-1]["data"]["text/plain"] == "'done'"
+
+
+def test_exec_unknown_sandbox_exits_2(cli: Run) -> None:
+    result = cli("exec", "cntr_doesnotexist", "print(1)")
+    assert (result.code, result.stdout) == (2, "")
+    assert result.stderr == "error: No container found with id 'cntr_doesnotexist'\n"
+
+
+def test_gc_on_a_clean_store(cli: Run, tmp_path: Path) -> None:
+    result = cli("gc", home_dir=tmp_path)
+    assert (result.code, result.stdout, result.stderr) == (0, "Nothing to clean up.\n", "")
+    as_json = json.loads(cli("gc", "--json", home_dir=tmp_path).stdout)
+    assert as_json == {"expired": [], "marked": [], "removed": [], "socket_dirs": []}
+
+
+@pytest.mark.slow
+def test_gc_expires_an_idle_sandbox(cli: Run, tmp_path: Path) -> None:
+    created = cli(
+        "create", "--name", "cli-gc", "--expires-minutes", "1", "--json", home_dir=tmp_path
+    )
+    assert created.code == 0, created.stderr
+    container_id = json.loads(created.stdout)["id"]
+    try:
+        time.sleep(61)  # the shortest idle expiry is one minute; nothing to wait on but time
+        result = cli("gc", home_dir=tmp_path)
+        assert (result.code, result.stdout) == (0, f"expired {container_id}\n")
+        shown = json.loads(cli("get", container_id, "--json", home_dir=tmp_path).stdout)
+        assert shown["status"] == "expired"
+    finally:
+        # Deleting an expired sandbox only hides its record; it must not fail.
+        cli("delete", container_id, home_dir=tmp_path)
+
+
+def test_doctor(cli: Run, home: Path) -> None:
+    result = cli("doctor")
+    names = [line.split("  ")[0] for line in result.stdout.splitlines()]
+    assert names[:4] == ["Docker engine", "runc", "cgroup", "seccomp"]
+    assert result.code == (1 if " FAIL " in result.stdout else 0)
+    lines = {" ".join(line.split()[:2]): line for line in result.stdout.splitlines()}
+    assert "kernel image OK" in lines
+    assert lines["kernel image OK"].split("OK")[1].strip().startswith(f"{IMAGE} (up to date, ")
+    assert result.stdout.splitlines()[-1].split() == ["store", "INFO", str(home / "store.sqlite3")]
+
+    report = json.loads(cli("doctor", "--json").stdout)
+    assert {c["name"] for c in report["checks"]} >= {"Docker engine", "runc", "seccomp"}
+    assert report["ok"] == (result.code == 0)
+
+
+def test_image_status(cli: Run) -> None:
+    result = cli("image", "status", "--json")
+    assert result.code == 0, result.stderr
+    status = json.loads(result.stdout)
+    assert status["tag"] == IMAGE
+    assert status["exists"] is True
+    assert status["size_bytes"] > 0

@@ -1,0 +1,137 @@
+"""The image recipe: hashes, package list and rendered Dockerfiles (no Docker needed)."""
+
+from __future__ import annotations
+
+import io
+import re
+import tarfile
+
+import docker.errors
+import pytest
+
+from jupyter_sandbox._version import __version__
+from jupyter_sandbox.backends import images
+
+
+def test_default_tag_names_the_package_version() -> None:
+    assert images.default_image_tag() == f"jupyter-sandbox-kernel:{__version__}"
+
+
+def test_recipe_hash_is_16_hex_digits_and_stable() -> None:
+    assert re.fullmatch(r"[0-9a-f]{16}", images.recipe_hash())
+    assert images.recipe_hash() == images.recipe_hash()
+
+
+@pytest.mark.parametrize("name", images.RECIPE_FILES)
+def test_recipe_hash_changes_when_a_file_changes(name: str) -> None:
+    recipe = images._recipe_files()
+    changed = {**recipe, name: recipe[name] + b"\n"}
+    assert images._hash_recipe(changed) != images._hash_recipe(recipe)
+
+
+def test_recipe_hash_tells_file_boundaries_apart() -> None:
+    recipe = images._recipe_files()
+    shifted = {
+        **recipe,
+        "packages.txt": recipe["packages.txt"] + b"x",
+        "sandbox-init": recipe["sandbox-init"][:-1],
+    }
+    assert images._hash_recipe(shifted) != images._hash_recipe(recipe)
+
+
+def test_package_list() -> None:
+    packages = images.parse_packages(images._recipe_files()["packages.txt"].decode())
+    assert packages == [
+        "python3",
+        "python3-ipykernel",
+        "python3-numpy",
+        "python3-pandas",
+        "python3-matplotlib",
+        "tini",
+        "ca-certificates",
+    ]
+
+
+def test_parse_packages_skips_comments_and_blanks() -> None:
+    assert images.parse_packages("# head\n\n tini  # init\npython3\n") == ["tini", "python3"]
+
+
+def test_base_tag_depends_on_the_packages_not_their_order() -> None:
+    tag = images.base_image_tag(["python3", "tini"])
+    assert tag.startswith("jupyter-sandbox-base:")
+    assert images.base_image_tag(["tini", "python3"]) == tag
+    assert images.base_image_tag(["python3"]) != tag
+
+
+def test_kernel_dockerfile() -> None:
+    dockerfile = images.render_kernel_dockerfile("jupyter-sandbox-base:0123456789abcdef")
+    lines = dockerfile.splitlines()
+    assert "FROM jupyter-sandbox-base:0123456789abcdef" in lines
+    assert f'LABEL org.jupyter-sandbox.recipe-hash="{images.recipe_hash()}" \\' in lines
+    assert f'      org.jupyter-sandbox.version="{__version__}"' in lines
+    assert "USER 1000:1000" in lines
+    assert "WORKDIR /mnt/data" in lines
+    assert lines[-1] == ('ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/sandbox-init"]')
+    assert "COPY sandbox-init /usr/local/bin/sandbox-init" in lines
+    for env in (
+        "HOME=/workspace",
+        "MPLBACKEND=Agg",
+        "MPLCONFIGDIR=/tmp/.mpl",
+        "IPYTHONDIR=/tmp/.ipython",
+        "PYTHONDONTWRITEBYTECODE=1",
+        "PYTHONUNBUFFERED=1",
+        "LANG=C.UTF-8",
+    ):
+        assert env in dockerfile
+    assert "install -d -o 1000 -g 1000 -m 0755 /home/sandbox /mnt/data /workspace /mnt/skills" in (
+        dockerfile
+    )
+    assert "install -d -o 1000 -g 1000 -m 0700 /run/kernel" in dockerfile
+    assert "${" not in dockerfile  # every placeholder filled
+
+
+def test_registry_dockerfile() -> None:
+    dockerfile = images.render_registry_dockerfile("python:3.11-slim")
+    lines = dockerfile.splitlines()
+    assert lines[0] == "FROM python:3.11-slim AS sandbox-base"
+    assert " && apt-get install -y --no-install-recommends tini \\" in lines
+    assert " && python3 -m pip install --no-cache-dir ipykernel numpy pandas matplotlib \\" in lines
+    # Stage 2 is the offline kernel recipe on top of the first stage.
+    assert "FROM sandbox-base" in lines
+    assert dockerfile.endswith(images.render_kernel_dockerfile("sandbox-base"))
+
+
+def test_build_context_holds_an_executable_supervisor() -> None:
+    context = images._context_tar("FROM scratch\n")
+    with tarfile.open(fileobj=io.BytesIO(context.getvalue())) as archive:
+        init = archive.getmember("sandbox-init")
+        assert init.mode == 0o755
+        dockerfile = archive.extractfile("Dockerfile")
+        assert dockerfile is not None
+        assert dockerfile.read() == b"FROM scratch\n"
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.steps: list[str] = []
+
+    def step(self, description: str) -> None:
+        self.steps.append(description)
+
+    def log(self, line: str) -> None:
+        pass
+
+
+def test_registry_build_without_a_registry_says_so() -> None:
+    class NoRegistry:
+        class images:  # mimics DockerClient.images
+            @staticmethod
+            def get(name: str) -> object:
+                raise docker.errors.ImageNotFound(name)
+
+            @staticmethod
+            def pull(name: str) -> object:
+                raise docker.errors.APIError("connection refused")
+
+    with pytest.raises(images.ImageBuildError, match=r"cannot pull python:3.11-slim.*offline"):
+        images._ensure_registry_image(NoRegistry(), "python:3.11-slim", _Recorder())  # type: ignore[arg-type]

@@ -1,0 +1,140 @@
+"""Validation of what users send: each bad input names its parameter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from jupyter_sandbox import BadRequestError
+from jupyter_sandbox.core.validation import parse
+from jupyter_sandbox.types.container import ContainerCreateParams, normalize_domain
+from jupyter_sandbox.types.execution import Execution, StreamOutput
+from jupyter_sandbox.types.page import ListParams
+
+
+def test_minimal_create_gets_defaults() -> None:
+    params = parse(ContainerCreateParams, {"name": "data"})
+    assert params.memory_limit is None
+    assert params.network_policy.type == "disabled"
+    assert params.file_ids == []
+
+
+@pytest.mark.parametrize(
+    ("data", "param"),
+    [
+        ({}, "name"),
+        ({"name": ""}, "name"),
+        ({"name": "   "}, "name"),
+        ({"name": "x" * 257}, "name"),
+        ({"name": "a\x00b"}, "name"),
+        ({"name": "x", "memory_limit": "3g"}, "memory_limit"),
+        ({"name": "x", "memory_limit": 1}, "memory_limit"),
+        ({"name": "x", "colour": "red"}, "colour"),
+        (
+            {"name": "x", "expires_after": {"anchor": "last_active_at", "minutes": -1}},
+            "expires_after",
+        ),
+        (
+            {"name": "x", "expires_after": {"anchor": "last_active_at", "minutes": 1441}},
+            "expires_after",
+        ),
+        (
+            {"name": "x", "expires_after": {"anchor": "created_at", "minutes": 5}},
+            "expires_after.anchor",
+        ),
+        ({"name": "x", "expires_after": {"seconds": 90000}}, "expires_after"),
+        ({"name": "x", "network_policy": {"type": "open"}}, "network_policy"),
+        ({"name": "x", "network_policy": {"type": "allowlist", "domains": []}}, "network_policy"),
+        (
+            {"name": "x", "network_policy": {"type": "allowlist", "domains": ["10.0.0.1"]}},
+            "network_policy",
+        ),
+        ({"name": "x", "lifetime_seconds": 0}, "lifetime_seconds"),
+    ],
+)
+def test_bad_create_input_names_the_parameter(data: dict[str, Any], param: str) -> None:
+    with pytest.raises(BadRequestError) as caught:
+        parse(ContainerCreateParams, data)
+    assert caught.value.param is not None
+    assert caught.value.param.startswith(param)
+    assert param.split(".")[0] in caught.value.message
+
+
+def test_memory_limit_error_lists_allowed_values() -> None:
+    with pytest.raises(BadRequestError) as caught:
+        parse(ContainerCreateParams, {"name": "x", "memory_limit": "3g"})
+    assert "'512m'" in caught.value.message
+    assert "'4g'" in caught.value.message
+
+
+def test_seed_seconds_become_minutes() -> None:
+    params = parse(
+        ContainerCreateParams,
+        {"name": "x", "expires_after": {"anchor": "last_active_at", "seconds": 90}},
+    )
+    assert params.expires_after is not None
+    assert params.expires_after.minutes == 2
+
+
+def test_seed_domains_spelling_is_accepted_and_normalized() -> None:
+    params = parse(
+        ContainerCreateParams,
+        {
+            "name": "x",
+            "network_policy": {"type": "allowlist", "domains": ["API.Example.com.", "*.b.org"]},
+        },
+    )
+    assert params.network_policy.model_dump() == {
+        "type": "allowlist",
+        "allowed_domains": ["api.example.com", "*.b.org"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("domain", "expected"),
+    [
+        ("example.com", "example.com"),
+        ("*.example.com", "*.example.com"),
+        ("bücher.example", "xn--bcher-kva.example"),
+        ("EXAMPLE.com.", "example.com"),
+    ],
+)
+def test_domain_normalization(domain: str, expected: str) -> None:
+    assert normalize_domain(domain) == expected
+
+
+@pytest.mark.parametrize(
+    "domain", ["", "*", "a.*.com", "1.2.3.4", "[::1]", "localhost", "-a.com", "a..com", "a b.com"]
+)
+def test_bad_domains_are_refused(domain: str) -> None:
+    with pytest.raises(ValueError, match="domain|IP|'\\*'"):
+        normalize_domain(domain)
+
+
+@pytest.mark.parametrize(
+    ("data", "param"),
+    [({"limit": 0}, "limit"), ({"limit": 101}, "limit"), ({"order": "up"}, "order")],
+)
+def test_bad_list_params(data: dict[str, Any], param: str) -> None:
+    with pytest.raises(BadRequestError) as caught:
+        parse(ListParams, data)
+    assert caught.value.param == param
+
+
+def test_execution_joins_streams_and_dumps_them() -> None:
+    execution = Execution(
+        container_id="cntr_x",
+        status="ok",
+        duration=0.1,
+        outputs=[
+            StreamOutput(name="stdout", text="a"),
+            StreamOutput(name="stderr", text="b"),
+            StreamOutput(name="stdout", text="c"),
+        ],
+    )
+    assert execution.stdout == "ac"
+    assert execution.stderr == "b"
+    dumped = execution.model_dump()
+    assert dumped["stdout"] == "ac"
+    assert dumped["outputs"][0] == {"type": "stream", "name": "stdout", "text": "a"}

@@ -1,0 +1,99 @@
+"""The SQLite store: records, paging in both orders, several processes at once."""
+
+from __future__ import annotations
+
+import multiprocessing
+from pathlib import Path
+
+import pytest
+
+from jupyter_sandbox.backends.store import ContainerRecord, Store
+
+
+def make_record(index: int, project: str = "default", name: str | None = None) -> ContainerRecord:
+    return ContainerRecord(
+        id=f"cntr_{index:04d}",
+        project=project,
+        name=name or f"box-{index}",
+        status="ready",
+        created_at=1000.0 + index,
+        last_active_at=1000.0 + index,
+        memory_limit="1g",
+        network_policy={"type": "disabled"},
+        idle_minutes=20,
+        expires_at=5000.0,
+        image="img",
+        kernel_key="k",
+        socket_dir="/tmp/x",
+        owner_pid=1,
+        owner_host="h",
+    )
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    store = Store(tmp_path / "store.sqlite3")
+    for index in range(25):
+        store.insert(make_record(index))
+    store.insert(make_record(99, project="other"))
+    return store
+
+
+def test_store_file_is_private(store: Store) -> None:
+    assert store.path.stat().st_mode & 0o077 == 0
+
+
+def test_round_trip_and_update(store: Store) -> None:
+    assert store.get("cntr_0003") == make_record(3)
+    updated = store.update("cntr_0003", status="expired", error="gone")
+    assert updated.status == "expired"
+    assert store.get("cntr_0003") == updated
+    assert store.get("cntr_nope") is None
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_paging_walks_every_record_once(store: Store, order: str) -> None:
+    seen: list[str] = []
+    after = None
+    while True:
+        records, has_more = store.page(project="default", limit=7, order=order, after=after)
+        seen += [r.id for r in records]
+        if not has_more:
+            break
+        after = records[-1].id
+    expected = [f"cntr_{i:04d}" for i in range(25)]
+    assert seen == (expected if order == "asc" else expected[::-1])
+
+
+def test_paging_is_scoped_by_project_and_name(store: Store) -> None:
+    records, has_more = store.page(project="other", limit=20, order="desc", after=None)
+    assert [r.id for r in records] == ["cntr_0099"]
+    assert not has_more
+    records, _ = store.page(project="default", limit=20, order="desc", after=None, name="box-4")
+    assert [r.id for r in records] == ["cntr_0004"]
+
+
+def test_unknown_cursor_is_reported(store: Store) -> None:
+    with pytest.raises(LookupError):
+        store.page(project="default", limit=5, order="asc", after="cntr_missing")
+
+
+def _insert_many(path: str, start: int) -> None:
+    store = Store(Path(path))
+    for index in range(start, start + 50):
+        store.insert(make_record(index))
+        store.touch(f"cntr_{index:04d}")
+    store.close()
+
+
+def test_several_processes_write_at_once(tmp_path: Path) -> None:
+    path = tmp_path / "shared.sqlite3"
+    Store(path).close()
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_insert_many, args=(str(path), 1000 * i)) for i in range(4)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    assert len(Store(path).all()) == 200
