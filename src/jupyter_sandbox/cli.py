@@ -621,7 +621,9 @@ def demo(ctx: typer.Context) -> None:
     from jupyter_sandbox.demo import run_demo
 
     with _errors():
-        code = run_demo(settings=_settings(ctx), console=_console())
+        # Panels fill the width: keep them readable when the output is piped or logged.
+        console = Console(width=None if sys.stdout.isatty() else 100, highlight=False)
+        code = run_demo(settings=_settings(ctx), console=console)
     if code:
         raise typer.Exit(code)
 

@@ -247,9 +247,12 @@ def test_sigint_interrupts_and_sigusr1_restarts(
     logs = container.logs(stream=True, follow=True)
     container.kill(signal="SIGUSR1")
     seen = b""
-    for chunk in logs:  # the log says when the fresh kernel runs: no sleeping
-        seen += chunk
-        if seen.count(b"kernel started") == 2:
-            break
+    try:
+        for chunk in logs:  # the log says when the fresh kernel runs: no sleeping
+            seen += chunk
+            if seen.count(b"kernel started") == 2:
+                break
+    finally:
+        logs.close()
     [result] = execute(client, "'x' in globals()")
     assert result["content"]["data"]["text/plain"] == "False"
