@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from jupyter_sandbox.backends.kernel import SOCKET_PREFIX, connection_info
 from jupyter_sandbox.backends.runtime.docker import DockerRuntime
 from jupyter_sandbox.backends.store import Store
 from jupyter_sandbox.core.containers import ContainerService
@@ -101,6 +102,23 @@ class Containers:
         self._client.sweep()
         record = self._client._containers.get_record(container_id, self._client.project)
         return self._client._executions.execute(record, code, timeout=timeout, on_output=on_output)
+
+
+    def interrupt(self, container_id: str) -> None:
+        """Send SIGINT to the sandbox's kernel (what Jupyter's interrupt button does)."""
+        record = self._client._containers.get_record(container_id, self._client.project)
+        self._client._kernels.interrupt(record)
+
+    def restart(self, container_id: str) -> None:
+        """Kill every process in the sandbox and start a fresh kernel; files are kept."""
+        self._client.sweep()
+        record = self._client._containers.get_record(container_id, self._client.project)
+        self._client._executions.restart(record)
+
+    def connection_info(self, container_id: str) -> dict[str, Any]:
+        """A Jupyter connection dict (ipc transport, host paths) for the sandbox's kernel."""
+        record = self._client._containers.get_record(container_id, self._client.project)
+        return connection_info(f"{record.socket_dir}/{SOCKET_PREFIX}", record.kernel_key)
 
 
 class Client:

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 CHANNELS = ("shell", "iopub", "stdin", "control", "hb")
 _PORTS = {name: index + 1 for index, name in enumerate(CHANNELS)}
-_SOCKET_PREFIX = "k"
+SOCKET_PREFIX = "k"
 SOCKET_DIR_SIZE = "1m"
 _MS_NODEV, _MS_NOSUID, _MS_NOEXEC = 4, 2, 8
 
@@ -59,7 +59,7 @@ def create_socket_dir(path: Path, key: str, container_path: str, uid: int) -> No
     path.mkdir(mode=0o700)
     if os.geteuid() == 0:
         _mount_tmpfs(path, uid)
-    info = connection_info(f"{container_path}/{_SOCKET_PREFIX}", key)
+    info = connection_info(f"{container_path}/{SOCKET_PREFIX}", key)
     connection_file = path / "connection.json"
     descriptor = os.open(
         connection_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
@@ -85,7 +85,7 @@ def clear_sockets(path: Path) -> None:
     """Delete the kernel's socket files (before a restart, so new ones are the new kernel's)."""
     for name in CHANNELS:
         with contextlib.suppress(FileNotFoundError):
-            (path / f"{_SOCKET_PREFIX}-{_PORTS[name]}").unlink()
+            (path / f"{SOCKET_PREFIX}-{_PORTS[name]}").unlink()
 
 
 def _libc() -> ctypes.CDLL:
@@ -145,10 +145,10 @@ class KernelConnection:
                 self._poller.register(sock, zmq.POLLIN)
 
     def _endpoint(self, name: str) -> str:
-        return f"ipc://{self._dir}/{_SOCKET_PREFIX}-{_PORTS[name]}"
+        return f"ipc://{self._dir}/{SOCKET_PREFIX}-{_PORTS[name]}"
 
     def _wait_for_socket(self, name: str, deadline: float) -> None:
-        path = self._dir / f"{_SOCKET_PREFIX}-{_PORTS[name]}"
+        path = self._dir / f"{SOCKET_PREFIX}-{_PORTS[name]}"
         while True:
             try:
                 info = os.lstat(path)

@@ -213,6 +213,18 @@ class ExecutionService:
             finally:
                 self._store.touch(record.id)
 
+    def restart(self, record: ContainerRecord) -> None:
+        """Restart the sandbox's kernel (waits for any running execution to finish first)."""
+        if record.status != "ready":
+            raise ConflictError(
+                f"Container {record.id} is {record.status}; only a ready container restarts",
+                param="container_id",
+            )
+        session = self._kernels.get(record)
+        with session.lock:
+            self._kernels.restart(record, self._kernels.get(record))
+            self._store.touch(record.id)
+
     def _run(
         self,
         record: ContainerRecord,
