@@ -183,6 +183,7 @@ class ExecutionService:
         self._settings = settings
         self._store = store
         self._kernels = kernels
+        self._touched: dict[str, float] = {}
 
     def execute(
         self,
@@ -207,11 +208,18 @@ class ExecutionService:
         session = self._kernels.get(record)
         with session.lock:
             session = self._kernels.get(record)
-            self._store.touch(record.id)
+            self._touch(record.id)
             try:
                 return self._run(record, session, code, timeout, on_output)
             finally:
-                self._store.touch(record.id)
+                self._touch(record.id)
+
+    def _touch(self, container_id: str) -> None:
+        # last_active_at has one-second resolution: one write a second per sandbox is enough.
+        now = time.time()
+        if now - self._touched.get(container_id, 0.0) >= 1.0:
+            self._store.touch(container_id, now)
+            self._touched[container_id] = now
 
     def restart(self, record: ContainerRecord) -> None:
         """Restart the sandbox's kernel (waits for any running execution to finish first)."""
