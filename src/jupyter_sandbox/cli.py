@@ -32,6 +32,7 @@ from jupyter_sandbox._exceptions import (
 from jupyter_sandbox._version import __version__
 
 if TYPE_CHECKING:
+    from jupyter_sandbox.backends.images import RichBuildProgress
     from jupyter_sandbox.client import Client
     from jupyter_sandbox.settings import Settings
     from jupyter_sandbox.types.container import Container
@@ -133,6 +134,14 @@ def _client(ctx: typer.Context) -> Iterator[Client]:
             client.close()
 
 
+def _print_table(table: Table) -> None:
+    """Print a rich table without the padding rich leaves at the end of each line."""
+    console = _console()
+    with console.capture() as captured:
+        console.print(table)
+    sys.stdout.write("".join(line.rstrip() + "\n" for line in captured.get().splitlines()))
+
+
 def _print_json(value: BaseModel | dict[str, Any] | list[Any]) -> None:
     if isinstance(value, BaseModel):
         text = value.model_dump_json(indent=2)
@@ -172,7 +181,7 @@ def print_container(container: Container, *, as_json: bool = False) -> None:
     ]
     for key, value in rows:
         table.add_row(key, escape(value))
-    _console().print(table)
+    _print_table(table)
 
 
 def print_containers(containers: Iterable[Container]) -> int:
@@ -196,7 +205,7 @@ def print_containers(containers: Iterable[Container]) -> int:
         )
         count += 1
     if count:
-        _console().print(table)
+        _print_table(table)
     return count
 
 
@@ -542,7 +551,7 @@ def image_build(
     """Build the kernel image (only when its recipe changed, unless --force)."""
     import time
 
-    from jupyter_sandbox.backends.images import RichBuildProgress, build_image
+    from jupyter_sandbox.backends.images import build_image, image_status
     from jupyter_sandbox.backends.runtime.docker import connect_engine
 
     with _errors():
@@ -550,16 +559,45 @@ def image_build(
         engine = connect_engine()
         started = time.monotonic()
         try:
-            with RichBuildProgress(_console(stderr=True)) as progress:
+            before = image_status(engine, tag)
+            with _build_progress() as progress:
                 status = build_image(
                     engine, tag=tag, force=force, from_registry=from_registry, progress=progress
                 )
         finally:
             engine.close()
     size = f"{status.size_bytes / 1e6:.0f} MB" if status.size_bytes is not None else "size unknown"
-    typer.echo(
-        f"{status.tag}: {size}, recipe {status.recipe_hash} ({time.monotonic() - started:.0f} s)"
-    )
+    if before.up_to_date and not force:
+        typer.echo(f"{status.tag} is up to date ({size}, recipe {status.recipe_hash})")
+    else:
+        elapsed = time.monotonic() - started
+        typer.echo(f"Built {status.tag} in {elapsed:.0f} s ({size}, recipe {status.recipe_hash})")
+
+
+class _LineProgress:
+    """Build progress as plain lines on stderr, for logs and CI where nothing redraws."""
+
+    def __enter__(self) -> _LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def step(self, description: str) -> None:
+        sys.stderr.write(f"==> {description}\n")
+        sys.stderr.flush()
+
+    def log(self, line: str) -> None:
+        """Tool output is too chatty for a log; the build error carries its tail."""
+
+
+def _build_progress() -> RichBuildProgress | _LineProgress:
+    """A live spinner on a terminal, plain step lines otherwise."""
+    from jupyter_sandbox.backends.images import RichBuildProgress
+
+    if sys.stderr.isatty():
+        return RichBuildProgress(_console(stderr=True))
+    return _LineProgress()
 
 
 @image_app.command("status")
@@ -612,7 +650,7 @@ def image_status_command(
         ("recipe", f"{status.recipe_hash or '-'} (current {wanted})"),
     ]:
         table.add_row(key, escape(value))
-    _console().print(table)
+    _print_table(table)
 
 
 @app.command()

@@ -15,11 +15,11 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
+from tests.conftest import SESSION_RUN, TEST_LABEL, remove_labelled
 
 from jupyter_sandbox.backends.images import default_image_tag
 
 IMAGE = default_image_tag()
-TEST_LABEL = "org.jupyter-sandbox.test"
 
 
 def _image_missing() -> str | None:
@@ -52,38 +52,12 @@ class Result:
 Run = Callable[..., Result]
 
 
-def _labelled(run_id: str) -> dict[str, list[str]]:
-    found: dict[str, list[str]] = {}
-    selector = f"label={TEST_LABEL}={run_id}"
-    for kind, command in {
-        "container": ["docker", "ps", "-aq", "--filter", selector],
-        "volume": ["docker", "volume", "ls", "-q", "--filter", selector],
-        "network": ["docker", "network", "ls", "-q", "--filter", selector],
-    }.items():
-        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
-        if out.split():
-            found[kind] = out.split()
-    return found
-
-
-def _remove(found: dict[str, list[str]]) -> None:
-    """Remove leaked objects; only ever called with objects carrying this run's label."""
-    for kind, ids in found.items():
-        command = {
-            "container": ["docker", "rm", "-f", "-v"],
-            "volume": ["docker", "volume", "rm", "-f"],
-            "network": ["docker", "network", "rm"],
-        }[kind]
-        subprocess.run([*command, *ids], capture_output=True, check=False)
-
-
 @pytest.fixture(scope="module")
 def run_id() -> Iterator[str]:
     """A label value for everything this module creates; leaks fail the last test."""
-    run = f"cli{uuid4().hex[:10]}"
+    run = f"{SESSION_RUN}-cli{uuid4().hex[:8]}"
     yield run
-    leaked = _labelled(run)
-    _remove(leaked)
+    leaked = remove_labelled(f"{TEST_LABEL}={run}")
     assert not leaked, f"leaked Docker objects: {leaked}"
 
 
