@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from jupyter_sandbox.backends.kernel import SOCKET_PREFIX, connection_info
 from jupyter_sandbox.backends.runtime.docker import DockerRuntime
 from jupyter_sandbox.backends.store import Store
@@ -12,6 +14,7 @@ from jupyter_sandbox.core.containers import ContainerService
 from jupyter_sandbox.core.execution import ExecutionService, Kernels, OutputCallback
 from jupyter_sandbox.core.expiry import Expiry
 from jupyter_sandbox.core.reconcile import ReconcileReport, reconcile
+from jupyter_sandbox.core.validation import bad_request
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.container import Container, ContainerDeleted
 from jupyter_sandbox.types.execution import Execution
@@ -103,7 +106,6 @@ class Containers:
         record = self._client._containers.get_record(container_id, self._client.project)
         return self._client._executions.execute(record, code, timeout=timeout, on_output=on_output)
 
-
     def interrupt(self, container_id: str) -> None:
         """Send SIGINT to the sandbox's kernel (what Jupyter's interrupt button does)."""
         record = self._client._containers.get_record(container_id, self._client.project)
@@ -141,7 +143,10 @@ class Client:
         if settings is None:
             if home is not None:
                 overrides["home"] = Path(home)
-            settings = Settings(**overrides)
+            try:
+                settings = Settings(**overrides)
+            except ValidationError as exc:
+                raise bad_request(exc) from exc
         self.settings = settings
         self.project = project
         self._store = Store(settings.store_path)
@@ -155,7 +160,7 @@ class Client:
         self._executions = ExecutionService(settings, self._store, self._kernels)
         self._expiry = Expiry(self._store, self._containers)
         self.containers = Containers(self)
-        self.reconcile()
+        self._unreported: ReconcileReport | None = self.reconcile()
 
     def sweep(self) -> list[str]:
         """Expire overdue sandboxes now (also done on every API call)."""
@@ -168,7 +173,13 @@ class Client:
     def gc(self) -> tuple[list[str], ReconcileReport]:
         """Expire overdue sandboxes and reconcile; return what changed."""
         expired = self._expiry.sweep(force=True)
-        return expired, self.reconcile()
+        report = self.reconcile()
+        if self._unreported is not None:  # what the start-up pass found counts too
+            report.marked = [*self._unreported.marked, *report.marked]
+            report.removed = [*self._unreported.removed, *report.removed]
+            report.socket_dirs = [*self._unreported.socket_dirs, *report.socket_dirs]
+            self._unreported = None
+        return expired, report
 
     def close(self) -> None:
         """Close kernel connections and the store (sandboxes keep running)."""

@@ -150,7 +150,7 @@ def test_bad_settings_exit_2(tmp_path: Path) -> None:
     env = {**NO_ENGINE, "JUPYTER_SANDBOX_CPUS": "-1"}
     result = runner.invoke(app, ["--home", str(tmp_path), "list"], env=env)
     assert result.exit_code == 2
-    assert result.output == "error: invalid settings: cpus: Input should be greater than 0\n"
+    assert result.output == "error: Invalid cpus: Input should be greater than 0 (got '-1')\n"
 
 
 class _RaisingClient:

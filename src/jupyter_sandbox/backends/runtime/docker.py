@@ -59,9 +59,15 @@ def docker_errors(what: str) -> Iterator[None]:
 
 def connect_engine(timeout: float = 60) -> docker.DockerClient:
     """A client for the engine named by the environment (DOCKER_HOST, or the local socket)."""
-    with docker_errors("connecting to the Docker engine"):
-        client = docker.from_env(timeout=int(timeout))
-        client.ping()
+    client: docker.DockerClient | None = None
+    try:
+        with docker_errors("connecting to the Docker engine"):
+            client = docker.from_env(timeout=int(timeout))
+            client.ping()
+    except BaseException:
+        if client is not None:
+            client.close()
+        raise
     return client
 
 
