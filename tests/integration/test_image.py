@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -244,15 +245,21 @@ def test_sigint_interrupts_and_sigusr1_restarts(
     assert reply["parent_header"]["msg_id"] == msg_id
     assert reply["content"]["ename"] == "KeyboardInterrupt"
 
-    logs = container.logs(stream=True, follow=True)
-    container.kill(signal="SIGUSR1")
-    seen = b""
-    try:
-        for chunk in logs:  # the log says when the fresh kernel runs: no sleeping
-            seen += chunk
-            if seen.count(b"kernel started") == 2:
+    # The supervisor logs each kernel start: follow the log instead of sleeping. (The CLI,
+    # because docker-py's log stream leaves its socket to the garbage collector.)
+    with subprocess.Popen(
+        ["docker", "logs", "--follow", str(container.id)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as logs:
+        container.kill(signal="SIGUSR1")
+        starts = 0
+        for line in logs.stderr or ():
+            starts += "kernel started" in line
+            if starts == 2:
                 break
-    finally:
-        logs.close()
+        logs.terminate()
+    client.wait_for_ready(timeout=30)  # iopub must resubscribe to the new kernel
     [result] = execute(client, "'x' in globals()")
     assert result["content"]["data"]["text/plain"] == "False"

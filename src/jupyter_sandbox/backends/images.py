@@ -288,8 +288,8 @@ def build_image(
 
     Args:
         tag: defaults to `default_image_tag()`.
-        force: rebuild the kernel stage even if up to date (the cached base is reused;
-            remove `jupyter-sandbox-base:*` to re-bootstrap it).
+        force: rebuild the kernel stage even if up to date, without Docker's layer cache
+            (the base image is still reused; remove `jupyter-sandbox-base:*` to re-bootstrap).
         from_registry: base on this registry image instead of bootstrapping Debian.
         cache_dir: keep the rootfs tarball here (reused if the base image is missing);
             by default it lives in a temporary folder, deleted after the import.
@@ -314,7 +314,7 @@ def build_image(
         _ensure_registry_image(docker_client, from_registry, progress)
         dockerfile, pull = render_registry_dockerfile(from_registry), False
     progress.step(f"Building {tag}")
-    _docker_build(docker_client, dockerfile, tag, pull=pull, progress=progress)
+    _docker_build(docker_client, dockerfile, tag, pull=pull, no_cache=force, progress=progress)
     _remove_if_dangling(docker_client, old_id, tag)
     logger.info("Built %s in %.1f s", tag, time.monotonic() - started)
     return image_status(docker_client, tag)
@@ -452,6 +452,7 @@ def _docker_build(
     tag: str,
     *,
     pull: bool,
+    no_cache: bool,
     progress: BuildProgress,
 ) -> None:
     tail: deque[str] = deque(maxlen=_LOG_TAIL)
@@ -461,6 +462,7 @@ def _docker_build(
             custom_context=True,
             tag=tag,
             pull=pull,
+            nocache=no_cache,
             rm=True,
             forcerm=True,
             decode=True,
