@@ -21,7 +21,7 @@ from jupyter_sandbox import Client
 
 def percentile(values: list[float], fraction: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 def time_executes(run: Callable[[], object], count: int) -> list[float]:
@@ -46,12 +46,16 @@ def local_kernel(rounds: int, executes: int) -> tuple[list[float], list[float]]:
         kernel_client = manager.client()
         kernel_client.start_channels()
         kernel_client.wait_for_ready(timeout=30)
-        reply = kernel_client.execute_interactive("print(1)", output_hook=lambda msg: None, timeout=30)
+        reply = kernel_client.execute_interactive(
+            "print(1)", output_hook=lambda msg: None, timeout=30
+        )
         assert reply["content"]["status"] == "ok"
         starts.append(time.perf_counter() - started)
         if index == 0:
             trips = time_executes(
-                lambda: kernel_client.execute_interactive("1", output_hook=lambda msg: None, timeout=30),
+                lambda kc=kernel_client: kc.execute_interactive(  # type: ignore[misc]
+                    "1", output_hook=lambda msg: None, timeout=30
+                ),
                 executes,
             )
         kernel_client.stop_channels()
@@ -68,22 +72,27 @@ def same_client_trips(client: Client, container_id: str, executes: int) -> list[
     kernel_client.wait_for_ready(timeout=30)
     try:
         return time_executes(
-            lambda: kernel_client.execute_interactive("1", output_hook=lambda msg: None, timeout=30),
+            lambda: kernel_client.execute_interactive(
+                "1", output_hook=lambda msg: None, timeout=30
+            ),
             executes,
         )
     finally:
         kernel_client.stop_channels()
 
 
-def sandbox(rounds: int, executes: int) -> tuple[list[float], list[float], list[float], list[float]]:
+def sandbox(
+    rounds: int, executes: int
+) -> tuple[list[float], list[float], list[float], list[float]]:
     """The same for sandboxes, plus delete times."""
     starts: list[float] = []
     trips: list[float] = []
     same_client: list[float] = []
     deletes: list[float] = []
-    with tempfile.TemporaryDirectory() as home, Client(
-        home=home, extra_labels={"org.jupyter-sandbox.benchmark": "run"}
-    ) as client:
+    with (
+        tempfile.TemporaryDirectory() as home,
+        Client(home=home, extra_labels={"org.jupyter-sandbox.benchmark": "run"}) as client,
+    ):
         for index in range(rounds):
             started = time.perf_counter()
             container = client.containers.create(name=f"bench-{index}")
@@ -91,7 +100,9 @@ def sandbox(rounds: int, executes: int) -> tuple[list[float], list[float], list[
             assert execution.stdout == "1\n"
             starts.append(time.perf_counter() - started)
             if index == 0:
-                trips = time_executes(lambda: client.containers.execute(container.id, "1"), executes)
+                trips = time_executes(
+                    lambda cid=container.id: client.containers.execute(cid, "1"), executes
+                )
                 same_client = same_client_trips(client, container.id, executes)
             started = time.perf_counter()
             client.containers.delete(container.id)
@@ -101,8 +112,8 @@ def sandbox(rounds: int, executes: int) -> tuple[list[float], list[float], list[
 
 def row(name: str, values: list[float]) -> str:
     return (
-        f"| {name} | {statistics.median(values) * 1000:8.1f} | {percentile(values, 0.95) * 1000:8.1f} "
-        f"| {min(values) * 1000:8.1f} | {len(values):4d} |"
+        f"| {name} | {statistics.median(values) * 1000:8.1f} "
+        f"| {percentile(values, 0.95) * 1000:8.1f} | {min(values) * 1000:8.1f} | {len(values):4d} |"
     )
 
 

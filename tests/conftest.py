@@ -95,6 +95,9 @@ def client(home: Path, test_label: str) -> Iterator[Client]:
             socket_dir = Path(record.socket_dir)
             if os.path.ismount(socket_dir):
                 subprocess.run(["umount", "-l", str(socket_dir)], check=False)
+            disk = home / "sandboxes" / record.id / "disk"  # a failed test's disk image
+            if os.path.ismount(disk):
+                subprocess.run(["umount", "-l", str(disk)], check=False)
         shutil.rmtree(sockets_root, ignore_errors=True)
         assert not leaked, f"leaked Docker objects: {leaked} (live records: {live})"
         assert not leftovers, f"leaked socket folders: {leftovers}"

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from jupyter_sandbox import cli_files
 from jupyter_sandbox._exceptions import (
     APIConnectionError,
     BadRequestError,
@@ -30,6 +31,7 @@ from jupyter_sandbox._exceptions import (
     NotFoundError,
 )
 from jupyter_sandbox._version import __version__
+from jupyter_sandbox.cli_kernelspec import kernelspec_app
 
 if TYPE_CHECKING:
     from jupyter_sandbox.backends.images import RichBuildProgress
@@ -54,6 +56,8 @@ image_app = typer.Typer(
     rich_markup_mode=None,
 )
 app.add_typer(image_app, name="image")
+cli_files.register(app)  # cp, files, skills
+app.add_typer(kernelspec_app, name="kernelspec")
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 _WIDE = 200
@@ -372,6 +376,37 @@ def delete(
         raise typer.Exit(_exit_code(failures[0]))
 
 
+@app.command()
+def logs(
+    ctx: typer.Context,
+    container_id: Annotated[str, typer.Argument(metavar="ID", help="The sandbox's id.")],
+    egress: Annotated[
+        bool, typer.Option("--egress", help="Show the egress proxy's decisions (allowlist).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a sandbox's logs: with --egress, every request its allowlist allowed or refused."""
+    if not egress:
+        _fail("only --egress logs exist so far: `jupyter-sandbox logs ID --egress`", 2)
+    with _client(ctx) as client:
+        decisions = client.containers.egress_log(container_id)
+    if as_json:
+        _print_json([d.model_dump() for d in decisions])
+        return
+    table = Table("time", "decision", "method", "host", "port", "status", "reason")
+    for d in decisions:
+        table.add_row(
+            _time(int(d.time)),
+            d.decision,
+            d.method,
+            escape(d.host),
+            str(d.port or ""),
+            str(d.status or ""),
+            escape(d.reason or ""),
+        )
+    _print_table(table)
+
+
 def _read_code(code: str | None, file: Path | None) -> str:
     if code is not None and code != "-" and file is not None:
         raise typer.BadParameter("give CODE or --file, not both", param_hint="CODE")
@@ -475,6 +510,61 @@ def gc(ctx: typer.Context, as_json: JsonOption = False) -> None:
     typer.echo("\n".join(lines) if lines else "Nothing to clean up.")
 
 
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str, typer.Option("--host", help="Address to bind; loopback unless behind a proxy.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP port.")] = 8000,
+    api_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-key-file",
+            dir_okay=False,
+            help="File of API keys, one `[project:]key` or `[project:]sha256:HEX` a line "
+            "(also read: JUPYTER_SANDBOX_API_KEYS).",
+        ),
+    ] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Accept this Host header name (repeatable; '*' for any). Default: the "
+            "loopback names when bound to loopback, any otherwise.",
+        ),
+    ] = None,
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info, warning or error.")
+    ] = "info",
+) -> None:
+    """Run the OpenAI-compatible HTTP API (use the openai SDK with base_url=.../v1)."""
+    from jupyter_sandbox.server import KeyRing
+    from jupyter_sandbox.server import serve as run_server
+
+    with _errors():
+        settings = _settings(ctx)
+    try:
+        keys = KeyRing.from_environment(api_key_file)
+    except (OSError, ValueError) as exc:
+        _fail(
+            f"no usable API keys ({exc}); give --api-key-file or set JUPYTER_SANDBOX_API_KEYS",
+            2,
+        )
+    allowed = None
+    if allow_host:
+        from jupyter_sandbox.server import default_allowed_hosts
+
+        allowed = {*(default_allowed_hosts(host) or set()), *allow_host}
+    _console(stderr=True).print(
+        f"serving {len(keys)} key(s) for project(s) {', '.join(keys.projects)} on "
+        f"http://{host}:{port}/v1",
+        soft_wrap=True,
+    )
+    with _errors():
+        run_server(settings, keys, host=host, port=port, allowed_hosts=allowed, log_level=log_level)
+
+
 _LEVEL_STYLE = {"ok": "green", "info": "blue", "warn": "yellow", "fail": "bold red"}
 
 
@@ -511,6 +601,7 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
                 size_bytes=status.size_bytes,
             )
         )
+    results.append(cli_files.disk_check(settings))
     results.append(checks.Check("store", "info", str(settings.store_path)))
     code = code or checks.exit_code(results)
     if as_json:

@@ -2,21 +2,34 @@
 
 from __future__ import annotations
 
+import builtins
+import copy
+import os
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from jupyter_sandbox.backends.blobs import BlobStore
+from jupyter_sandbox.backends.disk import Disks
+from jupyter_sandbox.backends.egress import EgressProxy
+from jupyter_sandbox.backends.file_store import FileStore
 from jupyter_sandbox.backends.kernel import SOCKET_PREFIX, connection_info
 from jupyter_sandbox.backends.runtime.docker import DockerRuntime
 from jupyter_sandbox.backends.store import Store
+from jupyter_sandbox.client_files import ContainerFiles, Files, Skills
+from jupyter_sandbox.core.container_files import ContainerFileService, SandboxContent
 from jupyter_sandbox.core.containers import ContainerService
 from jupyter_sandbox.core.execution import ExecutionService, Kernels, OutputCallback
 from jupyter_sandbox.core.expiry import Expiry
+from jupyter_sandbox.core.files import FileService
+from jupyter_sandbox.core.network import EgressService
 from jupyter_sandbox.core.reconcile import ReconcileReport, reconcile
+from jupyter_sandbox.core.skills import SkillService
 from jupyter_sandbox.core.validation import bad_request
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.container import Container, ContainerDeleted
+from jupyter_sandbox.types.egress import EgressDecision
 from jupyter_sandbox.types.execution import Execution
 from jupyter_sandbox.types.page import CursorPage
 
@@ -28,6 +41,7 @@ class Containers:
 
     def __init__(self, client: Client) -> None:
         self._client = client
+        self.files = ContainerFiles(client)
 
     def create(
         self,
@@ -117,6 +131,14 @@ class Containers:
         record = self._client._containers.get_record(container_id, self._client.project)
         self._client._executions.restart(record)
 
+    def egress_log(self, container_id: str) -> builtins.list[EgressDecision]:
+        """Every egress decision (allowed or refused, with the reason) for an allowlist sandbox.
+
+        A refused request appears at once; an allowed HTTPS tunnel when it closes.
+        """
+        record = self._client._containers.get_record(container_id, self._client.project)
+        return self._client._egress.log(record.id)
+
     def connection_info(self, container_id: str) -> dict[str, Any]:
         """A Jupyter connection dict (ipc transport, host paths) for the sandbox's kernel."""
         record = self._client._containers.get_record(container_id, self._client.project)
@@ -156,11 +178,57 @@ class Client:
             self._store.close()
             raise
         self._kernels = Kernels(settings, self._runtime)
-        self._containers = ContainerService(settings, self._store, self._runtime, self._kernels)
+        records = FileStore(self._store)
+        blobs = BlobStore(settings.home / "blobs")
+        self._files = FileService(settings, records, blobs)
+        self._skills = SkillService(settings, records, blobs)
+        content = SandboxContent(
+            settings, self._store, records, Disks(settings), self._files, self._skills,
+            self._runtime.engine,
+        )  # fmt: skip
+        self._egress = EgressService(
+            settings, self._store, EgressProxy(settings, self._runtime.engine)
+        )
+        self._containers = ContainerService(
+            settings, self._store, self._runtime, self._kernels, content, self._egress
+        )
+        self._container_files = ContainerFileService(
+            settings, self._store, records, content, self._files, self._containers.get_record
+        )
         self._executions = ExecutionService(settings, self._store, self._kernels)
         self._expiry = Expiry(self._store, self._containers)
         self.containers = Containers(self)
+        self.files = Files(self)
+        self.skills = Skills(self)
         self._unreported: ReconcileReport | None = self.reconcile()
+
+    def for_project(self, project: str) -> Client:
+        """A view of this client for another project (tenant), sharing its engine, store and
+        kernel connections; close only the original. The HTTP server keeps one per API key."""
+        view = copy.copy(self)
+        view.project = project
+        view.containers = Containers(view)
+        view.files = Files(view)
+        view.skills = Skills(view)
+        return view
+
+    def count_live(self, *, skip_creating_here: bool = False) -> int:
+        """How many sandboxes of this project are initializing or ready (quota checks).
+
+        Args:
+            skip_creating_here: leave out those still being created by this process (a
+                caller that counts its own creates in flight).
+        """
+        pid = os.getpid()
+        return sum(
+            1
+            for record in self._store.all(statuses=("initializing", "ready"))
+            if record.project == self.project
+            and not record.deleted
+            and not (
+                skip_creating_here and record.status == "initializing" and record.owner_pid == pid
+            )
+        )
 
     def sweep(self) -> list[str]:
         """Expire overdue sandboxes now (also done on every API call)."""
@@ -168,7 +236,7 @@ class Client:
 
     def reconcile(self) -> ReconcileReport:
         """Mark records whose container vanished and remove orphaned Docker objects."""
-        return reconcile(self.settings, self._store, self._runtime)
+        return reconcile(self.settings, self._store, self._runtime, self._egress)
 
     def gc(self) -> tuple[list[str], ReconcileReport]:
         """Expire overdue sandboxes and reconcile; return what changed."""

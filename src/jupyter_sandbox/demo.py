@@ -74,6 +74,19 @@ df["visitors"].max()
 """
 """Second run: a matplotlib plot saved in the sandbox and shown as image/png display data."""
 
+RESULT_FILE = "sandbox-demo-summary.csv"
+DEMO_INPUT = (
+    b"weekday,boost\nMon,1.00\nTue,1.05\nWed,1.10\nThu,1.05\nFri,1.20\nSat,0.80\nSun,0.70\n"
+)
+DEMO_FILES = """\
+boost = pd.read_csv("/mnt/data/weekdays.csv").set_index("weekday")["boost"]
+weekly = df["visitors"].groupby(df.index.strftime("%a")).mean().round(1).to_frame("mean")
+weekly["boosted"] = (weekly["mean"] * boost.reindex(weekly.index)).round(1)
+weekly.to_csv("/workspace/summary.csv")
+print(weekly.to_string())
+"""
+"""Third run: reads a file uploaded into /mnt/data, writes a result the host downloads."""
+
 
 @contextmanager
 def deferred_interrupts() -> Iterator[None]:
@@ -196,6 +209,27 @@ def _run(
     return execution, saved
 
 
+def _move_files(client: Client, container_id: str, console: Console, save_dir: Path) -> bool:
+    """Upload a CSV, let the kernel use it, download the result file; True if it all worked."""
+    uploaded = client.containers.files.create(
+        container_id, file=("weekdays.csv", DEMO_INPUT), path="/mnt/data/weekdays.csv"
+    )
+    console.print(f"Uploaded [bold]{uploaded.path}[/] ({uploaded.bytes} bytes)")
+    title = "a file in, a result file out"
+    execution, _ = _run(client, DEMO_FILES, title, console, save_dir, container_id)
+    if execution.status != "ok":
+        return False
+    listed = client.containers.files.list(container_id)
+    result = next((f for f in listed if f.path == "/workspace/summary.csv"), None)
+    if result is None:
+        console.print("[red]the sandbox wrote no /workspace/summary.csv[/]")
+        return False
+    target = save_dir / RESULT_FILE
+    client.containers.files.content.retrieve(container_id, result.id).write_to_file(target)
+    console.print(f"Downloaded {result.path} ({result.source}) to [bold]./{target.name}[/]")
+    return True
+
+
 def run_demo(
     *, settings: Settings, console: Console | None = None, save_dir: Path | None = None
 ) -> int:
@@ -242,6 +276,10 @@ def run_demo(
                 if execution.status != "ok":
                     failed = True
                     break
+            if not failed:
+                started = time.monotonic()
+                failed = not _move_files(client, container.id, console, save_dir)
+                timings.append(("a file in, a result out", time.monotonic() - started))
         finally:
             if container_id is not None:
                 started = time.monotonic()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Literal
 
 from jupyter_core.paths import jupyter_data_dir
 from pydantic import Field, field_validator
@@ -59,6 +60,43 @@ class Settings(BaseSettings):
     """Labels added to every Docker object (tests use them to find leaks)."""
     run_root: Path | None = None
     """Folder of the kernels' socket folders; default `<home>/run`, or a short temp path."""
+    egress_image: str = f"jupyter-sandbox-egress:{__version__}"
+    """Egress proxy image (squid) for allowlist sandboxes; built offline like the kernel image."""
+    egress_allowed_domains: list[str] | None = None
+    """Operator ceiling: allowlists may name only these (exact, or `*.` for subdomains);
+    None lets a sandbox ask for any domain."""
+    egress_subnet_pool: str = "198.18.0.0/16"
+    """Where each allowlist sandbox's internal /29 network is carved from."""
+    egress_max_connections: int = Field(default=64, ge=1)
+    """Open connections one sandbox may hold through the proxy."""
+    egress_start_timeout: float = Field(default=20.0, gt=0)
+    """Seconds the egress proxy has to start listening."""
+    test_egress_resolver: str | None = None
+    """TEST ONLY: the proxy resolves names with this server instead of the engine's."""
+    test_egress_exempt: list[str] = Field(default_factory=list)
+    """TEST ONLY: CIDRs the proxy may reach although private (a test's own upstream)."""
+    test_egress_networks: list[str] = Field(default_factory=list)
+    """TEST ONLY: Docker networks the proxy joins (where a test's upstream and DNS live)."""
+    file_size_limit: int = Field(default=512 * 2**20, ge=1)
+    """Largest single upload (a file or a container file), in bytes; more is refused (413)."""
+    disk_limit: int = Field(default=10 * 2**30, ge=16 * 2**20)
+    """Cap on what a sandbox writes to /mnt/data and /workspace together, in bytes."""
+    disk_mechanism: Literal["auto", "loop", "volume"] = "auto"
+    """How the cap is enforced: `loop` (a sparse ext4 image per sandbox; needs root),
+    `volume` (plain Docker volumes: NO cap), `auto` (loop when possible, else volume)."""
+    skill_size_limit: int = Field(default=50 * 2**20, ge=1024)
+    """Largest skill, in bytes of unpacked files."""
+    skill_max_files: int = Field(default=1000, ge=1)
+    """Most files in one skill."""
+    server_max_live_sandboxes: int = Field(default=10, ge=1)
+    """`serve`: live (initializing or ready) sandboxes one project may hold; more is a 429."""
+    server_rate_limit: int = Field(default=600, ge=0)
+    """`serve`: requests per minute per API key (bursts up to that many); 0 turns it off."""
+    server_max_body_bytes: int | None = Field(default=None, ge=1024)
+    """`serve`: largest request body; default `file_size_limit` plus 1 MiB of form framing.
+    A bigger body is refused with 413 while it streams in, never held whole."""
+    server_sweep_interval: float = Field(default=10.0, gt=0)
+    """`serve`: seconds between idle-expiry sweeps (reconcile runs every 30 sweeps too)."""
 
     @field_validator("default_memory_limit")
     @classmethod
@@ -68,6 +106,30 @@ class Settings(BaseSettings):
         if value not in MEMORY_LIMIT_BYTES:
             raise ValueError(f"must be one of {', '.join(MEMORY_LIMIT_BYTES)}")
         return value
+
+    @field_validator("egress_allowed_domains")
+    @classmethod
+    def _ceiling_domains(cls, value: list[str] | None) -> list[str] | None:
+        from jupyter_sandbox.types.container import normalize_domain
+
+        return None if value is None else [normalize_domain(d) for d in value]
+
+    @field_validator("egress_subnet_pool")
+    @classmethod
+    def _subnet_pool(cls, value: str) -> str:
+        import ipaddress
+
+        pool = ipaddress.IPv4Network(value)
+        if pool.prefixlen > 28:
+            raise ValueError("egress_subnet_pool must hold at least two /29 networks")
+        return str(pool)
+
+    @field_validator("test_egress_exempt")
+    @classmethod
+    def _exempt_cidrs(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        return [str(ipaddress.IPv4Network(cidr)) for cidr in value]
 
     @property
     def store_path(self) -> Path:

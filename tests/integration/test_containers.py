@@ -78,8 +78,10 @@ def test_outputs_arrive_in_order_with_rich_data(client: Client) -> None:
         assert seen == kinds
         assert (execution.stdout, execution.stderr) == ("out\n", "err\n")
         html, plot = execution.outputs[2], execution.outputs[3]
-        assert isinstance(html, DisplayDataOutput) and html.data["text/html"] == "<b>hi</b>"
-        assert isinstance(plot, DisplayDataOutput) and plot.data["image/png"].startswith("iVBOR")
+        assert isinstance(html, DisplayDataOutput)
+        assert html.data["text/html"] == "<b>hi</b>"
+        assert isinstance(plot, DisplayDataOutput)
+        assert plot.data["image/png"].startswith("iVBOR")
         assert execution.execution_count == 1
     finally:
         client.containers.delete(container.id)
@@ -162,7 +164,8 @@ def test_sandbox_is_hardened(client: Client) -> None:
     try:
         info = docker_inspect(container.id)
         host = info["HostConfig"]
-        assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+        assert host["CapDrop"] == ["ALL"]
+        assert not host["CapAdd"]
         assert host["SecurityOpt"] == ["no-new-privileges:true"]
         assert host["ReadonlyRootfs"] is True
         assert host["Privileged"] is False
@@ -180,8 +183,10 @@ def test_sandbox_is_hardened(client: Client) -> None:
         probe = client.containers.execute(
             container.id,
             "import os\n"
-            "status = dict(l.split(':\\t', 1) for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
-            "print(os.getuid(), status['CapEff'].strip(), status['NoNewPrivs'].strip(), status['Seccomp'].strip())\n"
+            "lines = open('/proc/self/status').read().splitlines()\n"
+            "status = dict(l.split(':\\t', 1) for l in lines if ':\\t' in l)\n"
+            "fields = ('CapEff', 'NoNewPrivs', 'Seccomp')\n"
+            "print(os.getuid(), *(status[f].strip() for f in fields))\n"
             "print(sorted(os.listdir('/sys/class/net')))\n"
             "try:\n    open('/etc/x', 'w')\nexcept OSError as e:\n    print(e.errno)\n",
         )
@@ -241,7 +246,8 @@ def test_list_pages_in_both_orders(client: Client) -> None:
     ids = [client.containers.create(name=f"page-{i}").id for i in range(3)]
     try:
         first = client.containers.list(limit=2, order="asc")
-        assert [c.id for c in first.data] == ids[:2] and first.has_more
+        assert [c.id for c in first.data] == ids[:2]
+        assert first.has_more
         assert [c.id for c in first] == ids
         assert [c.id for c in client.containers.list(limit=1)] == ids[::-1]
         assert [c.id for c in client.containers.list(name="page-1")] == [ids[1]]

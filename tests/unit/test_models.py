@@ -108,7 +108,7 @@ def test_domain_normalization(domain: str, expected: str) -> None:
     "domain", ["", "*", "a.*.com", "1.2.3.4", "[::1]", "localhost", "-a.com", "a..com", "a b.com"]
 )
 def test_bad_domains_are_refused(domain: str) -> None:
-    with pytest.raises(ValueError, match="domain|IP|'\\*'"):
+    with pytest.raises(ValueError, match=r"domain|IP|'\*'"):
         normalize_domain(domain)
 
 

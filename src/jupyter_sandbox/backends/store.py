@@ -41,6 +41,48 @@ CREATE TABLE IF NOT EXISTS containers (
 );
 CREATE INDEX IF NOT EXISTS containers_by_project ON containers (project, deleted, created_at);
 CREATE INDEX IF NOT EXISTS containers_by_status ON containers (status);
+CREATE TABLE IF NOT EXISTS files (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    filename TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL
+);
+CREATE INDEX IF NOT EXISTS files_by_project ON files (project, created_at);
+CREATE TABLE IF NOT EXISTS container_files (
+    id TEXT PRIMARY KEY,
+    container_id TEXT NOT NULL,
+    path TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (container_id, path)
+);
+CREATE INDEX IF NOT EXISTS container_files_by_time ON container_files (container_id, created_at);
+CREATE TABLE IF NOT EXISTS skills (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    default_version TEXT NOT NULL,
+    latest_version TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS skills_by_project ON skills (project, created_at);
+CREATE TABLE IF NOT EXISTS skill_versions (
+    skill_id TEXT NOT NULL,
+    version TEXT NOT NULL,
+    id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    description TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (skill_id, version)
+);
 """
 
 
@@ -109,6 +151,18 @@ class Store:
                 self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, for the record tables other modules own (files, skills)."""
+        with self._transaction() as db:
+            yield db
+
+    @contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """The connection, held for a read."""
+        with self._lock:
+            yield self._db
 
     def insert(self, record: ContainerRecord) -> ContainerRecord:
         """Add a new record."""

@@ -12,11 +12,13 @@ from typing import Any
 from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
 from jupyter_sandbox._version import __version__
 from jupyter_sandbox.backends import kernel, labels
-from jupyter_sandbox.backends.runtime.base import Runtime, SandboxSpec
+from jupyter_sandbox.backends.runtime.base import Runtime, SandboxNetworkSpec, SandboxSpec
 from jupyter_sandbox.backends.runtime.docker import KERNEL_MOUNT, SANDBOX_UID
 from jupyter_sandbox.backends.store import ContainerRecord, Store
 from jupyter_sandbox.core import ids
+from jupyter_sandbox.core.container_files import SandboxContent
 from jupyter_sandbox.core.execution import Kernels
+from jupyter_sandbox.core.network import EgressService
 from jupyter_sandbox.core.validation import parse
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.container import (
@@ -46,6 +48,7 @@ def to_container(record: ContainerRecord) -> Container:
         memory_limit=record.memory_limit,  # type: ignore[arg-type]
         network_policy=record.network_policy,
         expires_at=int(record.expires_at),
+        skills=record.extra.get("skills", []),
     )
 
 
@@ -53,12 +56,20 @@ class ContainerService:
     """The lifecycle of sandboxes, shared by every surface."""
 
     def __init__(
-        self, settings: Settings, store: Store, runtime: Runtime, kernels: Kernels
+        self,
+        settings: Settings,
+        store: Store,
+        runtime: Runtime,
+        kernels: Kernels,
+        content: SandboxContent | None = None,
+        egress: EgressService | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
         self._runtime = runtime
         self._kernels = kernels
+        self._content = content
+        self._egress = egress
 
     def create(self, params: dict[str, Any], *, project: str = "default") -> Container:
         """Start a sandbox and wait for its kernel, or roll back every trace of it."""
@@ -66,6 +77,11 @@ class ContainerService:
         memory_limit = self._check_memory(request.memory_limit)
         lifetime = self._check_lifetime(request.lifetime_seconds)
         self._check_unsupported(request)
+        plan = (
+            self._content.plan(request.file_ids, request.skills, project)
+            if self._content is not None
+            else None
+        )
         now = time.time()
         container_id = ids.container_id()
         socket_dir = self._settings.sockets_root / container_id[5:17]
@@ -95,6 +111,14 @@ class ContainerService:
         deadline = time.monotonic() + self._settings.start_timeout
         try:
             kernel.create_socket_dir(socket_dir, record.kernel_key, KERNEL_MOUNT, SANDBOX_UID)
+            prepared = None
+            host_dirs, skills_dir, extra = None, None, dict(record.extra)
+            if self._content is not None and plan is not None:
+                prepared = self._content.prepare(container_id, plan)
+                host_dirs, skills_dir = self._content.mounts(prepared)
+                extra["storage"] = "loop" if host_dirs else "volume"
+                extra["skills"] = [s.model_dump() for s in prepared.skills]
+            network, network_env = self._attach_network(record, request)
             docker_id = self._runtime.start(
                 SandboxSpec(
                     container_id=container_id,
@@ -108,10 +132,18 @@ class ContainerService:
                         __version__,
                         self._settings.extra_labels,
                     ),
+                    environment={**(prepared.environment if prepared else {}), **network_env},
+                    network=network,
+                    host_dirs=host_dirs,
+                    skills_dir=skills_dir,
                 )
             )
+            if self._content is not None and plan is not None and prepared is not None:
+                self._content.finish(container_id, plan, prepared)
             self._kernels.open(record, deadline)
-            record = self._store.update(container_id, status="ready", docker_id=docker_id)
+            record = self._store.update(
+                container_id, status="ready", docker_id=docker_id, extra=extra
+            )
         except BaseException as exc:
             self.destroy(record, status="failed", error=str(exc) or type(exc).__name__)
             raise
@@ -139,19 +171,44 @@ class ContainerService:
         return lifetime
 
     def _check_unsupported(self, request: ContainerCreateParams) -> None:
-        if request.file_ids:
+        if self._content is None and (request.file_ids or request.skills):
             raise BadRequestError(
-                "Invalid file_ids: copying files at creation is not available yet", param="file_ids"
+                "Invalid file_ids/skills: this service has no file storage configured",
+                param="file_ids" if request.file_ids else "skills",
             )
-        if request.skills:
-            raise BadRequestError("Invalid skills: skills are not available yet", param="skills")
         if isinstance(request.network_policy, NetworkPolicyAllowlist):
-            # Fail closed: never start a sandbox with a policy we cannot enforce.
-            raise BadRequestError(
-                "Invalid network_policy: the allowlist needs the egress proxy, which is not "
-                "available yet; use {'type': 'disabled'}",
-                param="network_policy",
-            )
+            if self._egress is None:
+                # Fail closed: never start a sandbox with a policy we cannot enforce.
+                raise BadRequestError(
+                    "Invalid network_policy: this service has no egress proxy; "
+                    "use {'type': 'disabled'}",
+                    param="network_policy",
+                )
+            self._egress.check(request.network_policy)
+
+    def _attach_network(
+        self, record: ContainerRecord, request: ContainerCreateParams
+    ) -> tuple[SandboxNetworkSpec | None, dict[str, str]]:
+        """An allowlist sandbox's network and proxy variables; `disabled` gets neither."""
+        policy = request.network_policy
+        if not isinstance(policy, NetworkPolicyAllowlist) or self._egress is None:
+            return None, {}
+        attachment = self._egress.attach(
+            record,
+            policy,
+            labels.sandbox_labels(
+                record.id, self._settings.store_id, __version__, self._settings.extra_labels
+            ),
+            time.monotonic() + self._settings.egress_start_timeout,
+        )
+        network = attachment.network
+        spec = SandboxNetworkSpec(
+            name=network.name,
+            address=network.sandbox_ip,
+            dns=network.proxy_ip,
+            resolv_conf=attachment.resolv_conf,
+        )
+        return spec, attachment.environment
 
     def get_record(self, container_id: str, project: str = "default") -> ContainerRecord:
         """The visible record of a sandbox, or NotFoundError."""
@@ -210,7 +267,11 @@ class ContainerService:
             self._runtime.remove(record.id)
         finally:
             kernel.remove_socket_dir(Path(record.socket_dir))
+            if self._content is not None:
+                self._content.remove(record.id)
             changes: dict[str, Any] = {"status": status, "deleted": deleted or record.deleted}
             if error is not None:
                 changes["error"] = error[:2000]
             self._store.update(record.id, **changes)
+            if self._egress is not None:
+                self._egress.release(record)  # after the update: the record is no longer live

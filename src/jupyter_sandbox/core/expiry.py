@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 
 from jupyter_sandbox._exceptions import APIError
@@ -22,9 +23,20 @@ class Expiry:
         self._containers = containers
         self._min_interval = min_interval
         self._last_sweep = 0.0
+        self._lock = threading.Lock()
 
     def sweep(self, *, force: bool = False) -> list[str]:
         """Expire every overdue ready sandbox; return their ids."""
+        # One sweep at a time per process (the server sweeps from several threads); a caller
+        # that finds one running skips, since that sweep does the work.
+        if not self._lock.acquire(blocking=force):
+            return []
+        try:
+            return self._sweep(force)
+        finally:
+            self._lock.release()
+
+    def _sweep(self, force: bool) -> list[str]:
         now = time.time()
         if not force and now - self._last_sweep < self._min_interval:
             return []

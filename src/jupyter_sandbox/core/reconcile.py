@@ -9,9 +9,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jupyter_sandbox.backends import kernel
+from jupyter_sandbox.backends import disk, kernel
 from jupyter_sandbox.backends.runtime.base import Runtime
 from jupyter_sandbox.backends.store import ContainerRecord, Store
+from jupyter_sandbox.core.network import EgressService
 from jupyter_sandbox.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,10 @@ class ReconcileReport:
     """Sandboxes whose orphaned containers or volumes were removed."""
     socket_dirs: list[str] = field(default_factory=list)
     """Socket folders that no live sandbox owned."""
+    storage: list[str] = field(default_factory=list)
+    """Storage folders (and mounted disk images) that no live sandbox owned."""
+    egress: list[str] = field(default_factory=list)
+    """What happened to the egress proxy (restarted while needed, removed when idle)."""
 
 
 def _creator_alive(record: ContainerRecord) -> bool:
@@ -43,7 +48,9 @@ def _creator_alive(record: ContainerRecord) -> bool:
     return True
 
 
-def reconcile(settings: Settings, store: Store, runtime: Runtime) -> ReconcileReport:
+def reconcile(
+    settings: Settings, store: Store, runtime: Runtime, egress: EgressService | None = None
+) -> ReconcileReport:
     """Make records and engine agree; safe while other processes use the same store."""
     report = ReconcileReport()
     present = set(runtime.labelled(settings.store_id)["container"])
@@ -68,6 +75,8 @@ def reconcile(settings: Settings, store: Store, runtime: Runtime) -> ReconcileRe
     owners = {i for ids in runtime.labelled(settings.store_id).values() for i in ids if i}
     root = settings.sockets_root
     entries = list(root.iterdir()) if root.is_dir() else []
+    storage_root = settings.home / "sandboxes"
+    storage = sorted(storage_root.iterdir()) if storage_root.is_dir() else []
     live_records = [r for r in store.all(statuses=("initializing", "ready")) if not r.deleted]
     live = {r.id for r in live_records}
     for sandbox_id in sorted(owners - live):
@@ -78,6 +87,12 @@ def reconcile(settings: Settings, store: Store, runtime: Runtime) -> ReconcileRe
         if entry.name not in live_dirs:
             kernel.remove_socket_dir(entry)
             report.socket_dirs.append(entry.name)
-    if report.marked or report.removed or report.socket_dirs:
+    for folder in storage:
+        if folder.name not in live:
+            disk.remove_folder(folder)
+            report.storage.append(folder.name)
+    if egress is not None:
+        report.egress = egress.reconcile()
+    if report.marked or report.removed or report.socket_dirs or report.storage or report.egress:
         logger.info("reconcile: %s", report)
     return report

@@ -21,7 +21,11 @@ def parse(model: type[M], data: dict[str, Any]) -> M:
 
 def bad_request(exc: ValidationError) -> BadRequestError:
     """The first error of a ValidationError, as our error type."""
-    error = exc.errors(include_url=False)[0]
+    return bad_request_from(dict(exc.errors(include_url=False)[0]))
+
+
+def bad_request_from(error: dict[str, Any]) -> BadRequestError:
+    """One pydantic error dict (`loc`, `msg`, `type`, `input`) as our error type."""
     location = [str(part) for part in error["loc"] if not isinstance(part, int)]
     # Discriminated unions add the tag ("allowlist") to the location; drop it.
     location = [part for part in location if part not in ("disabled", "allowlist")]

@@ -15,6 +15,8 @@ from pydantic import (
     model_validator,
 )
 
+from jupyter_sandbox.types.skill import InstalledSkill
+
 ContainerStatus = Literal["initializing", "ready", "terminated", "failed", "expired"]
 """The seed's statuses plus `expired`; the hosted API's `running` maps to `ready`."""
 
@@ -150,6 +152,8 @@ class Container(BaseModel):
     """`{"type": "disabled"}` or `{"type": "allowlist", "allowed_domains": [...]}`."""
     expires_at: int
     """Hard end of life (extension): the container stops itself at this time."""
+    skills: list[InstalledSkill] = Field(default_factory=list)
+    """Skills installed read-only under /mnt/skills, with their SKILL.md (extension)."""
 
 
 class ContainerDeleted(BaseModel):

@@ -19,6 +19,27 @@ class SandboxSpec:
     """Unix time at which the container stops itself (hard lifetime)."""
     labels: dict[str, str]
     environment: dict[str, str] = field(default_factory=dict)
+    host_dirs: dict[str, str] | None = None
+    """Host folders to bind at /mnt/data and /workspace (the capped disk); None: volumes."""
+    skills_dir: str | None = None
+    """Host folder bound read-only at /mnt/skills, if the sandbox has skills."""
+    network: SandboxNetworkSpec | None = None
+    """An allowlist sandbox's internal network; None: no network at all (`none`)."""
+
+
+@dataclass(frozen=True)
+class SandboxNetworkSpec:
+    """Where an allowlist sandbox is attached, and the resolver it must not have."""
+
+    name: str
+    """The sandbox's own internal Docker network."""
+    address: str
+    """The sandbox's fixed IPv4 address on it."""
+    dns: str
+    """Upstream of the engine's embedded resolver (127.0.0.11): the proxy, which serves no
+    DNS, so a query sent there directly dies inside the network (CVE-2024-29018)."""
+    resolv_conf: str
+    """Host file bound read-only over /etc/resolv.conf: no nameserver."""
 
 
 @dataclass(frozen=True)

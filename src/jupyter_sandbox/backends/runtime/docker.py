@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +28,7 @@ KERNEL_MOUNT = "/run/kernel"
 CONNECTION_FILE = f"{KERNEL_MOUNT}/connection.json"
 SANDBOX_UID = 1000
 _WRITABLE_DIRS = {"data": "/mnt/data", "workspace": "/workspace"}
+SKILLS_MOUNT = "/mnt/skills"
 _ENGINE_HINT = (
     "start it with `sudo systemctl start docker` (or `sudo dockerd &`), "
     "or point DOCKER_HOST at a running engine"
@@ -86,7 +87,7 @@ class DockerRuntime:
         name = _container_name(spec.container_id)
         try:
             with docker_errors(f"creating sandbox {spec.container_id}"):
-                for role in _WRITABLE_DIRS:
+                for role in _WRITABLE_DIRS if spec.host_dirs is None else ():
                     self._api.create_volume(
                         name=_volume_name(spec.container_id, role),
                         labels={**spec.labels, labels.ROLE: role},
@@ -104,7 +105,8 @@ class DockerRuntime:
                     mem_swappiness=0,
                     cpu_shares=settings.cpu_shares,
                     nano_cpus=int(settings.cpus * 1e9),
-                    network_mode="none",
+                    network_mode=spec.network.name if spec.network else "none",
+                    dns=[spec.network.dns] if spec.network else None,
                     ipc_mode="private",
                     sysctls={"net.ipv6.conf.all.disable_ipv6": "1"},
                     log_config=LogConfig(type=LogConfig.types.NONE),
@@ -114,10 +116,8 @@ class DockerRuntime:
                     ],
                     mounts=[
                         Mount(KERNEL_MOUNT, str(spec.socket_dir), type="bind"),
-                        *(
-                            Mount(path, _volume_name(spec.container_id, role), type="volume")
-                            for role, path in _WRITABLE_DIRS.items()
-                        ),
+                        *_writable_mounts(spec),
+                        *_network_mounts(spec),
                     ],
                     runtime=settings.runtime,
                 )
@@ -135,6 +135,7 @@ class DockerRuntime:
                     labels=spec.labels,
                     host_config=host_config,
                     network_disabled=False,
+                    networking_config=self._networking_config(spec),
                     stop_signal="SIGTERM",
                 )
                 if created.get("Warnings"):
@@ -191,7 +192,34 @@ class DockerRuntime:
             self._wait_gone(name)
             for role in _WRITABLE_DIRS:
                 self._remove_volume(_volume_name(container_id, role))
+            self._remove_network(network_name(container_id))
         self._cgroup_files.pop(container_id, None)
+
+    def _networking_config(self, spec: SandboxSpec) -> dict[str, Any] | None:
+        """An allowlist sandbox's fixed address on its own network (the proxy trusts it)."""
+        if spec.network is None:
+            return None
+        endpoint = self._api.create_endpoint_config(ipv4_address=spec.network.address)
+        config: dict[str, Any] = self._api.create_networking_config(
+            {spec.network.name: endpoint}  # type: ignore[arg-type]  # the stub is wrong
+        )
+        return config
+
+    def _remove_network(self, network: str) -> None:
+        """Remove a sandbox's network, first unplugging the egress proxy from it."""
+        try:
+            self._api.remove_network(network)
+            return
+        except docker.errors.NotFound:
+            return  # a `disabled` sandbox has none: one call, no inspect
+        except docker.errors.APIError as exc:
+            if exc.status_code not in (403, 409):  # 403: it still has endpoints
+                raise
+        for endpoint in (self._api.inspect_network(network).get("Containers") or {}).values():
+            with suppress(docker.errors.NotFound):
+                self._api.disconnect_container_from_network(endpoint["Name"], network, force=True)
+        with suppress(docker.errors.NotFound):
+            self._api.remove_network(network)
 
     def _wait_gone(self, name: str) -> None:
         try:
@@ -215,15 +243,46 @@ class DockerRuntime:
                 time.sleep(0.05)  # the engine is still detaching it from the container
 
     def labelled(self, store_id: str) -> dict[str, list[str]]:
-        """Sandbox ids owning labelled containers and volumes of this store."""
+        """Sandbox ids owning labelled containers, volumes and networks of this store."""
         selector = {"label": [f"{labels.MANAGED}=true", f"{labels.STORE}={store_id}"]}
         with docker_errors("listing sandboxes"):
             containers = self._api.containers(all=True, filters=selector)
             volumes = self._api.volumes(filters=selector).get("Volumes") or []
+            networks = self._api.networks(filters=selector)
         return {
             "container": [c["Labels"].get(labels.CONTAINER_ID, "") for c in containers],
             "volume": [(v.get("Labels") or {}).get(labels.CONTAINER_ID, "") for v in volumes],
+            "network": [(n.get("Labels") or {}).get(labels.CONTAINER_ID, "") for n in networks],
         }
+
+
+def _writable_mounts(spec: SandboxSpec) -> list[Mount]:
+    """/mnt/data and /workspace: the capped disk's folders, or else volumes; skills read-only."""
+    if spec.host_dirs is None:
+        mounts = [
+            Mount(path, _volume_name(spec.container_id, role), type="volume")
+            for role, path in _WRITABLE_DIRS.items()
+        ]
+    else:
+        mounts = [
+            Mount(path, spec.host_dirs[path], type="bind", propagation="rprivate")
+            for path in _WRITABLE_DIRS.values()
+        ]
+    if spec.skills_dir is not None:
+        mounts.append(Mount(SKILLS_MOUNT, spec.skills_dir, type="bind", read_only=True))
+    return mounts
+
+
+def _network_mounts(spec: SandboxSpec) -> list[Mount]:
+    """An allowlist sandbox gets a resolv.conf with no nameserver: names resolve nowhere."""
+    if spec.network is None:
+        return []
+    return [Mount("/etc/resolv.conf", spec.network.resolv_conf, type="bind", read_only=True)]
+
+
+def network_name(container_id: str) -> str:
+    """The Docker name of an allowlist sandbox's own internal network."""
+    return f"jsbx-{container_id}-net"
 
 
 def _container_name(container_id: str) -> str:

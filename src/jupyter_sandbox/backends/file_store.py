@@ -1,0 +1,312 @@
+"""Records of files, container files and skills, in the same SQLite store as the sandboxes."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from jupyter_sandbox.backends.store import Store
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    """An uploaded file; its bytes are the blob `sha256`."""
+
+    id: str
+    project: str
+    filename: str
+    purpose: str
+    bytes: int
+    sha256: str
+    created_at: float
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True)
+class ContainerFileRecord:
+    """A file known to be in a sandbox at `path`."""
+
+    id: str
+    container_id: str
+    path: str
+    bytes: int
+    source: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class SkillRecord:
+    """A skill; its versions hold the files."""
+
+    id: str
+    project: str
+    name: str
+    description: str
+    default_version: str
+    latest_version: str
+    created_at: float
+
+
+@dataclass(frozen=True)
+class SkillVersionRecord:
+    """One version of a skill: a zip blob `sha256`."""
+
+    skill_id: str
+    version: str
+    id: str
+    name: str
+    description: str
+    sha256: str
+    bytes: int
+    created_at: float
+
+
+def _insert(db: sqlite3.Connection, table: str, record: Any, *, replace: bool = False) -> None:
+    row = dict(record.__dict__)
+    verb = "INSERT OR REPLACE" if replace else "INSERT"
+    db.execute(
+        f"{verb} INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
+        tuple(row.values()),
+    )
+
+
+class FileStore:
+    """Typed queries over the files, container_files, skills and skill_versions tables."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def _page(
+        self,
+        table: str,
+        where: dict[str, Any],
+        *,
+        limit: int,
+        order: str,
+        after: str | None,
+    ) -> tuple[list[sqlite3.Row], bool]:
+        clauses = [f"{column} = ?" for column in where]
+        args: list[Any] = list(where.values())
+        direction = "DESC" if order == "desc" else "ASC"
+        with self._store.reading() as db:
+            if after is not None:
+                cursor = db.execute(
+                    f"SELECT created_at, id FROM {table} WHERE id = ?",  # noqa: S608
+                    (after,),
+                ).fetchone()
+                if cursor is None:
+                    raise LookupError(after)
+                clauses.append(f"(created_at, id) {'<' if order == 'desc' else '>'} (?, ?)")
+                args.extend([cursor["created_at"], cursor["id"]])
+            rows = db.execute(
+                f"SELECT * FROM {table} WHERE {' AND '.join(clauses) or '1'} "  # noqa: S608
+                f"ORDER BY created_at {direction}, id {direction} LIMIT ?",
+                (*args, limit + 1),
+            ).fetchall()
+        return rows[:limit], len(rows) > limit
+
+    # files
+
+    def add_file(self, record: FileRecord) -> FileRecord:
+        """Insert a file record."""
+        with self._store.transaction() as db:
+            _insert(db, "files", record)
+        return record
+
+    def get_file(self, file_id: str) -> FileRecord | None:
+        """A file record, or None."""
+        with self._store.reading() as db:
+            row = db.execute("SELECT * FROM files WHERE id = ?", (file_id,)).fetchone()
+        return FileRecord(**dict(row)) if row else None
+
+    def files_page(
+        self, project: str, *, limit: int, order: str, after: str | None, purpose: str | None
+    ) -> tuple[list[FileRecord], bool]:
+        """One page of a project's files."""
+        where = {"project": project, **({"purpose": purpose} if purpose else {})}
+        rows, more = self._page("files", where, limit=limit, order=order, after=after)
+        return [FileRecord(**dict(r)) for r in rows], more
+
+    def delete_file(self, file_id: str) -> None:
+        """Forget a file."""
+        with self._store.transaction() as db:
+            db.execute("DELETE FROM files WHERE id = ?", (file_id,))
+
+    def blob_in_use(self, digest: str) -> bool:
+        """Whether any file or skill version still holds this blob."""
+        with self._store.reading() as db:
+            row = db.execute(
+                "SELECT 1 FROM files WHERE sha256 = ? UNION ALL "
+                "SELECT 1 FROM skill_versions WHERE sha256 = ? LIMIT 1",
+                (digest, digest),
+            ).fetchone()
+        return row is not None
+
+    # container files
+
+    def put_container_file(self, record: ContainerFileRecord) -> ContainerFileRecord:
+        """Record a file at its path, replacing whatever was recorded there."""
+        with self._store.transaction() as db:
+            db.execute(
+                "DELETE FROM container_files WHERE container_id = ? AND path = ?",
+                (record.container_id, record.path),
+            )
+            _insert(db, "container_files", record)
+        return record
+
+    def get_container_file(self, container_id: str, file_id: str) -> ContainerFileRecord | None:
+        """A container file record, or None."""
+        with self._store.reading() as db:
+            row = db.execute(
+                "SELECT * FROM container_files WHERE id = ? AND container_id = ?",
+                (file_id, container_id),
+            ).fetchone()
+        return ContainerFileRecord(**dict(row)) if row else None
+
+    def container_files(self, container_id: str) -> dict[str, ContainerFileRecord]:
+        """Every record of a sandbox, by path."""
+        with self._store.reading() as db:
+            rows = db.execute(
+                "SELECT * FROM container_files WHERE container_id = ?", (container_id,)
+            ).fetchall()
+        return {row["path"]: ContainerFileRecord(**dict(row)) for row in rows}
+
+    def sync_container_files(
+        self,
+        container_id: str,
+        *,
+        add: Iterable[ContainerFileRecord],
+        resize: Iterable[tuple[str, int]],
+        drop: Iterable[str],
+    ) -> None:
+        """Apply one listing's differences in a single transaction."""
+        with self._store.transaction() as db:
+            db.executemany(
+                "DELETE FROM container_files WHERE id = ?", [(file_id,) for file_id in drop]
+            )
+            db.executemany(
+                "UPDATE container_files SET bytes = ? WHERE id = ?",
+                [(size, file_id) for file_id, size in resize],
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO container_files "
+                "(id, container_id, path, bytes, source, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.id, r.container_id, r.path, r.bytes, r.source, r.created_at) for r in add],
+            )
+
+    def container_files_page(
+        self, container_id: str, *, limit: int, order: str, after: str | None
+    ) -> tuple[list[ContainerFileRecord], bool]:
+        """One page of a sandbox's files."""
+        rows, more = self._page(
+            "container_files", {"container_id": container_id}, limit=limit, order=order, after=after
+        )
+        return [ContainerFileRecord(**dict(r)) for r in rows], more
+
+    def delete_container_file(self, file_id: str) -> None:
+        """Forget one container file."""
+        with self._store.transaction() as db:
+            db.execute("DELETE FROM container_files WHERE id = ?", (file_id,))
+
+    def delete_container_files(self, container_id: str) -> None:
+        """Forget every file of a sandbox (it was deleted or expired)."""
+        with self._store.transaction() as db:
+            db.execute("DELETE FROM container_files WHERE container_id = ?", (container_id,))
+
+    # skills
+
+    def add_skill_version(
+        self, version: SkillVersionRecord, skill: SkillRecord
+    ) -> tuple[SkillRecord, SkillVersionRecord]:
+        """Insert a version and write its skill row, in one transaction."""
+        with self._store.transaction() as db:
+            _insert(db, "skills", skill, replace=True)
+            _insert(db, "skill_versions", version)
+        return skill, version
+
+    def next_version(self, skill_id: str) -> str:
+        """The number the next version of a skill gets."""
+        with self._store.reading() as db:
+            row = db.execute(
+                "SELECT MAX(CAST(version AS INTEGER)) FROM skill_versions WHERE skill_id = ?",
+                (skill_id,),
+            ).fetchone()
+        return str((row[0] or 0) + 1)
+
+    def get_skill(self, skill_id: str) -> SkillRecord | None:
+        """A skill record, or None."""
+        with self._store.reading() as db:
+            row = db.execute("SELECT * FROM skills WHERE id = ?", (skill_id,)).fetchone()
+        return SkillRecord(**dict(row)) if row else None
+
+    def update_skill(self, skill: SkillRecord) -> SkillRecord:
+        """Write a skill row."""
+        with self._store.transaction() as db:
+            _insert(db, "skills", skill, replace=True)
+        return skill
+
+    def get_skill_version(self, skill_id: str, version: str) -> SkillVersionRecord | None:
+        """A version record, or None."""
+        with self._store.reading() as db:
+            row = db.execute(
+                "SELECT * FROM skill_versions WHERE skill_id = ? AND version = ?",
+                (skill_id, version),
+            ).fetchone()
+        return SkillVersionRecord(**dict(row)) if row else None
+
+    def skills_page(
+        self, project: str, *, limit: int, order: str, after: str | None
+    ) -> tuple[list[SkillRecord], bool]:
+        """One page of a project's skills."""
+        rows, more = self._page(
+            "skills", {"project": project}, limit=limit, order=order, after=after
+        )
+        return [SkillRecord(**dict(r)) for r in rows], more
+
+    def skill_versions_page(
+        self, skill_id: str, *, limit: int, order: str, after: str | None
+    ) -> tuple[list[SkillVersionRecord], bool]:
+        """One page of a skill's versions."""
+        direction = "DESC" if order == "desc" else "ASC"
+        clauses, args = ["skill_id = ?"], [skill_id]
+        with self._store.reading() as db:
+            if after is not None:
+                cursor = db.execute(
+                    "SELECT version FROM skill_versions "
+                    "WHERE skill_id = ? AND (id = ? OR version = ?)",
+                    (skill_id, after, after),
+                ).fetchone()
+                if cursor is None:
+                    raise LookupError(after)
+                compare = "<" if order == "desc" else ">"
+                clauses.append(f"CAST(version AS INTEGER) {compare} CAST(? AS INTEGER)")
+                args.append(cursor["version"])
+            rows = db.execute(
+                f"SELECT * FROM skill_versions WHERE {' AND '.join(clauses)} "  # noqa: S608
+                f"ORDER BY CAST(version AS INTEGER) {direction} LIMIT ?",
+                (*args, limit + 1),
+            ).fetchall()
+        return [SkillVersionRecord(**dict(r)) for r in rows[:limit]], len(rows) > limit
+
+    def delete_skill_version(self, skill_id: str, version: str) -> None:
+        """Forget one version."""
+        with self._store.transaction() as db:
+            db.execute(
+                "DELETE FROM skill_versions WHERE skill_id = ? AND version = ?",
+                (skill_id, version),
+            )
+
+    def delete_skill(self, skill_id: str) -> list[str]:
+        """Forget a skill and its versions; return the versions' blobs."""
+        with self._store.transaction() as db:
+            digests = [
+                row[0]
+                for row in db.execute(
+                    "SELECT sha256 FROM skill_versions WHERE skill_id = ?", (skill_id,)
+                ).fetchall()
+            ]
+            db.execute("DELETE FROM skill_versions WHERE skill_id = ?", (skill_id,))
+            db.execute("DELETE FROM skills WHERE id = ?", (skill_id,))
+        return digests

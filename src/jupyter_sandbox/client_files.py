@@ -1,0 +1,269 @@
+"""`client.files`, `client.containers.files` and `client.skills`: resources mirror the URLs."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from jupyter_sandbox.backends.transfer import BinaryContent
+from jupyter_sandbox.types.container_file import ContainerFile, ContainerFileDeleted
+from jupyter_sandbox.types.file import FileDeleted, FileObject
+from jupyter_sandbox.types.page import CursorPage
+from jupyter_sandbox.types.skill import Skill, SkillDeleted, SkillVersion, SkillVersionDeleted
+
+if TYPE_CHECKING:
+    from jupyter_sandbox.client import Client
+
+__all__ = [
+    "BinaryContent",
+    "ContainerFiles",
+    "ContainerFilesContent",
+    "Files",
+    "FilesContent",
+    "SkillContent",
+    "SkillVersions",
+    "Skills",
+]
+
+
+def _list_params(limit: int, order: str, after: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"limit": limit, "order": order}
+    if after is not None:
+        params["after"] = after
+    return params
+
+
+class FilesContent:
+    """`client.files.content`."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def retrieve(self, file_id: str) -> BinaryContent:
+        """The file's bytes (`.read()`, `.iter_bytes()`, `.write_to_file(path)`)."""
+        return self._client._files.content(file_id, project=self._client.project)
+
+
+class Files:
+    """`client.files`: upload once, then copy into sandboxes by id (`file_ids=[...]`)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.content = FilesContent(client)
+
+    def create(
+        self,
+        *,
+        file: Any,
+        purpose: str = "user_data",
+        expires_after: dict[str, Any] | None = None,
+    ) -> FileObject:
+        """Upload a file (a Path, bytes, a binary stream, or `(filename, content)`).
+
+        Raises:
+            RequestTooLargeError: the file is larger than `file_size_limit` (default 512 MiB).
+            BadRequestError: `purpose` or `file` is invalid.
+        """
+        return self._client._files.create(
+            file, purpose=purpose, expires_after=expires_after, project=self._client.project
+        )
+
+    def retrieve(self, file_id: str) -> FileObject:
+        """One file's metadata."""
+        return self._client._files.retrieve(file_id, project=self._client.project)
+
+    def list(
+        self,
+        *,
+        limit: int = 10000,
+        order: str = "desc",
+        after: str | None = None,
+        purpose: str | None = None,
+    ) -> CursorPage[FileObject]:
+        """A page of files (newest first); iterating it walks every page."""
+        params = _list_params(limit, order, after)
+        if purpose is not None:
+            params["purpose"] = purpose
+        return self._client._files.list(params, project=self._client.project)
+
+    def delete(self, file_id: str) -> FileDeleted:
+        """Forget a file (copies already in sandboxes stay)."""
+        return self._client._files.delete(file_id, project=self._client.project)
+
+
+class ContainerFilesContent:
+    """`client.containers.files.content`."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def retrieve(self, file_id: str, *, container_id: str) -> BinaryContent:
+        """The file's bytes, streamed from the sandbox."""
+        self._client.sweep()
+        return self._client._container_files.content(
+            container_id, file_id, project=self._client.project
+        )
+
+
+class ContainerFiles:
+    """`client.containers.files`: files under /mnt/data and /workspace of one sandbox."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.content = _PositionalContent(client)
+
+    def create(
+        self,
+        container_id: str,
+        *,
+        file: Any = None,
+        file_id: str | None = None,
+        path: str | None = None,
+    ) -> ContainerFile:
+        """Put a file in the sandbox (default path `/mnt/data/<its name>`).
+
+        Args:
+            file: a Path, bytes, a binary stream, or `(filename, content)`.
+            file_id: instead of `file`, an uploaded file's id (`client.files`).
+            path: absolute, under /mnt/data or /workspace (an extension, as in the seed).
+
+        Raises:
+            BadRequestError: the path is invalid or goes through a link (`param="path"`).
+            RequestTooLargeError: over `file_size_limit`, or the sandbox's disk is full.
+        """
+        self._client.sweep()
+        return self._client._container_files.create(
+            container_id, file=file, file_id=file_id, path=path, project=self._client.project
+        )
+
+    def retrieve(self, container_id: str, file_id: str) -> ContainerFile:
+        """One file's metadata."""
+        self._client.sweep()
+        return self._client._container_files.retrieve(
+            container_id, file_id, project=self._client.project
+        )
+
+    def list(
+        self,
+        container_id: str,
+        *,
+        limit: int = 20,
+        order: str = "desc",
+        after: str | None = None,
+    ) -> CursorPage[ContainerFile]:
+        """A page of the sandbox's files, including those its code wrote (`source="assistant"`)."""
+        self._client.sweep()
+        return self._client._container_files.list(
+            container_id, _list_params(limit, order, after), project=self._client.project
+        )
+
+    def delete(self, container_id: str, file_id: str) -> ContainerFileDeleted:
+        """Remove the file from the sandbox."""
+        self._client.sweep()
+        return self._client._container_files.delete(
+            container_id, file_id, project=self._client.project
+        )
+
+
+class _PositionalContent(ContainerFilesContent):
+    """Accepts the seed's `content.retrieve(container_id, file_id)` and the SDK's
+    `content.retrieve(file_id, container_id=...)`."""
+
+    def retrieve(
+        self, first: str, second: str | None = None, *, container_id: str | None = None
+    ) -> BinaryContent:
+        """The file's bytes, streamed from the sandbox."""
+        if container_id is None:
+            if second is None:
+                raise TypeError(
+                    "retrieve(container_id, file_id) or retrieve(file_id, container_id=)"
+                )
+            container_id, file_id = first, second
+        else:
+            file_id = first
+        return super().retrieve(file_id, container_id=container_id)
+
+
+class SkillContent:
+    """`client.skills.content`."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def retrieve(self, skill_id: str) -> BinaryContent:
+        """The default version's zip."""
+        return self._client._skills.content(skill_id, project=self._client.project)
+
+
+class SkillVersions:
+    """`client.skills.versions`."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(self, skill_id: str, *, files: Any, default: bool = False) -> SkillVersion:
+        """Upload new files as the next version."""
+        return self._client._skills.create_version(
+            skill_id, files, default=default, project=self._client.project
+        )
+
+    def retrieve(self, version: str, *, skill_id: str) -> SkillVersion:
+        """One version."""
+        return self._client._skills.retrieve_version(
+            skill_id, version, project=self._client.project
+        )
+
+    def list(
+        self, skill_id: str, *, limit: int = 20, order: str = "desc", after: str | None = None
+    ) -> CursorPage[SkillVersion]:
+        """A page of versions, newest first."""
+        return self._client._skills.list_versions(
+            skill_id, _list_params(limit, order, after), project=self._client.project
+        )
+
+    def delete(self, version: str, *, skill_id: str) -> SkillVersionDeleted:
+        """Forget one version (a skill keeps at least one)."""
+        return self._client._skills.delete_version(skill_id, version, project=self._client.project)
+
+    def content(self, version: str, *, skill_id: str) -> BinaryContent:
+        """One version's zip."""
+        return self._client._skills.content(skill_id, version=version, project=self._client.project)
+
+
+class Skills:
+    """`client.skills`: folders with a SKILL.md, installed by id at container creation."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self.content = SkillContent(client)
+        self.versions = SkillVersions(client)
+
+    def create(self, *, files: Any) -> Skill:
+        """A skill from a folder with a SKILL.md (front matter: name, description), a zip, or
+        a list of files (Paths or `(path, content)` pairs).
+
+        Raises:
+            BadRequestError: no SKILL.md, an unsafe path, a link, or over the size limits.
+        """
+        return self._client._skills.create(files, project=self._client.project)
+
+    def retrieve(self, skill_id: str) -> Skill:
+        """One skill."""
+        return self._client._skills.retrieve(skill_id, project=self._client.project)
+
+    def update(self, skill_id: str, *, default_version: str) -> Skill:
+        """Choose the version installed when a reference names none."""
+        return self._client._skills.update(
+            skill_id, default_version=default_version, project=self._client.project
+        )
+
+    def list(
+        self, *, limit: int = 20, order: str = "desc", after: str | None = None
+    ) -> CursorPage[Skill]:
+        """A page of skills, newest first."""
+        return self._client._skills.list(
+            _list_params(limit, order, after), project=self._client.project
+        )
+
+    def delete(self, skill_id: str) -> SkillDeleted:
+        """Forget a skill and its versions."""
+        return self._client._skills.delete(skill_id, project=self._client.project)

@@ -1,0 +1,332 @@
+"""Container files: what a sandbox holds under /mnt/data and /workspace, and its storage.
+
+Files written by code are discovered when the first page of a list is asked for: the host
+walks the sandbox's folders (by descriptor, links never followed) and reconciles the records
+in one transaction; later pages of that listing read only the records. Walking on list is
+always correct (code can write at any time, from any process), costs about 8 ms per
+thousand files (5,000: 40 ms for the first page), and nothing runs after executions that
+never list.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from jupyter_sandbox._exceptions import BadRequestError, ConflictError, NotFoundError
+from jupyter_sandbox.backends.disk import Disks, SandboxStorage
+from jupyter_sandbox.backends.file_store import ContainerFileRecord, FileRecord, FileStore
+from jupyter_sandbox.backends.store import ContainerRecord, Store
+from jupyter_sandbox.backends.transfer import BinaryContent, EngineFiles, HostFiles, SandboxFiles
+from jupyter_sandbox.core import ids
+from jupyter_sandbox.core.files import FileService, open_upload
+from jupyter_sandbox.core.skills import ResolvedSkill, SkillService, install
+from jupyter_sandbox.core.validation import parse
+from jupyter_sandbox.settings import Settings
+from jupyter_sandbox.types.container_file import (
+    DEFAULT_DIR,
+    ContainerFile,
+    ContainerFileDeleted,
+    check_path,
+)
+from jupyter_sandbox.types.page import CursorPage, ListParams
+from jupyter_sandbox.types.skill import SKILLS_ROOT, InstalledSkill
+
+logger = logging.getLogger(__name__)
+
+
+def to_container_file(record: ContainerFileRecord) -> ContainerFile:
+    """API shape of a container-file record."""
+    return ContainerFile(
+        id=record.id,
+        container_id=record.container_id,
+        path=record.path,
+        bytes=record.bytes,
+        created_at=int(record.created_at),
+        source=record.source,  # type: ignore[arg-type]
+    )
+
+
+def checked_path(path: Any) -> str:
+    """`path` if it is a valid sandbox file path, else BadRequestError naming `path`."""
+    try:
+        return check_path(path)
+    except ValueError as exc:
+        raise BadRequestError(f"Invalid path {path!r:.120}: {exc}", param="path") from None
+
+
+@dataclass
+class Plan:
+    """What a create asked for, checked before anything is made."""
+
+    files: list[FileRecord] = field(default_factory=list)
+    skills: list[ResolvedSkill] = field(default_factory=list)
+
+
+@dataclass
+class Prepared:
+    """The storage made for a sandbox, and how the runtime mounts it."""
+
+    storage: SandboxStorage
+    skills: list[InstalledSkill]
+
+    @property
+    def environment(self) -> dict[str, str]:
+        """PYTHONPATH with each skill's folder, so its modules import by name."""
+        if not self.skills:
+            return {}
+        return {"PYTHONPATH": ":".join(skill.path for skill in self.skills)}
+
+
+class SandboxContent:
+    """Storage, file_ids and skills of a sandbox at creation, and its file channel after."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        records: FileStore,
+        disks: Disks,
+        files: FileService,
+        skills: SkillService,
+        engine: Any,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._records = records
+        self.disks = disks
+        self._files = files
+        self._skills = skills
+        self._engine = engine
+
+    def plan(self, file_ids: list[str], skills: list[dict[str, Any]], project: str) -> Plan:
+        """Resolve every file id and skill; an unknown one fails before anything exists."""
+        plan = Plan()
+        for file_id in file_ids:
+            plan.files.append(self._files.get_record(file_id, project, param="file_ids"))
+        names = [os.path.basename(f.filename) for f in plan.files]
+        for name in names:
+            checked_path(f"{DEFAULT_DIR}/{name}")
+        if len(set(names)) != len(names):
+            raise BadRequestError(
+                "Invalid file_ids: two files have the same filename", param="file_ids"
+            )
+        if skills:
+            plan.skills = self._skills.resolve(skills, project=project)
+        return plan
+
+    def prepare(self, container_id: str, plan: Plan) -> Prepared:
+        """Make the storage (the capped disk when possible), install skills, copy files in."""
+        storage = self.disks.create(container_id)
+        prepared = Prepared(storage, install(plan.skills, storage.skills))
+        host_dirs = storage.host_dirs()
+        if host_dirs is not None:
+            self._copy_files(
+                HostFiles(host_dirs, disk_limit=self._settings.disk_limit), plan, container_id
+            )
+        return prepared
+
+    def finish(self, container_id: str, plan: Plan, prepared: Prepared) -> None:
+        """After the container started: copy files in when there is no host-side disk."""
+        if prepared.storage.host_dirs() is None and plan.files:
+            self._copy_files(self._engine_files(container_id), plan, container_id)
+
+    def _copy_files(self, channel: SandboxFiles, plan: Plan, container_id: str) -> None:
+        for record in plan.files:
+            path = f"{DEFAULT_DIR}/{os.path.basename(record.filename)}"
+            with self._files.open_blob(record) as blob:
+                size = channel.write(path, blob, limit=2**62, size=record.bytes)
+            self._records.put_container_file(
+                ContainerFileRecord(
+                    ids.container_file_id(), container_id, path, size, "user", time.time()
+                )
+            )
+
+    def mounts(self, prepared: Prepared) -> tuple[dict[str, str] | None, str | None]:
+        """(host folders for /mnt/data and /workspace or None, host skills folder or None)."""
+        host_dirs = prepared.storage.host_dirs()
+        dirs = {k: str(v) for k, v in host_dirs.items()} if host_dirs else None
+        return dirs, (str(prepared.storage.skills) if prepared.skills else None)
+
+    def remove(self, container_id: str) -> None:
+        """Drop the sandbox's storage and its file records (after its container is gone)."""
+        try:
+            self.disks.remove(container_id)
+        finally:
+            self._records.delete_container_files(container_id)
+
+    def _engine_files(self, container_id: str) -> EngineFiles:
+        return EngineFiles(
+            self._engine, f"jsbx-{container_id}", spool=self._settings.home / "blobs" / "tmp"
+        )
+
+    def channel(self, record: ContainerRecord) -> SandboxFiles:
+        """How to reach this sandbox's files."""
+        if record.extra.get("storage") == "loop":
+            host_dirs = SandboxStorage(self.disks.folder(record.id), True).host_dirs()
+            assert host_dirs is not None
+            return HostFiles(host_dirs, disk_limit=self._settings.disk_limit)
+        return self._engine_files(record.id)
+
+
+class ContainerFileService:
+    """Upload, list, read and delete files in a ready sandbox."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        records: FileStore,
+        content: SandboxContent,
+        files: FileService,
+        get_record: Any,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._records = records
+        self._content = content
+        self._files = files
+        self._get_record = get_record
+
+    def _ready(self, container_id: str, project: str) -> ContainerRecord:
+        record: ContainerRecord = self._get_record(container_id, project)
+        if record.status != "ready":
+            raise ConflictError(
+                f"Container {record.id} is {record.status}; files need a ready container",
+                param="container_id",
+            )
+        self._store.touch(record.id)
+        return record
+
+    def create(
+        self,
+        container_id: str,
+        *,
+        file: Any = None,
+        file_id: str | None = None,
+        path: str | None = None,
+        project: str = "default",
+    ) -> ContainerFile:
+        """Put a local file, bytes, a stream, or an uploaded file (`file_id`) at `path`."""
+        if (file is None) == (file_id is None):
+            raise BadRequestError("Give exactly one of file and file_id", param="file")
+        record = self._ready(container_id, project)
+        channel = self._content.channel(record)
+        if file_id is not None:
+            source = self._files.get_record(file_id, project)
+            target = checked_path(path or f"{DEFAULT_DIR}/{os.path.basename(source.filename)}")
+            with self._files.open_blob(source) as blob:
+                size = channel.write(target, blob, limit=2**62, size=source.bytes)
+        else:
+            with open_upload(file) as upload:
+                target = checked_path(path or f"{DEFAULT_DIR}/{os.path.basename(upload.name)}")
+                size = channel.write(
+                    target, upload.stream, limit=self._settings.file_size_limit, size=upload.size
+                )
+        stored = self._records.put_container_file(
+            ContainerFileRecord(
+                ids.container_file_id(), record.id, target, size, "user", time.time()
+            )
+        )
+        return to_container_file(stored)
+
+    def _file(self, record: ContainerRecord, file_id: str) -> ContainerFileRecord:
+        found = (
+            self._records.get_container_file(record.id, file_id)
+            if isinstance(file_id, str)
+            else None
+        )
+        if found is None:
+            raise NotFoundError(f"No file {file_id!r} in container {record.id}", param="file_id")
+        return found
+
+    def retrieve(
+        self, container_id: str, file_id: str, *, project: str = "default"
+    ) -> ContainerFile:
+        """One file's metadata (its size as it is now)."""
+        record = self._ready(container_id, project)
+        found = self._file(record, file_id)
+        now = self._content.channel(record).stat(found.path)
+        if now is None:
+            self._records.delete_container_file(found.id)
+            raise NotFoundError(
+                f"File {file_id!r} no longer exists in the container", param="file_id"
+            )
+        return to_container_file(ContainerFileRecord(**{**found.__dict__, "bytes": now.bytes}))
+
+    def content(
+        self, container_id: str, file_id: str, *, project: str = "default"
+    ) -> BinaryContent:
+        """The file's bytes as a stream (a link at its path is refused, never followed)."""
+        record = self._ready(container_id, project)
+        return self._content.channel(record).open(self._file(record, file_id).path)
+
+    def delete(
+        self, container_id: str, file_id: str, *, project: str = "default"
+    ) -> ContainerFileDeleted:
+        """Remove the file from the sandbox and forget it."""
+        record = self._ready(container_id, project)
+        found = self._file(record, file_id)
+        with contextlib.suppress(NotFoundError):  # already gone: only forgetting is left
+            self._content.channel(record).delete(found.path)
+        self._records.delete_container_file(found.id)
+        return ContainerFileDeleted(id=found.id)
+
+    def sync(self, record: ContainerRecord) -> None:
+        """Reconcile the records with the files present (one walk, one transaction)."""
+        found = self._content.channel(record).scan()
+        known = self._records.container_files(record.id)
+        now = time.time()
+        add: list[ContainerFileRecord] = []
+        resize: list[tuple[str, int]] = []
+        for item in found:
+            existing = known.pop(item.path, None)
+            if existing is None:
+                created = min(max(item.mtime, record.created_at), now)
+                add.append(
+                    ContainerFileRecord(
+                        ids.container_file_id(),
+                        record.id,
+                        item.path,
+                        item.bytes,
+                        "assistant",
+                        created,
+                    )
+                )
+            elif existing.bytes != item.bytes:
+                resize.append((existing.id, item.bytes))
+        self._records.sync_container_files(
+            record.id, add=add, resize=resize, drop=[r.id for r in known.values()]
+        )
+
+    def list(
+        self, container_id: str, params: dict[str, Any], *, project: str = "default"
+    ) -> CursorPage[ContainerFile]:
+        """A page of the sandbox's files (newest first); the first page looks at the disk."""
+        query = parse(ListParams, params)
+        record = self._ready(container_id, project)
+        if query.after is None:
+            self.sync(record)
+        try:
+            records, more = self._records.container_files_page(
+                record.id, limit=query.limit, order=query.order, after=query.after
+            )
+        except LookupError:
+            raise NotFoundError(f"Invalid after: no file {query.after!r}", param="after") from None
+        data = [to_container_file(r) for r in records]
+        page = CursorPage[ContainerFile](
+            data=data,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+            has_more=more,
+        )
+        return page.with_next(
+            lambda after: self.list(container_id, {**params, "after": after}, project=project)
+        )
+
+
+__all__ = ["SKILLS_ROOT", "ContainerFileService", "Plan", "Prepared", "SandboxContent"]
