@@ -1,0 +1,505 @@
+"""The code_interpreter tool, self-hosted: run code in a sandbox, get OpenAI's
+`code_interpreter_call` item back, with the files it wrote as `container_file_citation`s.
+
+```python
+ci = CodeInterpreter(client)
+call = ci.run("print(2 + 2)")          # container="auto": made on first use, then reused
+call.outputs                           # [CodeInterpreterOutputLogs(logs="4\\n")]
+ci.citations(call)                     # files the code wrote under /mnt/data
+```
+Adapters for models that only know function tools are in `code_interpreter_adapters`.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import logging
+import queue
+import re
+import secrets
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from pydantic import ValidationError
+
+from jupyter_sandbox import code_interpreter_adapters as adapters
+from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
+from jupyter_sandbox.client import Client
+from jupyter_sandbox.core.validation import bad_request
+from jupyter_sandbox.types.code_interpreter import (
+    CodeInterpreterCall,
+    CodeInterpreterCallCodeDeltaEvent,
+    CodeInterpreterCallCodeDoneEvent,
+    CodeInterpreterCallCompletedEvent,
+    CodeInterpreterCallInProgressEvent,
+    CodeInterpreterCallInterpretingEvent,
+    CodeInterpreterCallOutputEvent,
+    CodeInterpreterCallStatus,
+    CodeInterpreterContainer,
+    CodeInterpreterContainerAuto,
+    CodeInterpreterContainerRef,
+    CodeInterpreterEvent,
+    CodeInterpreterOutput,
+    CodeInterpreterOutputImage,
+    CodeInterpreterOutputLogs,
+    ContainerFileCitation,
+    OutputItemAddedEvent,
+    OutputItemDoneEvent,
+)
+from jupyter_sandbox.types.container_file import DEFAULT_DIR
+from jupyter_sandbox.types.execution import (
+    DisplayDataOutput,
+    ErrorOutput,
+    ExecuteResultOutput,
+    Execution,
+    ExecutionOutput,
+    StreamOutput,
+)
+
+__all__ = ["CodeInterpreter", "EventCallback", "call_id", "to_outputs"]
+
+logger = logging.getLogger(__name__)
+
+EventCallback = Callable[[CodeInterpreterEvent], None]
+DEFAULT_TIMEOUT = 300.0
+IDLE_MINUTES = 20
+AUTO_NAME = "code-interpreter"
+
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
+_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/svg+xml")
+_STATUS: dict[str, CodeInterpreterCallStatus] = {
+    "ok": "completed",
+    "error": "completed",  # the traceback is in the logs, as the hosted tool shows it
+    "timeout": "incomplete",
+    "died": "failed",
+}
+_FileState = dict[str, tuple[str, int]]
+"""container file id -> (path, bytes), for files under /mnt/data."""
+
+
+def call_id() -> str:
+    """`ci_` + 48 hex, like the hosted tool's item ids."""
+    return "ci_" + secrets.token_hex(24)
+
+
+def strip_ansi(text: str) -> str:
+    """Text without terminal colour codes (IPython colours its tracebacks)."""
+    return _ANSI.sub("", text)
+
+
+def image_url(data: dict[str, Any]) -> str | None:
+    """A `data:` URL for the first image in a Jupyter MIME bundle, or None."""
+    for mime in _IMAGE_TYPES:
+        value = data.get(mime)
+        if not isinstance(value, str):
+            continue
+        if mime == "image/svg+xml":
+            encoded = base64.b64encode(value.encode()).decode()
+        else:  # Jupyter sends binary types base64-encoded, sometimes wrapped over lines
+            encoded = "".join(value.split())
+        if encoded:
+            return f"data:{mime};base64,{encoded}"
+    return None
+
+
+def _text(output: ExecutionOutput) -> str:
+    if isinstance(output, StreamOutput):
+        return output.text
+    if isinstance(output, ErrorOutput):
+        if output.traceback:
+            return strip_ansi("\n".join(output.traceback)) + "\n"
+        return f"{output.ename}: {output.evalue}\n"
+    plain = output.data.get("text/plain")
+    return f"{plain}\n" if isinstance(plain, str) and plain else ""
+
+
+def to_output(output: ExecutionOutput) -> CodeInterpreterOutput | None:
+    """One kernel output as a code_interpreter output (None if it shows nothing)."""
+    if isinstance(output, DisplayDataOutput | ExecuteResultOutput):
+        url = image_url(output.data)
+        if url is not None:
+            return CodeInterpreterOutputImage(url=url)
+    text = _text(output)
+    return CodeInterpreterOutputLogs(logs=text) if text else None
+
+
+def to_outputs(execution: Execution) -> list[CodeInterpreterOutput]:
+    """An Execution's outputs as logs and images: adjacent text joins into one logs output,
+    and a run that timed out or died ends with why."""
+    outputs: list[CodeInterpreterOutput] = []
+
+    def add(item: CodeInterpreterOutput | None) -> None:
+        if item is None:
+            return
+        last = outputs[-1] if outputs else None
+        if isinstance(item, CodeInterpreterOutputLogs) and isinstance(
+            last, CodeInterpreterOutputLogs
+        ):
+            outputs[-1] = CodeInterpreterOutputLogs(logs=last.logs + item.logs)
+        else:
+            outputs.append(item)
+
+    for output in execution.outputs:
+        add(to_output(output))
+    if execution.status in ("timeout", "died") and execution.message:
+        logs = outputs[-1].logs if outputs and outputs[-1].type == "logs" else ""
+        gap = "" if not logs or logs.endswith("\n") else "\n"
+        add(CodeInterpreterOutputLogs(logs=f"{gap}{execution.message}\n"))
+    return outputs
+
+
+class _Sequence:
+    def __init__(self, start: int) -> None:
+        self.next = start
+
+    def __call__(self) -> int:
+        self.next += 1
+        return self.next - 1
+
+
+class CodeInterpreter:
+    """The code_interpreter tool on local sandboxes.
+
+    Args:
+        client: the sandbox client (default: a new `Client()`, closed by `close()`).
+        timeout: default seconds per run before it is interrupted (`incomplete`).
+        idle_minutes: idle expiry of the sandboxes `container="auto"` makes.
+        lifetime_seconds: their hard lifetime (default: the client's setting).
+        name: the name they get.
+        history: how many recent calls `calls` keeps (they hold their images).
+    """
+
+    def __init__(
+        self,
+        client: Client | None = None,
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        idle_minutes: int = IDLE_MINUTES,
+        lifetime_seconds: int | None = None,
+        name: str = AUTO_NAME,
+        history: int = 100,
+    ) -> None:
+        self._owns_client = client is None
+        self.client = client if client is not None else Client()
+        self.timeout = timeout
+        self.idle_minutes = idle_minutes
+        self.lifetime_seconds = lifetime_seconds
+        self.name = name
+        self.calls: deque[CodeInterpreterCall] = deque(maxlen=history)
+        """The last `history` calls, oldest first (the adapters' results are here too)."""
+        self._auto: dict[str, str] = {}  # configuration -> container id
+        self._auto_files: dict[str, set[str]] = {}  # container id -> file ids copied in
+        self._lock = threading.Lock()
+
+    # -- containers ------------------------------------------------------------------------
+
+    @property
+    def auto_containers(self) -> list[str]:
+        """Ids of the sandboxes `container="auto"` made that are still in use."""
+        return list(self._auto.values())
+
+    def resolve(self, container: CodeInterpreterContainer = "auto") -> str:
+        """The id of the sandbox a `container` param names, making the auto one if needed.
+
+        Raises:
+            BadRequestError: `container` is not one of the accepted forms.
+            NotFoundError: an explicit container id is unknown.
+        """
+        if isinstance(container, CodeInterpreterContainerAuto):
+            return self._resolve_auto(container)
+        if isinstance(container, str):
+            if container == "auto":
+                return self._resolve_auto(CodeInterpreterContainerAuto())
+            return self.client.containers.retrieve(container).id
+        if isinstance(container, dict) and ("type" in container or "container_id" in container):
+            try:
+                if "container_id" in container:
+                    ref = CodeInterpreterContainerRef.model_validate(container)
+                    return self.client.containers.retrieve(ref.container_id).id
+                auto = CodeInterpreterContainerAuto.model_validate(container)
+            except ValidationError as exc:
+                error = bad_request(exc)
+                raise BadRequestError(
+                    error.message.replace("Invalid ", "Invalid container.", 1),
+                    param=f"container.{error.param}" if error.param else "container",
+                ) from exc
+            return self._resolve_auto(auto)
+        raise BadRequestError(
+            "Invalid container: give 'auto', a container id, {'type': 'auto', ...} "
+            "or {'container_id': ...}",
+            param="container",
+        )
+
+    def _resolve_auto(self, params: CodeInterpreterContainerAuto) -> str:
+        memory_limit = params.memory_limit or self.client.settings.default_memory_limit
+        policy = params.network_policy.model_dump() if params.network_policy else None
+        key = json.dumps([memory_limit, policy], sort_keys=True)
+        with self._lock:
+            container_id = self._auto.get(key)
+            if container_id is not None and not self._is_ready(container_id):
+                logger.info("auto sandbox %s has ended; making a new one", container_id)
+                del self._auto[key]
+                self._auto_files.pop(container_id, None)
+                container_id = None
+            if container_id is None:
+                container = self.client.containers.create(
+                    name=self.name,
+                    memory_limit=memory_limit,
+                    network_policy=policy,
+                    file_ids=list(dict.fromkeys(params.file_ids)) or None,
+                    expires_after={"anchor": "last_active_at", "minutes": self.idle_minutes},
+                    lifetime_seconds=self.lifetime_seconds,
+                )
+                container_id = container.id
+                self._auto[key] = container_id
+                self._auto_files[container_id] = set(params.file_ids)
+                return container_id
+            copied = self._auto_files.setdefault(container_id, set())
+            for file_id in dict.fromkeys(params.file_ids):
+                if file_id not in copied:
+                    self.client.containers.files.create(container_id, file_id=file_id)
+                    copied.add(file_id)
+            return container_id
+
+    def _is_ready(self, container_id: str) -> bool:
+        try:
+            return self.client.containers.retrieve(container_id).status == "ready"
+        except NotFoundError:
+            return False
+
+    # -- running ---------------------------------------------------------------------------
+
+    def run(
+        self,
+        code: str,
+        *,
+        container: CodeInterpreterContainer = "auto",
+        timeout: float | None = adapters.INTERPRETER_TIMEOUT,
+        on_event: EventCallback | None = None,
+        output_events: bool = False,
+        output_index: int = 0,
+        sequence_number: int = 0,
+    ) -> CodeInterpreterCall:
+        """Run `code` and return the `code_interpreter_call` item.
+
+        An exception in the code is not raised: its traceback is in the logs and the call is
+        `completed`. A timeout gives `incomplete` and a dead kernel (out of memory) `failed`,
+        each with the reason at the end of the logs.
+
+        Args:
+            container: "auto" (default), a container id, `{"type": "auto", "memory_limit":
+                ..., "file_ids": [...], "network_policy": ...}` or `{"container_id": ...}`.
+            timeout: seconds before the run is interrupted; default the interpreter's.
+            on_event: called with each Responses streaming event as the run goes.
+            output_events: also send `sandbox.code_interpreter_call.output` events.
+            output_index, sequence_number: where the events sit in a larger response stream.
+
+        Raises:
+            BadRequestError: `container` or `timeout` is invalid.
+            NotFoundError, ConflictError: an explicit container is unknown or not ready.
+        """
+        if not isinstance(code, str):
+            raise BadRequestError("Invalid code: must be a string", param="code")
+        container_id = self.resolve(container)
+        seconds = self.timeout if timeout is adapters.INTERPRETER_TIMEOUT else timeout
+        sequence = _Sequence(sequence_number)
+        item_id = call_id()
+
+        def emit(make: Callable[..., CodeInterpreterEvent], **fields: Any) -> None:
+            if on_event is None:
+                return
+            if "item" not in fields:
+                fields["item_id"] = item_id
+            on_event(make(output_index=output_index, sequence_number=sequence(), **fields))
+
+        item = CodeInterpreterCall(
+            id=item_id, status="in_progress", container_id=container_id, code="", outputs=None
+        )
+        emit(OutputItemAddedEvent, item=item)
+        emit(CodeInterpreterCallInProgressEvent)
+        if code:
+            emit(CodeInterpreterCallCodeDeltaEvent, delta=code)
+        emit(CodeInterpreterCallCodeDoneEvent, code=code)
+
+        before = self._file_state(container_id)
+        emit(CodeInterpreterCallInterpretingEvent)
+
+        def on_output(output: ExecutionOutput) -> None:
+            converted = to_output(output)
+            if converted is not None:
+                emit(CodeInterpreterCallOutputEvent, output=converted)
+
+        execution = self.client.containers.execute(
+            container_id,
+            code,
+            timeout=seconds,
+            on_output=on_output if output_events and on_event is not None else None,
+        )
+        after = self._file_state(container_id)
+        call = CodeInterpreterCall(
+            id=item_id,
+            status=_STATUS[execution.status],
+            container_id=container_id,
+            code=code,
+            outputs=to_outputs(execution),
+        )
+        call._citations = [
+            ContainerFileCitation(
+                container_id=container_id,
+                file_id=file_id,
+                filename=path[len(DEFAULT_DIR) + 1 :],
+            )
+            for file_id, (path, size) in after.items()
+            if before.get(file_id, (path, -1))[1] != size or file_id not in before
+        ]
+        self.calls.append(call)
+        emit(CodeInterpreterCallCompletedEvent)
+        emit(OutputItemDoneEvent, item=call)
+        return call
+
+    def stream(
+        self,
+        code: str,
+        *,
+        container: CodeInterpreterContainer = "auto",
+        timeout: float | None = adapters.INTERPRETER_TIMEOUT,
+        output_events: bool = False,
+        output_index: int = 0,
+        sequence_number: int = 0,
+    ) -> Iterator[CodeInterpreterEvent]:
+        """`run`, as an iterator of the Responses streaming events (the last one,
+        `response.output_item.done`, carries the finished call).
+
+        Closing the iterator early interrupts the code (once the sandbox is known) and waits
+        for the run to end.
+        """
+        events: queue.Queue[CodeInterpreterEvent | BaseException | None] = queue.Queue()
+        container_ids: list[str] = []
+        ended = threading.Event()
+
+        def on_event(event: CodeInterpreterEvent) -> None:
+            if isinstance(event, OutputItemAddedEvent):
+                container_ids.append(event.item.container_id)
+            events.put(event)
+
+        def work() -> None:
+            try:
+                self.run(
+                    code,
+                    container=container,
+                    timeout=timeout,
+                    on_event=on_event,
+                    output_events=output_events,
+                    output_index=output_index,
+                    sequence_number=sequence_number,
+                )
+            except BaseException as exc:  # handed to the consumer, re-raised there
+                events.put(exc)
+            else:
+                events.put(None)
+            finally:
+                ended.set()
+
+        worker = threading.Thread(target=work, name="code-interpreter-run", daemon=True)
+        worker.start()
+        try:
+            while True:
+                event = events.get()
+                if event is None:
+                    return
+                if isinstance(event, BaseException):
+                    raise event
+                yield event
+        finally:
+            # A SIGINT that lands before the kernel starts the code is lost: repeat it each
+            # second until the run ends.
+            while container_ids and not ended.is_set():
+                with contextlib.suppress(NotFoundError):
+                    self.client.containers.interrupt(container_ids[0])
+                ended.wait(1.0)
+            worker.join()
+
+    def _file_state(self, container_id: str) -> _FileState:
+        """The sandbox's files under /mnt/data (listing also discovers what code wrote)."""
+        return {
+            file.id: (file.path, file.bytes)
+            for file in self.client.containers.files.list(container_id, limit=100)
+            if file.path.startswith(DEFAULT_DIR + "/")
+        }
+
+    # -- results ---------------------------------------------------------------------------
+
+    def citations(self, call: CodeInterpreterCall | str) -> list[ContainerFileCitation]:
+        """`container_file_citation`s for the files the call's code created or changed under
+        /mnt/data (a file rewritten with exactly the same size is not noticed)."""
+        if isinstance(call, str):
+            found = next((c for c in reversed(self.calls) if c.id == call), None)
+            if found is None:
+                raise NotFoundError(f"No recent call {call!r}", param="call_id")
+            call = found
+        return list(call._citations)
+
+    # -- function-tool adapters ------------------------------------------------------------
+
+    def chat_tool(self, name: str = adapters.TOOL_NAME) -> dict[str, Any]:
+        """This tool as a chat completions function tool (`tools=[ci.chat_tool()]`)."""
+        return adapters.chat_tool(name)
+
+    def responses_tool(self, name: str = adapters.TOOL_NAME) -> dict[str, Any]:
+        """This tool as a Responses API function tool (`tools=[ci.responses_tool()]`)."""
+        return adapters.responses_tool(name)
+
+    def handle_chat_tool_call(
+        self,
+        tool_call: Any,
+        *,
+        container: CodeInterpreterContainer = "auto",
+        timeout: float | None = adapters.INTERPRETER_TIMEOUT,
+        tool_name: str = adapters.TOOL_NAME,
+    ) -> dict[str, Any]:
+        """Run a chat completion's tool call; return the `{"role": "tool", ...}` message."""
+        return adapters.handle_chat_tool_call(
+            self, tool_call, container=container, timeout=timeout, tool_name=tool_name
+        )
+
+    def handle_function_call(
+        self,
+        item: Any,
+        *,
+        container: CodeInterpreterContainer = "auto",
+        timeout: float | None = adapters.INTERPRETER_TIMEOUT,
+        tool_name: str = adapters.TOOL_NAME,
+        include_images: bool = True,
+    ) -> dict[str, Any]:
+        """Run a Responses `function_call` item; return its `function_call_output` item."""
+        return adapters.handle_function_call(
+            self,
+            item,
+            container=container,
+            timeout=timeout,
+            tool_name=tool_name,
+            include_images=include_images,
+        )
+
+    def close(self) -> None:
+        """Delete the sandboxes `container="auto"` made (and close the client if we made it)."""
+        with self._lock:
+            auto, self._auto = list(self._auto.values()), {}
+            self._auto_files.clear()
+        try:
+            for container_id in auto:
+                with contextlib.suppress(NotFoundError):  # already gone: nothing to delete
+                    self.client.containers.delete(container_id)
+        finally:
+            if self._owns_client:
+                self.client.close()
+
+    def __enter__(self) -> CodeInterpreter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
