@@ -1,0 +1,139 @@
+"""Kernelspecs whose kernels run in sandboxes (`jupyter sandbox kernelspec install`).
+
+Run as `python -m jupyter_sandbox.kernelspec` (the kernelspec's `argv`), this module refuses
+to start: the `argv` is only used by a Jupyter too old to know kernel provisioners, and such
+a Jupyter would otherwise run the "sandboxed" kernel on the host.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from jupyter_sandbox._exceptions import BadRequestError
+from jupyter_sandbox._options import parse_memory, parse_network
+from jupyter_sandbox.types.container import MEMORY_LIMIT_BYTES, NetworkPolicy
+
+DEFAULT_NAME = "python3-sandbox"
+DEFAULT_DISPLAY_NAME = "Python 3 (sandbox)"
+PROVISIONER_NAME = "jupyter-sandbox"
+DEFAULT_LIFETIME = 8 * 3600
+"""Kernels live a working day unless configured otherwise (the operator's maximum applies)."""
+_LOGOS = ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg")
+
+
+def kernel_json(
+    *,
+    display_name: str = DEFAULT_DISPLAY_NAME,
+    memory: str | None = "1g",
+    network: str | dict[str, Any] | None = "disabled",
+    lifetime: int | None = DEFAULT_LIFETIME,
+    **config: Any,
+) -> dict[str, Any]:
+    """The kernel.json of a sandboxed Python kernel; `config` adds provisioner traits.
+
+    Raises:
+        BadRequestError: `network` is not a known spelling.
+    """
+    provisioner_config: dict[str, Any] = {}
+    if memory is not None:
+        limit = parse_memory(memory)
+        if limit not in MEMORY_LIMIT_BYTES:
+            raise BadRequestError(
+                f"Invalid memory limit {memory!r}: use one of {', '.join(MEMORY_LIMIT_BYTES)}",
+                param="memory_limit",
+            )
+        provisioner_config["memory_limit"] = limit
+    policy = parse_network(network)
+    if policy is not None:
+        try:
+            checked = TypeAdapter(NetworkPolicy).validate_python(policy)
+        except ValidationError as exc:
+            message = exc.errors()[0]["msg"]
+            raise BadRequestError(
+                f"Invalid network policy: {message}", param="network_policy"
+            ) from None
+        provisioner_config["network_policy"] = checked.model_dump(mode="json")
+    if lifetime is not None:
+        provisioner_config["lifetime"] = lifetime
+    provisioner_config.update({k: v for k, v in config.items() if v is not None})
+    return {
+        "argv": ["python3", "-m", "jupyter_sandbox.kernelspec", "{connection_file}"],
+        "display_name": display_name,
+        "language": "python",
+        "interrupt_mode": "signal",
+        "metadata": {
+            "debugger": False,
+            "kernel_provisioner": {
+                "provisioner_name": PROVISIONER_NAME,
+                "config": provisioner_config,
+            },
+        },
+    }
+
+
+def default_spec_dir() -> Path | None:
+    """The repository's `kernelspecs/python3-sandbox` (for its logos), if this is a checkout."""
+    candidate = Path(__file__).resolve().parents[2] / "kernelspecs" / DEFAULT_NAME
+    return candidate if candidate.is_dir() else None
+
+
+def install(
+    *,
+    name: str = DEFAULT_NAME,
+    display_name: str = DEFAULT_DISPLAY_NAME,
+    memory: str | None = "1g",
+    network: str | dict[str, Any] | None = "disabled",
+    lifetime: int | None = DEFAULT_LIFETIME,
+    user: bool = False,
+    prefix: str | None = None,
+    config: dict[str, Any] | None = None,
+) -> Path:
+    """Write a sandbox kernelspec where Jupyter finds it; return the folder.
+
+    Args:
+        user: install for this user (`jupyter --data-dir`) rather than system-wide.
+        prefix: install under `<prefix>/share/jupyter/kernels` (`sys.prefix` for a venv).
+        config: more provisioner settings (image, file_ids, skills, idle_minutes, ...).
+    """
+    from jupyter_client.kernelspec import KernelSpecManager
+
+    spec = kernel_json(
+        display_name=display_name,
+        memory=memory,
+        network=network,
+        lifetime=lifetime,
+        **(config or {}),
+    )
+    with tempfile.TemporaryDirectory() as staging:
+        folder = Path(staging)
+        (folder / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
+        logos = default_spec_dir()
+        for logo in _LOGOS:
+            if logos is not None and (logos / logo).is_file():
+                shutil.copyfile(logos / logo, folder / logo)
+        destination = KernelSpecManager().install_kernel_spec(
+            str(folder), kernel_name=name, user=user, prefix=prefix
+        )
+    return Path(destination)
+
+
+def main(argv: list[str]) -> int:
+    """Refuse to run a sandbox kernel on the host."""
+    print(  # noqa: T201
+        "jupyter-sandbox: this kernel runs only through the 'jupyter-sandbox' kernel "
+        "provisioner (jupyter_client >= 7 with jupyter-sandbox installed); refusing to start "
+        "it on the host.",
+        file=sys.stderr,
+    )
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,277 @@
+"""An ipywidgets panel of your sandboxes: `jupyter_sandbox.widgets.Panel()` or `%sandbox panel`.
+
+It shows each sandbox's status, memory limit, network policy and time left, the files of
+the selected one with upload and download, buttons to create, use and delete, and refreshes
+itself while it is open. Every button calls the Client API; nothing else.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import logging
+import tempfile
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as widgets
+
+from jupyter_sandbox._exceptions import JupyterSandboxError
+from jupyter_sandbox._options import describe_network, describe_seconds, parse_network
+from jupyter_sandbox.client import Client
+from jupyter_sandbox.types.container import Container
+
+if TYPE_CHECKING:
+    from jupyter_sandbox.magics import SandboxMagics
+
+__all__ = ["Panel"]
+
+logger = logging.getLogger(__name__)
+
+MEMORY_CHOICES = ("512m", "1g", "2g", "4g")
+_INLINE_DOWNLOAD_LIMIT = 5 * 2**20
+_ROW = widgets.Layout(align_items="center", width="100%")
+
+
+class Panel(widgets.VBox):  # type: ignore[misc]
+    """Your sandboxes and their files, live.
+
+    Args:
+        client: the Client to use (default: a new `Client()`, or the magics' one).
+        magics: the `%sandbox` magics, so "use" also selects the sandbox for `%%sandbox`.
+        refresh_seconds: how often to refresh while open; None or 0 refreshes only on demand.
+    """
+
+    def __init__(
+        self,
+        client: Client | None = None,
+        *,
+        magics: SandboxMagics | None = None,
+        refresh_seconds: float | None = 5.0,
+    ) -> None:
+        self._owns_client = client is None and magics is None
+        self.client = client or (magics.client if magics is not None else Client())
+        self.magics = magics
+        self.selected: str | None = magics.current if magics is not None else None
+        self.containers: list[Container] = []
+        self._lock = threading.RLock()
+        self._closed = threading.Event()
+
+        self.message = widgets.HTML()
+        self.name_input = widgets.Text(placeholder="name", value="notebook")
+        self.memory_input = widgets.Dropdown(options=MEMORY_CHOICES, value="1g")
+        self.network_input = widgets.Text(value="disabled", placeholder="allow=a.com,b.com")
+        self.create_button = widgets.Button(
+            description="Create", icon="plus", button_style="success"
+        )
+        self.refresh_button = widgets.Button(description="Refresh", icon="refresh")
+        self.rows = widgets.VBox()
+        self.files_title = widgets.HTML()
+        self.files = widgets.VBox()
+        self.upload = widgets.FileUpload(multiple=True, description="Upload")
+        self.download_link = widgets.HTML()
+
+        self.create_button.on_click(lambda _: self._act(self.create))
+        self.refresh_button.on_click(lambda _: self._act(self.refresh))
+        self.upload.observe(lambda _: self._act(self._upload_selected), names="value")
+
+        super().__init__(
+            [
+                widgets.HTML("<b>Sandboxes</b>"),
+                widgets.HBox(
+                    [
+                        self.name_input,
+                        self.memory_input,
+                        self.network_input,
+                        self.create_button,
+                        self.refresh_button,
+                    ],
+                    layout=_ROW,
+                ),
+                self.rows,
+                self.files_title,
+                self.files,
+                widgets.HBox([self.upload, self.download_link], layout=_ROW),
+                self.message,
+            ]
+        )
+        self.refresh()
+        if refresh_seconds:
+            threading.Thread(
+                target=self._refresh_while_open, args=(refresh_seconds,), daemon=True
+            ).start()
+
+    # -- actions (each one Client call) --------------------------------------------------
+
+    def create(self) -> Container:
+        """Create a sandbox from the inputs, select it, refresh."""
+        container = self.client.containers.create(
+            name=self.name_input.value or "notebook",
+            memory_limit=self.memory_input.value,
+            network_policy=parse_network(self.network_input.value or "disabled"),
+        )
+        self.select(container.id)
+        self._say(f"Created {container.id}.")
+        return container
+
+    def select(self, container_id: str) -> None:
+        """Show this sandbox's files (and use it for `%%sandbox` cells)."""
+        self.selected = container_id
+        if self.magics is not None:
+            self.magics.current = container_id
+        self.refresh()
+
+    def delete(self, container_id: str) -> None:
+        """Delete a sandbox, refresh."""
+        self.client.containers.delete(container_id)
+        if self.selected == container_id:
+            self.selected = None
+        if self.magics is not None and self.magics.current == container_id:
+            self.magics.current = None
+        self._say(f"Deleted {container_id}.")
+        self.refresh()
+
+    def download(self, container_id: str, file_id: str, path: str) -> Path:
+        """Save a sandbox file next to the notebook and offer it to the browser."""
+        content: bytes = (
+            self._files_api().content.retrieve(file_id, container_id=container_id).read()
+        )
+        target = Path(Path(path).name)
+        target.write_bytes(content)
+        link = ""
+        if len(content) <= _INLINE_DOWNLOAD_LIMIT:
+            encoded = base64.b64encode(content).decode()
+            link = (
+                f' <a download="{html.escape(target.name)}" '
+                f'href="data:application/octet-stream;base64,{encoded}">download</a>'
+            )
+        self.download_link.value = f"Saved {html.escape(str(target))}.{link}"
+        return target
+
+    def upload_bytes(self, container_id: str, name: str, content: bytes) -> None:
+        """Copy bytes into the sandbox as /mnt/data/NAME."""
+        with tempfile.TemporaryDirectory() as staging:
+            local = Path(staging) / Path(name).name
+            local.write_bytes(content)
+            self._files_api().create(container_id, file=local, path=f"/mnt/data/{local.name}")
+        self._say(f"Uploaded {html.escape(name)}.")
+
+    def refresh(self) -> None:
+        """Read the sandboxes (and the selected one's files) again."""
+        with self._lock:
+            self.containers = list(self.client.containers.list(limit=100))
+            if self.selected not in {c.id for c in self.containers}:
+                self.selected = None
+            self.rows.children = [self._header()] + [self._row(c) for c in self.containers]
+            if not self.containers:
+                self.rows.children = [widgets.HTML("<i>No sandboxes.</i>")]
+            self._refresh_files()
+
+    def close(self) -> None:
+        """Stop refreshing and close the widget (sandboxes keep running)."""
+        self._closed.set()
+        super().close()
+        if self._owns_client:
+            self.client.close()
+
+    # -- rendering -----------------------------------------------------------------------
+
+    def _header(self) -> widgets.HTML:
+        return widgets.HTML(
+            _code(_line("", "ID", "NAME", "STATUS", "MEMORY", "NETWORK", "TIME LEFT"))
+        )
+
+    def _row(self, container: Container) -> widgets.HBox:
+        mark = "*" if container.id == self.selected else ""
+        text = _line(
+            mark,
+            container.id,
+            container.name,
+            container.status,
+            container.memory_limit,
+            describe_network(container.network_policy),
+            describe_seconds(_time_left(container)),
+        )
+        use = widgets.Button(description="Use", tooltip=f"use {container.id}")
+        delete = widgets.Button(description="Delete", button_style="danger")
+        use.on_click(lambda _: self._act(lambda: self.select(container.id)))
+        delete.on_click(lambda _: self._act(lambda: self.delete(container.id)))
+        return widgets.HBox([widgets.HTML(_code(text)), use, delete], layout=_ROW)
+
+    def _refresh_files(self) -> None:
+        files = getattr(self.client.containers, "files", None)
+        self.upload.disabled = self.selected is None or files is None
+        if self.selected is None:
+            self.files_title.value = "<i>Select a sandbox (Use) to see its files.</i>"
+            self.files.children = []
+            return
+        self.files_title.value = f"<b>Files in {html.escape(self.selected)}</b>"
+        if files is None:
+            self.files.children = [widgets.HTML("<i>The files API is not available yet.</i>")]
+            return
+        rows = []
+        for item in files.list(self.selected):
+            button = widgets.Button(description="Download", icon="download")
+            button.on_click(self._download_handler(self.selected, item.id, item.path))
+            label = f"{item.bytes:>10}  {item.path}"
+            rows.append(widgets.HBox([widgets.HTML(_code(label)), button]))
+        self.files.children = rows or [widgets.HTML("<i>No files.</i>")]
+
+    def _download_handler(
+        self, container_id: str, file_id: str, path: str
+    ) -> Callable[[Any], None]:
+        return lambda _: self._act(lambda: self.download(container_id, file_id, path))
+
+    # -- plumbing ------------------------------------------------------------------------
+
+    def _upload_selected(self) -> None:
+        if self.selected is None or not self.upload.value:
+            return
+        for item in self.upload.value:
+            self.upload_bytes(self.selected, item["name"], bytes(item["content"]))
+        self.upload.value = ()
+        self.refresh()
+
+    def _files_api(self) -> Any:
+        files = getattr(self.client.containers, "files", None)
+        if files is None:
+            raise JupyterSandboxError("the files API is not available yet")
+        return files
+
+    def _act(self, action: Callable[[], object]) -> None:
+        """Run a button's action; show its error in the panel instead of losing it."""
+        try:
+            action()
+        except JupyterSandboxError as exc:
+            self._say(str(exc), error=True)
+
+    def _say(self, text: str, *, error: bool = False) -> None:
+        color = "#b00020" if error else "#1b5e20"
+        self.message.value = f'<span style="color:{color}">{html.escape(text)}</span>'
+
+    def _refresh_while_open(self, interval: float) -> None:
+        while not self._closed.wait(interval):
+            try:
+                self.refresh()
+            except JupyterSandboxError as exc:
+                self._say(str(exc), error=True)
+            except Exception:
+                logger.exception("sandbox panel refresh failed; stopping")
+                return
+
+
+def _time_left(container: Container) -> float:
+    from jupyter_sandbox.magics import time_left
+
+    return time_left(container)
+
+
+def _line(*cells: str) -> str:
+    widths = (1, 53, 16, 12, 6, 24, 9)
+    return "  ".join(cell[:width].ljust(width) for cell, width in zip(cells, widths, strict=True))
+
+
+def _code(text: str) -> str:
+    return f'<code style="white-space:pre">{html.escape(text)}</code>'

@@ -1,0 +1,168 @@
+"""JupyterLab in headless Chromium: the sandbox kernel in the launcher, a cell run in it.
+
+Screenshots go to the test's temporary folder; with JUPYTER_SANDBOX_UPDATE_SCREENSHOTS=1 they
+also replace the ones in docs/img/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.error import HTTPError
+from urllib.request import Request, urlopen
+from uuid import uuid4
+
+import pytest
+
+from jupyter_sandbox import Client
+from jupyter_sandbox.kernelspec import kernel_json
+from tests.conftest import TEST_LABEL, labelled_objects, remove_labelled
+
+pytestmark = pytest.mark.docker
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DOCS_IMG = Path(__file__).resolve().parents[2] / "docs" / "img"
+CELL = (
+    "import glob, os\n"
+    "path = (glob.glob('/sys/fs/cgroup/memory.max')\n"
+    "        + glob.glob('/sys/fs/cgroup/memory/memory.limit_in_bytes'))[0]\n"
+    "print('user', os.getuid())\n"
+    "print('memory limit', int(open(path).read()) // 2**20, 'MiB')\n"
+    "print('network', os.listdir('/sys/class/net'))"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def lab(tmp_path: Path, home: Path, test_label: str) -> Iterator[tuple[str, str]]:
+    """`jupyter lab` on a free loopback port, seeing a labelled "Python 3 (sandbox)" kernel."""
+    kernels = tmp_path / "jupyter" / "kernels" / "python3-sandbox"
+    kernels.mkdir(parents=True)
+    spec = kernel_json(memory="512m", home=str(home), extra_labels={TEST_LABEL: test_label})
+    (kernels / "kernel.json").write_text(json.dumps(spec))
+    for logo in ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg"):
+        shutil.copy(DOCS_IMG.parents[1] / "kernelspecs/python3-sandbox" / logo, kernels)
+    root = tmp_path / "work"
+    root.mkdir()
+    port, token = _free_port(), uuid4().hex
+    env = dict(
+        os.environ, JUPYTER_PATH=str(tmp_path / "jupyter"), JUPYTER_RUNTIME_DIR=str(tmp_path)
+    )
+    log = (tmp_path / "lab.log").open("wb")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            f"--ServerApp.port={port}",
+            "--ServerApp.ip=127.0.0.1",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={token}",
+            "--ServerApp.open_browser=False",
+            f"--ServerApp.root_dir={root}",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            "--allow-root",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urlopen(f"{base}/api/status?token={token}", timeout=2):
+                    break
+            except OSError as exc:
+                if isinstance(exc, HTTPError):
+                    exc.close()
+                if server.poll() is not None or time.monotonic() > deadline:
+                    text = (tmp_path / "lab.log").read_text()
+                    raise RuntimeError(f"jupyter lab did not start:\n{text}") from None
+                time.sleep(0.2)
+        yield base, token
+    finally:
+        request = Request(f"{base}/api/kernels", headers={"Authorization": f"token {token}"})
+        try:
+            with urlopen(request, timeout=10) as response:
+                running = json.loads(response.read())
+        except OSError:
+            running = []
+        for kernel in running:
+            delete = Request(
+                f"{base}/api/kernels/{kernel['id']}",
+                method="DELETE",
+                headers={"Authorization": f"token {token}"},
+            )
+            with urlopen(delete, timeout=60):
+                pass
+        server.send_signal(signal.SIGINT)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+        leaked = remove_labelled(f"{TEST_LABEL}={test_label}")
+        assert not leaked, f"leaked: {leaked}"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+def test_jupyterlab_runs_a_cell_in_the_sandbox_kernel(
+    lab: tuple[str, str], tmp_path: Path, home: Path, test_label: str
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    base, token = lab
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        page = browser.new_page(viewport={"width": 1280, "height": 760})
+        page.goto(f"{base}/lab?token={token}")
+        card = page.locator(".jp-LauncherCard[title='Python 3 (sandbox)']").first
+        expect(card).to_be_visible(timeout=60_000)
+        news = page.get_by_role("button", name="No", exact=True)
+        if news.count():
+            news.click()
+        page.screenshot(path=str(shots / "jupyterlab-launcher.png"))
+
+        card.click()
+        editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+        expect(editor).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Python 3 (sandbox) | Idle")).to_be_visible(timeout=60_000)
+        editor.click()
+        page.keyboard.insert_text(CELL)
+        page.keyboard.press("Shift+Enter")
+        output = page.locator(".jp-OutputArea-output").first
+        expect(output).to_contain_text("memory limit 512 MiB", timeout=60_000)
+        assert "user 1000" in output.inner_text()
+        assert "network ['lo']" in output.inner_text()
+        page.screenshot(path=str(shots / "jupyterlab-sandbox-kernel.png"))
+        browser.close()
+
+    with Client(home=home) as client:
+        (container,) = list(client.containers.list())
+    assert container.memory_limit == "512m"
+    assert labelled_objects(f"{TEST_LABEL}={test_label}")["container"]
+    if os.environ.get("JUPYTER_SANDBOX_UPDATE_SCREENSHOTS") == "1":
+        DOCS_IMG.mkdir(parents=True, exist_ok=True)
+        for shot in shots.iterdir():
+            shutil.copy(shot, DOCS_IMG / shot.name)
