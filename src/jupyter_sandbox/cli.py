@@ -34,7 +34,7 @@ from jupyter_sandbox._version import __version__
 from jupyter_sandbox.cli_kernelspec import kernelspec_app
 
 if TYPE_CHECKING:
-    from jupyter_sandbox.backends.images import RichBuildProgress
+    from jupyter_sandbox.backends.images import ImageStatus, RichBuildProgress
     from jupyter_sandbox.client import Client
     from jupyter_sandbox.settings import Settings
     from jupyter_sandbox.types.container import Container
@@ -638,10 +638,18 @@ def image_build(
         str | None,
         typer.Option("--tag", help="Image tag.", show_default="jupyter-sandbox-kernel:<version>"),
     ] = None,
+    egress: Annotated[
+        bool,
+        typer.Option(
+            "--egress/--no-egress",
+            help="Also build the egress proxy image that allowlist network policies need.",
+        ),
+    ] = True,
 ) -> None:
-    """Build the kernel image (only when its recipe changed, unless --force)."""
+    """Build the kernel image and the egress proxy image (each only when its recipe changed)."""
     import time
 
+    from jupyter_sandbox.backends.egress_image import build_egress_image, egress_image_status
     from jupyter_sandbox.backends.images import build_image, image_status
     from jupyter_sandbox.backends.runtime.docker import connect_engine
 
@@ -655,10 +663,25 @@ def image_build(
                 status = build_image(
                     engine, tag=tag, force=force, from_registry=from_registry, progress=progress
                 )
+            _report_build(status, before.up_to_date and not force, started)
+            if egress:
+                egress_tag = _settings(ctx).egress_image
+                started = time.monotonic()
+                before = egress_image_status(engine, egress_tag)
+                with _build_progress() as progress:
+                    status = build_egress_image(
+                        engine, tag=egress_tag, force=force, progress=progress
+                    )
+                _report_build(status, before.up_to_date and not force, started)
         finally:
             engine.close()
+
+
+def _report_build(status: ImageStatus, was_up_to_date: bool, started: float) -> None:
+    import time
+
     size = f"{status.size_bytes / 1e6:.0f} MB" if status.size_bytes is not None else "size unknown"
-    if before.up_to_date and not force:
+    if was_up_to_date:
         typer.echo(f"{status.tag} is up to date ({size}, recipe {status.recipe_hash})")
     else:
         elapsed = time.monotonic() - started
