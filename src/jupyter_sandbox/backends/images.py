@@ -61,7 +61,12 @@ BASE_REPOSITORY = "jupyter-sandbox-base"
 RECIPE_HASH_LABEL = f"{PREFIX}.recipe-hash"
 BASE_LABEL = f"{PREFIX}.base-image"
 
-RECIPE_FILES = ("packages.txt", "Dockerfile.kernel", "sandbox-init")
+RECIPE_FILES = (
+    "packages.txt",
+    "Dockerfile.kernel",
+    "sandbox-init",
+    "sandbox_egress_reason.py",
+)
 SUITE = "bookworm"
 # The host's sources (/etc/apt/sources.list.d/debian.sources), given explicitly because
 # mmdebstrap reads mirrors from stdin when stdin is not a terminal.
@@ -431,11 +436,12 @@ def _ensure_registry_image(
 
 
 def _context_tar(dockerfile: str) -> io.BytesIO:
-    """An in-memory build context: the Dockerfile and sandbox-init (mode 0755)."""
+    """An in-memory build context: the Dockerfile, sandbox-init (mode 0755), site hooks."""
     buffer = io.BytesIO()
     entries = {
         "Dockerfile": (dockerfile.encode(), 0o644),
         "sandbox-init": (_recipe_files()["sandbox-init"], 0o755),
+        "sandbox_egress_reason.py": (_recipe_files()["sandbox_egress_reason.py"], 0o644),
     }
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for name, (data, mode) in entries.items():
