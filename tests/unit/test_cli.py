@@ -63,6 +63,7 @@ EXPECTED = {
     ("skills", "get"),
     ("skills", "delete"),
     ("logs",),
+    ("serve",),
 }
 
 

@@ -1,0 +1,176 @@
+"""The ASGI layer every request crosses before any route: request id, Host check, API key,
+rate limit, body-size limit, and a JSON 500 for anything unexpected.
+
+Authentication happens here, before the body is read, so an anonymous client cannot make the
+server spool an upload, and a bad key answers 401 whatever the body holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Collection
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from jupyter_sandbox._exceptions import APIError, AuthenticationError, PermissionDeniedError
+from jupyter_sandbox.server.auth import KeyRing
+from jupyter_sandbox.server.errors import (
+    INTERNAL_MESSAGE,
+    BodyTooLarge,
+    api_error_parts,
+    error_body,
+    send_error,
+    too_large_message,
+)
+from jupyter_sandbox.server.limits import RateLimiter
+
+logger = logging.getLogger("jupyter_sandbox.server.access")
+
+PUBLIC_PATHS = frozenset({"/openapi.json", "/health"})
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+def host_name(host_header: str) -> str:
+    """`example.com` from `example.com:8000`, `::1` from `[::1]:8000`."""
+    host = host_header.strip().lower()
+    if host.startswith("["):
+        return host[1:].split("]", 1)[0]
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class RequestContext:
+    """Wraps the app: every response gets `x-request-id: req_<hex>`."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        keys: KeyRing,
+        rate_limiter: RateLimiter,
+        max_body: int,
+        allowed_hosts: Collection[str] | None,
+    ) -> None:
+        self.app = app
+        self.keys = keys
+        self.rate_limiter = rate_limiter
+        self.max_body = max_body
+        self.allowed_hosts = None if allowed_hosts is None else frozenset(allowed_hosts)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started_at = time.monotonic()
+        request_id = "req_" + secrets.token_hex(16)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 0
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                MutableHeaders(scope=message)["x-request-id"] = request_id
+            await send(message)
+
+        headers = Headers(scope=scope)
+        received = 0
+        body_done = False
+
+        async def drain() -> None:
+            # Read and drop the rest of an oversized body (at most as much again as the
+            # limit), so the client reads our 413 instead of a reset connection.
+            nonlocal received, body_done
+            budget = self.max_body
+            while not body_done and budget > 0:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                chunk = len(message.get("body", b""))
+                budget -= chunk
+                body_done = not message.get("more_body", False)
+
+        async def limited_receive() -> Message:
+            nonlocal received, body_done
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
+                if received > self.max_body:
+                    await drain()
+                    raise BodyTooLarge(self.max_body)
+            return message
+
+        try:
+            refusal = self._refuse(scope, headers)
+            if refusal is not None:
+                error_status, body, extra = refusal
+                await send_error(send_with_id, error_status, body, extra)
+                return
+            length = headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body:
+                await drain()
+                await send_error(
+                    send_with_id,
+                    413,
+                    error_body(
+                        too_large_message(self.max_body),
+                        type="invalid_request_error",
+                        code="request_too_large",
+                    ),
+                    {"connection": "close"},
+                )
+                return
+            await self.app(scope, limited_receive, send_with_id)
+        except Exception:
+            logger.exception("request %s failed", request_id)
+            if not response_started:
+                await send_error(
+                    send_with_id, 500, error_body(INTERNAL_MESSAGE, type="server_error")
+                )
+        finally:
+            logger.info(
+                "%s %s %s %d %.1fms",
+                request_id,
+                scope.get("method"),
+                scope.get("path"),
+                status,
+                (time.monotonic() - started_at) * 1000,
+            )
+
+    def _refuse(
+        self, scope: Scope, headers: Headers
+    ) -> tuple[int, dict[str, object], dict[str, str]] | None:
+        """Why this request stops here (Host, key, rate), or None."""
+        if self.allowed_hosts is not None and "*" not in self.allowed_hosts:
+            host = host_name(headers.get("host", ""))
+            if host not in self.allowed_hosts:
+                # DNS rebinding: a browser page must not reach a loopback-bound server.
+                return api_error_parts(
+                    PermissionDeniedError(f"Host {host!r:.100} is not allowed by this server")
+                )
+        if scope.get("path") in PUBLIC_PATHS:
+            return None
+        authorization = headers.get("authorization", "")
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return api_error_parts(
+                AuthenticationError(
+                    "You didn't provide an API key. You need to provide your API key in an "
+                    "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+                )
+            )
+        key = self.keys.lookup(token.strip())
+        if key is None:
+            return api_error_parts(AuthenticationError("Incorrect API key provided."))
+        try:
+            self.rate_limiter.check(key.key_id)
+        except APIError as exc:
+            return api_error_parts(exc)
+        scope["state"]["api_key"] = key
+        return None
