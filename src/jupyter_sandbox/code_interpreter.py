@@ -145,7 +145,7 @@ def to_outputs(execution: Execution) -> list[CodeInterpreterOutput]:
 
     for output in execution.outputs:
         add(to_output(output))
-    if execution.status in ("timeout", "died") and execution.message:
+    if execution.message:
         logs = outputs[-1].logs if outputs and outputs[-1].type == "logs" else ""
         gap = "" if not logs or logs.endswith("\n") else "\n"
         add(CodeInterpreterOutputLogs(logs=f"{gap}{execution.message}\n"))

@@ -34,6 +34,10 @@ _PORTS = {name: index + 1 for index, name in enumerate(CHANNELS)}
 SOCKET_PREFIX = "k"
 SOCKET_DIR_SIZE = "1m"
 _MS_NODEV, _MS_NOSUID, _MS_NOEXEC = 4, 2, 8
+_KINDS = {"shell": zmq.DEALER, "iopub": zmq.SUB, "control": zmq.DEALER}
+_RCVHWM = 64
+DROPPED = "_connection_dropped"
+"""Pseudo message type: the channel's connection dropped and was reopened (messages lost)."""
 
 
 def new_key() -> str:
@@ -118,31 +122,59 @@ class Message:
 class KernelConnection:
     """Signed ZeroMQ sockets to one kernel; not thread-safe (one user at a time)."""
 
-    def __init__(self, socket_dir: Path, key: str, uid: int) -> None:
+    def __init__(self, socket_dir: Path, key: str, uid: int, max_message: int = -1) -> None:
         self._dir = socket_dir
         self._uid = uid
+        self._max_message = max_message
         self._context: zmq.Context[Any] = zmq.Context.instance()
         self.session = Session(
             key=key.encode(), signature_scheme="hmac-sha256", username="jupyter-sandbox"
         )
         self._sockets: dict[str, zmq.Socket[bytes]] = {}
+        self._monitors: dict[zmq.Socket[bytes], str] = {}
         self._poller = zmq.Poller()
 
     def connect(self, deadline: float) -> None:
         """Connect once every socket exists and is a real socket of the sandbox user."""
-        kinds = {"shell": zmq.DEALER, "iopub": zmq.SUB, "control": zmq.DEALER}
-        for name in (*kinds, "hb"):
+        for name in (*_KINDS, "hb"):
             self._wait_for_socket(name, deadline)
-        for name, kind in kinds.items():
-            sock = self._context.socket(kind)
-            sock.setsockopt(zmq.LINGER, 0)
-            sock.setsockopt(zmq.RECONNECT_IVL, -1)
-            if kind == zmq.SUB:
-                sock.setsockopt(zmq.SUBSCRIBE, b"")
-            sock.connect(self._endpoint(name))
-            self._sockets[name] = sock
-            if name != "control":
-                self._poller.register(sock, zmq.POLLIN)
+        for name in _KINDS:
+            self._open(name)
+
+    def _open(self, name: str) -> None:
+        kind = _KINDS[name]
+        sock = self._context.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RECONNECT_IVL, -1)
+        # The sandbox writes these messages: a bigger one drops the connection before it is
+        # read (a 1 GB print would otherwise cost the host several GB); queues stay short.
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_message)
+        sock.setsockopt(zmq.RCVHWM, _RCVHWM)
+        if kind == zmq.SUB:
+            sock.setsockopt(zmq.SUBSCRIBE, b"")
+        sock.connect(self._endpoint(name))
+        self._sockets[name] = sock
+        if name != "control":
+            self._poller.register(sock, zmq.POLLIN)
+            monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            self._monitors[monitor] = name
+            self._poller.register(monitor, zmq.POLLIN)
+
+    def _reopen(self, monitor: zmq.Socket[bytes]) -> str:
+        """Replace a socket whose connection the kernel's side dropped (oversized message)."""
+        name = self._monitors.pop(monitor)
+        self._poller.unregister(monitor)
+        sock = self._sockets.pop(name)
+        self._poller.unregister(sock)
+        sock.disable_monitor()
+        monitor.close(linger=0)
+        sock.close(linger=0)
+        try:
+            self._wait_for_socket(name, time.monotonic())  # the same check as the first time
+        except APITimeoutError:
+            return name  # the kernel is gone; its death is detected by the heartbeat
+        self._open(name)
+        return name
 
     def _endpoint(self, name: str) -> str:
         return f"ipc://{self._dir}/{SOCKET_PREFIX}-{_PORTS[name]}"
@@ -174,6 +206,12 @@ class KernelConnection:
     def receive(self, timeout: float) -> Iterator[Message]:
         """Messages that arrive within `timeout` seconds (stops at the first quiet poll)."""
         ready = dict(self._poller.poll(max(0, int(timeout * 1000))))
+        for monitor in [m for m in self._monitors if m in ready]:
+            with contextlib.suppress(zmq.Again):
+                monitor.recv_multipart(zmq.NOBLOCK)
+            name = self._reopen(monitor)
+            logger.debug("the kernel's %s connection dropped; reopened", name)
+            yield Message(name, DROPPED, None, {})
         for name in ("shell", "iopub"):
             sock = self._sockets[name]
             if sock not in ready:
@@ -219,9 +257,14 @@ class KernelConnection:
         sock = self._context.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RECONNECT_IVL, -1)
+        sock.setsockopt(zmq.MAXMSGSIZE, 1024)
         try:
             self._wait_for_socket("hb", time.monotonic())
-        except (APITimeoutError, InternalServerError):
+        except APITimeoutError:
+            sock.close()
+            return False
+        except InternalServerError as exc:
+            logger.warning("heartbeat of %s: %s", self._dir.name, exc)
             sock.close()
             return False
         try:
@@ -233,6 +276,9 @@ class KernelConnection:
 
     def close(self) -> None:
         """Close every socket."""
+        for monitor in self._monitors:
+            monitor.close(linger=0)
+        self._monitors.clear()
         for sock in self._sockets.values():
             sock.close(linger=0)
         self._sockets.clear()

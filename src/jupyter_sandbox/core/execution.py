@@ -53,7 +53,9 @@ class Kernels:
 
     def open(self, record: ContainerRecord, deadline: float) -> _Session:
         """Connect to the sandbox's kernel and wait until it answers on shell and iopub."""
-        connection = KernelConnection(Path(record.socket_dir), record.kernel_key, SANDBOX_UID)
+        connection = KernelConnection(
+            Path(record.socket_dir), record.kernel_key, SANDBOX_UID, max_message(self._settings)
+        )
         try:
             connection.connect(deadline)
             connection.wait_ready(deadline)
@@ -86,7 +88,7 @@ class Kernels:
         return fresh
 
     def interrupt(self, record: ContainerRecord) -> None:
-        """Send SIGINT to the kernel (through tini and the supervisor)."""
+        """Send SIGINT to the kernel (through the supervisor, PID 1)."""
         self._runtime.signal(record.id, "SIGINT")
 
     def close(self, container_id: str) -> None:
@@ -110,6 +112,11 @@ class Kernels:
         now = self._oom_kills(record.id)
         before, session.oom_kills = session.oom_kills, now
         return now is not None and before is not None and now > before
+
+
+def max_message(settings: Settings) -> int:
+    """Largest kernel message the host reads: the output budget twice (JSON escaping) + 1 MiB."""
+    return 2 * settings.output_limit_bytes + 2**20
 
 
 class _Collector:
@@ -141,6 +148,12 @@ class _Collector:
             return
         self._budget -= size
         self._append(output)
+
+    def drop(self, what: str) -> None:
+        """Note output lost on the way (a message over the size limit was refused)."""
+        if not self.truncated:
+            self.truncated = True
+            self._append(StreamOutput(name="stderr", text=f"\n[output dropped: {what}]\n"))
 
     def _append(self, output: ExecutionOutput) -> None:
         last = self.outputs[-1] if self.outputs else None
@@ -259,6 +272,7 @@ class ExecutionService:
         )
         reply: dict[str, Any] | None = None
         idle = False
+        shell_lost = iopub_lost = False
         last_message = started
         interrupted_at: float | None = None
 
@@ -273,7 +287,7 @@ class ExecutionService:
                 message=message,
             )
 
-        while reply is None or not idle:
+        while (reply is None and not shell_lost) or not (idle or iopub_lost):
             now = time.monotonic()
             if interrupted_at is None and now >= deadline:
                 self._kernels.interrupt(record)
@@ -291,6 +305,17 @@ class ExecutionService:
             wait = min(0.25, max(0.0, (interrupted_at or deadline) - now)) if timeout else 0.25
             for msg in connection.receive(wait):
                 last_message = time.monotonic()
+                if msg.msg_type == kernel.DROPPED:
+                    died = self._death(record, session)  # a dying kernel drops them too
+                    if died is not None:
+                        self._kernels.restart(record, session)
+                        return result("died", died)
+                    limit = max_message(self._settings)
+                    logger.warning("%s: dropped a kernel message over %d bytes", record.id, limit)
+                    collector.drop(f"the kernel sent a message over {limit} bytes")
+                    shell_lost = shell_lost or msg.channel == "shell"
+                    iopub_lost = iopub_lost or msg.channel == "iopub"
+                    continue
                 if msg.parent_id != msg_id:
                     continue
                 if msg.channel == "shell" and msg.msg_type == "execute_reply":
@@ -300,6 +325,16 @@ class ExecutionService:
                 else:
                     collector.add(msg.msg_type, msg.content)
             if time.monotonic() - last_message >= _QUIET_BEFORE_CHECK:
+                if reply is not None:
+                    break  # replied, then a quiet iopub: its idle status was lost (queue full)
+                if idle and not shell_lost:
+                    # ipykernel swallows a KeyboardInterrupt that lands in its own code (just
+                    # before or after the user's) and then sends the idle status but no reply.
+                    if interrupted_at is not None:
+                        return result("timeout", f"Execution timed out after {timeout:g} s")
+                    return result(
+                        "error", "KeyboardInterrupt: interrupted; the kernel sent no reply"
+                    )
                 last_message = time.monotonic()
                 died = self._death(record, session)
                 if died is not None:
@@ -307,6 +342,8 @@ class ExecutionService:
                     return result("died", died)
         if interrupted_at is not None:
             return result("timeout", f"Execution timed out after {timeout:g} s and was interrupted")
+        if reply is None:
+            return result("error", "The kernel's reply was over the size limit and was dropped")
         status = "ok" if reply.get("status") == "ok" else "error"
         return result(status)
 
