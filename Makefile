@@ -31,6 +31,7 @@ lint: setup
 	$(BIN)/mypy
 
 test: image lint
+	@./scripts/system-deps --test
 	JUPYTER_SANDBOX_REQUIRE_DOCKER=1 $(BIN)/pytest
 
 test-fast: setup
