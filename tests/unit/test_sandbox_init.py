@@ -111,8 +111,12 @@ class Supervisor:
 
     def close(self) -> None:
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
+            self.process.terminate()  # SIGTERM: the supervisor takes its kernel and survivors
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
         assert self.process.stderr is not None
         self.process.stderr.close()
         os.close(self._events)
