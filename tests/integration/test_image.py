@@ -82,7 +82,7 @@ def test_image_is_labelled_with_the_recipe(docker_client: docker.DockerClient, i
     assert config["Labels"]["org.jupyter-sandbox.recipe-hash"] == images.recipe_hash()
     assert config["User"] == "1000:1000"
     assert config["WorkingDir"] == "/mnt/data"
-    assert config["Entrypoint"] == ["/usr/bin/tini", "--", "/usr/local/bin/sandbox-init"]
+    assert config["Entrypoint"] == ["/usr/local/bin/sandbox-init"]
 
 
 def test_rebuild_is_a_no_op(docker_client: docker.DockerClient, image: str) -> None:
@@ -108,7 +108,7 @@ def test_runs_as_uid_1000(docker_client: docker.DockerClient, image: str) -> Non
     assert run(docker_client, image, ["-un"], entrypoint=["id"]).strip() == "sandbox"
 
 
-def test_tini_is_pid_1_and_the_deadline_stops_the_container(
+def test_the_supervisor_is_pid_1_and_the_deadline_stops_the_container(
     docker_client: docker.DockerClient, image: str
 ) -> None:
     probe = "import sys; sys.stdout.write(open('/proc/1/cmdline').read().replace(chr(0), ' '))"
@@ -119,7 +119,7 @@ def test_tini_is_pid_1_and_the_deadline_stops_the_container(
         ["--connection-file", "/run/kernel/c.json", "--deadline", str(time.time() + 2)],
         environment={"SANDBOX_KERNEL_CMD": json.dumps(["python3", "-c", probe])},
     )
-    assert "/usr/bin/tini -- /usr/local/bin/sandbox-init --connection-file" in output
+    assert "/usr/bin/python3 -IS /usr/local/bin/sandbox-init --connection-file" in output
     assert "deadline reached" in output
     assert time.monotonic() - started < 30
 

@@ -71,7 +71,7 @@ def test_kernel_dockerfile() -> None:
     assert f'      org.jupyter-sandbox.version="{__version__}"' in lines
     assert "USER 1000:1000" in lines
     assert "WORKDIR /mnt/data" in lines
-    assert lines[-1] == ('ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/bin/sandbox-init"]')
+    assert lines[-1] == 'ENTRYPOINT ["/usr/local/bin/sandbox-init"]'
     assert "COPY sandbox-init /usr/local/bin/sandbox-init" in lines
     for env in (
         "HOME=/workspace",

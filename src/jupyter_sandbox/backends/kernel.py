@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import itertools
 import json
 import logging
 import os
@@ -36,6 +37,9 @@ SOCKET_DIR_SIZE = "1m"
 _MS_NODEV, _MS_NOSUID, _MS_NOEXEC = 4, 2, 8
 _KINDS = {"shell": zmq.DEALER, "iopub": zmq.SUB, "control": zmq.DEALER}
 _RCVHWM = 64
+# pyzmq's default monitor address reuses the socket's fd number, which a socket still being
+# torn down may hold (EADDRINUSE under churn): each monitor gets its own name.
+_MONITOR_IDS = itertools.count()
 DROPPED = "_connection_dropped"
 """Pseudo message type: the channel's connection dropped and was reopened (messages lost)."""
 
@@ -156,7 +160,9 @@ class KernelConnection:
         self._sockets[name] = sock
         if name != "control":
             self._poller.register(sock, zmq.POLLIN)
-            monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            monitor = sock.get_monitor_socket(
+                zmq.EVENT_DISCONNECTED, addr=f"inproc://jsbx-monitor-{next(_MONITOR_IDS)}"
+            )
             self._monitors[monitor] = name
             self._poller.register(monitor, zmq.POLLIN)
 

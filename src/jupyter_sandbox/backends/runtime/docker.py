@@ -174,7 +174,7 @@ class DockerRuntime:
         return state.oom_kills if state else None
 
     def signal(self, container_id: str, signal: str) -> None:
-        """Send a signal to PID 1 (tini), which hands it to the supervisor."""
+        """Send a signal to PID 1, the supervisor (sandbox-init)."""
         with docker_errors(f"signalling sandbox {container_id}"):
             self._api.kill(_container_name(container_id), signal=signal)
 

@@ -1,0 +1,25 @@
+"""Crash recovery: the owning process is SIGKILLed at random points of create, execute,
+upload and delete; the next client reaps every orphan within 30 s and leaves no record
+`initializing`. (A Docker daemon restart is not tested here: it would hit every other user of
+this engine; see docs/security.md.)"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from benchmarks.crash import CrashReport, crash_once
+
+from tests.adversarial.conftest import Sandboxes
+
+pytestmark = [pytest.mark.docker, pytest.mark.slow]
+
+
+def test_ten_random_kills_are_reconciled(sandboxes: Sandboxes) -> None:
+    report = CrashReport()
+    rng = random.Random(9)
+    for _ in range(10):
+        crash_once(sandboxes.home, sandboxes.label, rng, report)
+    assert report.problems == {}, report
+    assert report.kills == 10
+    assert max(report.reconcile_seconds) <= 30
