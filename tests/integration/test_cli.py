@@ -15,9 +15,9 @@ from pathlib import Path
 from uuid import uuid4
 
 import pytest
-from tests.conftest import SESSION_RUN, TEST_LABEL, remove_labelled
 
 from jupyter_sandbox.backends.images import default_image_tag
+from tests.conftest import SESSION_RUN, TEST_LABEL, remove_labelled
 
 IMAGE = default_image_tag()
 
