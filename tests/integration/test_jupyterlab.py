@@ -9,22 +9,16 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.error import HTTPError
 from urllib.request import Request, urlopen
-from uuid import uuid4
 
 import pytest
 
 from jupyter_sandbox import Client
 from jupyter_sandbox.kernelspec import kernel_json
 from tests.conftest import TEST_LABEL, labelled_objects, remove_labelled
+from tests.integration.jupyter_harness import jupyter_process
 
 pytestmark = pytest.mark.docker
 
@@ -40,12 +34,6 @@ CELL = (
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def lab(tmp_path: Path, home: Path, test_label: str) -> Iterator[tuple[str, str]]:
     """`jupyter lab` on a free loopback port, seeing a labelled "Python 3 (sandbox)" kernel."""
@@ -57,69 +45,43 @@ def lab(tmp_path: Path, home: Path, test_label: str) -> Iterator[tuple[str, str]
         shutil.copy(DOCS_IMG.parents[1] / "kernelspecs/python3-sandbox" / logo, kernels)
     root = tmp_path / "work"
     root.mkdir()
-    port, token = _free_port(), uuid4().hex
-    env = dict(
-        os.environ, JUPYTER_PATH=str(tmp_path / "jupyter"), JUPYTER_RUNTIME_DIR=str(tmp_path)
-    )
-    log = (tmp_path / "lab.log").open("wb")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyterlab",
-            f"--ServerApp.port={port}",
-            "--ServerApp.ip=127.0.0.1",
-            "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={token}",
-            "--ServerApp.open_browser=False",
-            f"--ServerApp.root_dir={root}",
-            "--LabApp.news_url=",
-            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-            "--allow-root",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
+    lab_options = [
+        "--LabApp.news_url=",
+        "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+    ]
     try:
-        deadline = time.monotonic() + 60
-        while True:
+        with jupyter_process(
+            "jupyterlab",
+            jupyter_path=tmp_path / "jupyter",
+            root=root,
+            log_path=tmp_path / "lab.log",
+            extra=lab_options,
+        ) as (base, token):
             try:
-                with urlopen(f"{base}/api/status?token={token}", timeout=2):
-                    break
-            except OSError as exc:
-                if isinstance(exc, HTTPError):
-                    exc.close()
-                if server.poll() is not None or time.monotonic() > deadline:
-                    text = (tmp_path / "lab.log").read_text()
-                    raise RuntimeError(f"jupyter lab did not start:\n{text}") from None
-                time.sleep(0.2)
-        yield base, token
+                yield base, token
+            finally:
+                shutdown_kernels(base, token)
     finally:
-        request = Request(f"{base}/api/kernels", headers={"Authorization": f"token {token}"})
-        try:
-            with urlopen(request, timeout=10) as response:
-                running = json.loads(response.read())
-        except OSError:
-            running = []
-        for kernel in running:
-            delete = Request(
-                f"{base}/api/kernels/{kernel['id']}",
-                method="DELETE",
-                headers={"Authorization": f"token {token}"},
-            )
-            with urlopen(delete, timeout=60):
-                pass
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
         leaked = remove_labelled(f"{TEST_LABEL}={test_label}")
         assert not leaked, f"leaked: {leaked}"
+
+
+def shutdown_kernels(base: str, token: str) -> None:
+    """Shut down every kernel the server runs, so their sandboxes are deleted."""
+    request = Request(f"{base}/api/kernels", headers={"Authorization": f"token {token}"})
+    try:
+        with urlopen(request, timeout=10) as response:
+            running = json.loads(response.read())
+    except OSError:
+        running = []
+    for kernel in running:
+        delete = Request(
+            f"{base}/api/kernels/{kernel['id']}",
+            method="DELETE",
+            headers={"Authorization": f"token {token}"},
+        )
+        with urlopen(delete, timeout=60):
+            pass
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")

@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.error import HTTPError
 from urllib.request import Request, urlopen
 from uuid import uuid4
 
@@ -23,6 +19,7 @@ from jupyter_client.manager import KernelManager
 from jupyter_sandbox import Client
 from jupyter_sandbox.kernelspec import kernel_json
 from tests.conftest import TEST_LABEL, labelled_objects, remove_labelled
+from tests.integration.jupyter_harness import jupyter_process
 
 pytestmark = pytest.mark.docker
 
@@ -155,58 +152,17 @@ def test_provisioner_info_lets_another_manager_take_over(kernels_dir: Path) -> N
 # -- a real Jupyter Server ------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture
 def jupyter_server(kernels_dir: Path, tmp_path: Path) -> Iterator[tuple[str, str]]:
     """A Jupyter Server on a free loopback port that sees the test kernelspec."""
-    port, token = _free_port(), uuid4().hex
-    env = dict(os.environ, JUPYTER_PATH=str(kernels_dir.parent), JUPYTER_RUNTIME_DIR=str(tmp_path))
-    log = (tmp_path / "server.log").open("wb")
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jupyter_server",
-            f"--ServerApp.port={port}",
-            "--ServerApp.ip=127.0.0.1",
-            "--ServerApp.port_retries=0",
-            f"--IdentityProvider.token={token}",
-            "--ServerApp.open_browser=False",
-            f"--ServerApp.root_dir={tmp_path}",
-            "--allow-root",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urlopen(f"{base}/api/status?token={token}", timeout=2):
-                    break
-            except OSError as exc:
-                if isinstance(exc, HTTPError):
-                    exc.close()
-                if server.poll() is not None or time.monotonic() > deadline:
-                    log_text = (tmp_path / "server.log").read_text()
-                    raise RuntimeError(f"jupyter server did not start:\n{log_text}") from None
-                time.sleep(0.2)
+    with jupyter_process(
+        "jupyter_server",
+        jupyter_path=kernels_dir.parent,
+        root=tmp_path,
+        log_path=tmp_path / "server.log",
+        extra=[],
+    ) as (base, token):
         yield base, token
-    finally:
-        server.send_signal(signal.SIGINT)
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-        log.close()
 
 
 def _api(base: str, token: str, method: str, path: str, body: Any = None) -> Any:
