@@ -189,18 +189,7 @@ class _Channels:
         self.session = uuid4().hex
 
     def execute(self, code: str, timeout: float = 60) -> tuple[str, dict[str, Any]]:
-        msg_id = uuid4().hex
-        header = {
-            "msg_id": msg_id,
-            "msg_type": "execute_request",
-            "username": "test",
-            "session": self.session,
-            "version": "5.3",
-            "date": "",
-        }
-        content = {"code": code, "silent": False, "store_history": True, "allow_stdin": False}
-        message = {"header": header, "parent_header": {}, "metadata": {}, "content": content}
-        self.ws.send(json.dumps({**message, "channel": "shell"}))
+        msg_id = self.send_only(code)
         stdout: list[str] = []
         reply: dict[str, Any] | None = None
         idle = False
@@ -219,9 +208,11 @@ class _Channels:
         assert reply is not None, f"no reply to {code!r}"
         return "".join(stdout), reply
 
-    def send_only(self, code: str) -> None:
+    def send_only(self, code: str) -> str:
+        """Send an execute_request; return its msg_id."""
+        msg_id = uuid4().hex
         header = {
-            "msg_id": uuid4().hex,
+            "msg_id": msg_id,
             "msg_type": "execute_request",
             "username": "test",
             "session": self.session,
@@ -231,6 +222,7 @@ class _Channels:
         content = {"code": code, "silent": False, "store_history": True, "allow_stdin": False}
         message = {"header": header, "parent_header": {}, "metadata": {}, "content": content}
         self.ws.send(json.dumps({**message, "channel": "shell"}))
+        return msg_id
 
     def wait_for(self, msg_type: str, timeout: float = 30) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
