@@ -208,12 +208,46 @@ def test_output_floods_are_truncated_and_host_memory_bounded(
     assert kept <= client.settings.output_limit_bytes * 1.4  # base64 and JSON framing
     assert growth < 100 * MiB, f"host RSS grew by {growth / MiB:.0f} MiB"
     assert run(client, container_id, "print('still here')") == "still here\n"
-    log_driver = subprocess.run(
-        ["docker", "inspect", "-f", "{{.HostConfig.LogConfig.Type}}|{{.LogPath}}",
+
+
+_RAW_STDERR_FLOOD = """
+import fcntl, os
+captured = {os.readlink('/proc/self/fd/1'), os.readlink('/proc/self/fd/2')}
+chunk, written = b'x' * 65535 + b'\\n', 0
+for name in os.listdir('/proc/self/fd'):
+    fd = int(name)
+    try:
+        target = os.readlink(f'/proc/self/fd/{fd}')
+    except OSError:
+        continue
+    if target.startswith('pipe:') and target not in captured and fcntl.fcntl(fd, fcntl.F_GETFL) & 3 == os.O_WRONLY:
+        for _ in range(160):
+            written += os.write(fd, chunk)
+print(written)
+"""
+
+
+def test_a_flood_on_the_kernels_raw_stdio_keeps_the_docker_log_near_1_mib(
+    sandbox: tuple[Client, str],
+) -> None:
+    """Bypassing ipykernel's capture (its saved stdio fds) reaches the engine's log: capped."""
+    client, container_id = sandbox
+    written = int(run(client, container_id, _RAW_STDERR_FLOOD, timeout=120))
+    assert written >= 2 * 10 * MiB  # the container's own stdout and stderr were both found
+    inspect = subprocess.run(
+        ["docker", "inspect", "-f", "{{.Id}} {{json .HostConfig.LogConfig}}",
          f"jsbx-{container_id}"],
         capture_output=True, text=True, check=True,
-    ).stdout.strip()  # fmt: skip
-    assert log_driver == "none|"  # no docker log file grows on the host
+    ).stdout.split(" ", 1)  # fmt: skip
+    docker_id, log_config = inspect[0], json.loads(inspect[1])
+    assert log_config["Type"] == "local" and log_config["Config"]["max-size"] == "512k"
+    root = subprocess.run(
+        ["docker", "info", "-f", "{{.DockerRootDir}}"], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    files = list((Path(root) / "containers" / docker_id / "local-logs").iterdir())
+    on_disk = sum(f.stat().st_size for f in files)
+    assert 0 < on_disk <= 1.05 * MiB, f"{[f.name for f in files]}: {on_disk / MiB:.1f} MiB"
+    assert run(client, container_id, "print('still here')") == "still here\n"
 
 
 def test_cpu_burn_is_throttled_and_fd_bomb_gets_emfile(sandbox: tuple[Client, str]) -> None:

@@ -5,11 +5,19 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from jupyter_sandbox import BadRequestError, Client, ConflictError, NotFoundError
+from jupyter_sandbox import (
+    BadRequestError,
+    Client,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+)
 from jupyter_sandbox.types.execution import DisplayDataOutput, ErrorOutput, ExecuteResultOutput
 
 pytestmark = pytest.mark.docker
@@ -172,7 +180,10 @@ def test_sandbox_is_hardened(client: Client) -> None:
         assert host["Memory"] == host["MemorySwap"] == 2**30
         assert host["PidsLimit"] == 256
         assert host["NetworkMode"] == "none"
-        assert host["LogConfig"]["Type"] == "none"
+        assert host["LogConfig"] == {
+            "Type": "local",
+            "Config": {"max-size": "512k", "max-file": "1", "compress": "false"},
+        }
         assert host["RestartPolicy"]["Name"] in ("", "no")
         assert host["PortBindings"] in (None, {})
         labels = info["Config"]["Labels"]
@@ -263,3 +274,30 @@ def test_executing_in_a_deleted_or_expired_container_fails_clearly(client: Clien
     assert client.containers.retrieve(container.id).status == "expired"
     with pytest.raises(ConflictError, match="expired"):
         client.containers.execute(container.id, "1")
+
+
+def test_a_kernel_that_dies_while_starting_fails_at_once_with_its_log(
+    make_client: Callable[..., Client],
+) -> None:
+    patient = make_client(start_timeout=300)
+    container = patient.containers.create(name="breaks-its-kernel")
+    try:
+        # An IPython startup file that ends every new kernel before it can answer.
+        patient.containers.execute(
+            container.id,
+            "import pathlib\n"
+            "p = pathlib.Path('/tmp/.ipython/profile_default/startup')\n"
+            "p.mkdir(parents=True, exist_ok=True)\n"
+            "(p / '00-exit.py').write_text("
+            "'import os\\nos._exit(3)\\n')",
+        )
+        started = time.monotonic()
+        with pytest.raises(InternalServerError, match="exited while starting") as failure:
+            patient.containers.restart(container.id)
+        waited = time.monotonic() - started
+        log = str(failure.value).partition("its log:")[2]
+        assert "sandbox-init: kernel started" in log
+        assert "sandbox-init: kernel exited with status 3" in log
+        assert waited < 60, f"waited {waited:.0f} s of the 300 s start timeout"
+    finally:
+        patient.containers.delete(container.id)

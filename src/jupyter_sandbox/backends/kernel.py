@@ -18,7 +18,7 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ _RCVHWM = 64
 # pyzmq's default monitor address reuses the socket's fd number, which a socket still being
 # torn down may hold (EADDRINUSE under churn): each monitor gets its own name.
 _MONITOR_IDS = itertools.count()
+_CHECK_EVERY = 1.0
 DROPPED = "_connection_dropped"
 """Pseudo message type: the channel's connection dropped and was reopened (messages lost)."""
 
@@ -138,10 +139,13 @@ class KernelConnection:
         self._monitors: dict[zmq.Socket[bytes], str] = {}
         self._poller = zmq.Poller()
 
-    def connect(self, deadline: float) -> None:
-        """Connect once every socket exists and is a real socket of the sandbox user."""
+    def connect(self, deadline: float, check: Callable[[], None] | None = None) -> None:
+        """Connect once every socket exists and is a real socket of the sandbox user.
+
+        `check` runs about once a second while waiting and raises if the kernel cannot come up.
+        """
         for name in (*_KINDS, "hb"):
-            self._wait_for_socket(name, deadline)
+            self._wait_for_socket(name, deadline, check)
         for name in _KINDS:
             self._open(name)
 
@@ -185,16 +189,23 @@ class KernelConnection:
     def _endpoint(self, name: str) -> str:
         return f"ipc://{self._dir}/{SOCKET_PREFIX}-{_PORTS[name]}"
 
-    def _wait_for_socket(self, name: str, deadline: float) -> None:
+    def _wait_for_socket(
+        self, name: str, deadline: float, check: Callable[[], None] | None = None
+    ) -> None:
         path = self._dir / f"{SOCKET_PREFIX}-{_PORTS[name]}"
+        next_check = time.monotonic() + _CHECK_EVERY
         while True:
             try:
                 info = os.lstat(path)
             except FileNotFoundError:
-                if time.monotonic() > deadline:
+                now = time.monotonic()
+                if now > deadline:
                     raise APITimeoutError(
                         f"the kernel did not open its {name} socket in time"
                     ) from None
+                if check is not None and now >= next_check:
+                    check()
+                    next_check = now + _CHECK_EVERY
                 time.sleep(0.002)
                 continue
             if not stat.S_ISSOCK(info.st_mode) or (os.geteuid() == 0 and info.st_uid != self._uid):
@@ -235,16 +246,22 @@ class KernelConnection:
                 parent = msg.get("parent_header") or {}
                 yield Message(name, msg["header"]["msg_type"], parent.get("msg_id"), msg["content"])
 
-    def wait_ready(self, deadline: float) -> dict[str, Any]:
-        """Return the kernel_info reply once shell and iopub both answer."""
+    def wait_ready(
+        self, deadline: float, check: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        """Return the kernel_info reply once shell and iopub both answer (`check` as in connect)."""
         pending: set[str] = set()
         reply: dict[str, Any] | None = None
         iopub_seen = False
         next_request = 0.0
+        next_check = time.monotonic() + _CHECK_EVERY
         while reply is None or not iopub_seen:
             now = time.monotonic()
             if now > deadline:
                 raise APITimeoutError("the kernel did not become ready in time")
+            if check is not None and now >= next_check:
+                check()
+                next_check = now + _CHECK_EVERY
             if now >= next_request:
                 # iopub subscriptions are asynchronous: ask again until a status arrives on it.
                 pending.add(self.send("shell", "kernel_info_request", {}))

@@ -140,7 +140,7 @@ class ContainerService:
             )
             if self._content is not None and plan is not None and prepared is not None:
                 self._content.finish(container_id, plan, prepared)
-            self._kernels.open(record, deadline)
+            self._kernels.open(record, deadline, since=now)
             record = self._store.update(
                 container_id, status="ready", docker_id=docker_id, extra=extra
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -11,7 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jupyter_sandbox._exceptions import BadRequestError, ConflictError
+from jupyter_sandbox._exceptions import (
+    APITimeoutError,
+    BadRequestError,
+    ConflictError,
+    InternalServerError,
+)
 from jupyter_sandbox.backends import kernel
 from jupyter_sandbox.backends.kernel import KernelConnection
 from jupyter_sandbox.backends.runtime.base import Runtime
@@ -33,6 +39,7 @@ logger = logging.getLogger(__name__)
 OutputCallback = Callable[[ExecutionOutput], None]
 _QUIET_BEFORE_CHECK = 1.0
 _HEARTBEAT_TIMEOUT = 1.0
+_KERNEL_EXITED = re.compile(r"^sandbox-init: kernel (exited|killed)", re.MULTILINE)
 
 
 @dataclass
@@ -51,14 +58,27 @@ class Kernels:
         self._sessions: dict[str, _Session] = {}
         self._lock = threading.Lock()
 
-    def open(self, record: ContainerRecord, deadline: float) -> _Session:
-        """Connect to the sandbox's kernel and wait until it answers on shell and iopub."""
+    def open(
+        self, record: ContainerRecord, deadline: float, since: float | None = None
+    ) -> _Session:
+        """Connect to the sandbox's kernel and wait until it answers on shell and iopub.
+
+        A kernel that dies or a container that stops meanwhile fails at once; every failure
+        quotes what the sandbox's supervisor and kernel printed since `since` (epoch seconds).
+        """
+        since = time.time() if since is None else since
         connection = KernelConnection(
             Path(record.socket_dir), record.kernel_key, SANDBOX_UID, max_message(self._settings)
         )
+        check = self._start_check(record, since)
         try:
-            connection.connect(deadline)
-            connection.wait_ready(deadline)
+            connection.connect(deadline, check)
+            connection.wait_ready(deadline, check)
+        except APITimeoutError as exc:
+            connection.close()
+            raise APITimeoutError(
+                f"{exc} ({self._settings.start_timeout:g} s){self._log_note(record, since)}"
+            ) from None
         except BaseException:
             connection.close()
             raise
@@ -69,6 +89,29 @@ class Kernels:
         if old is not None:
             old.connection.close()
         return session
+
+    def _start_check(self, record: ContainerRecord, since: float) -> Callable[[], None]:
+        def check() -> None:
+            state = self._runtime.state(record.id)
+            if state is None or not state.running:
+                raise InternalServerError(
+                    f"sandbox {record.id} stopped before its kernel was ready"
+                    + self._log_note(record, since)
+                )
+            log = self._runtime.logs(record.id, since)
+            # Only an exit after the latest start counts (an earlier kernel's death may be
+            # logged just after `since`).
+            if _KERNEL_EXITED.search(log.rpartition("sandbox-init: kernel started")[2]):
+                raise InternalServerError(
+                    f"the kernel of sandbox {record.id} exited while starting"
+                    + self._log_note(record, since, log)
+                )
+
+        return check
+
+    def _log_note(self, record: ContainerRecord, since: float, log: str | None = None) -> str:
+        text = (self._runtime.logs(record.id, since) if log is None else log).strip()
+        return f"; its log:\n{text}" if text else "; it printed nothing"
 
     def get(self, record: ContainerRecord) -> _Session:
         """The open session, connecting on first use in this process."""
@@ -82,8 +125,9 @@ class Kernels:
         """Kill everything in the sandbox and start a fresh kernel (files survive)."""
         session.connection.close()
         kernel.clear_sockets(Path(record.socket_dir))
+        since = time.time()
         self._runtime.signal(record.id, "SIGUSR1")
-        fresh = self.open(record, time.monotonic() + self._settings.start_timeout)
+        fresh = self.open(record, time.monotonic() + self._settings.start_timeout, since)
         fresh.lock = session.lock  # the caller holds it
         return fresh
 

@@ -67,6 +67,10 @@ class Runtime(Protocol):
         """The container's cumulative count of out-of-memory kills, if the host can read it."""
         ...
 
+    def logs(self, container_id: str, since: float) -> str:
+        """The supervisor's and kernel's own output since `since` (epoch seconds), capped."""
+        ...
+
     def signal(self, container_id: str, signal: str) -> None:
         """Send a signal to the container's supervisor (SIGINT interrupts, SIGUSR1 restarts)."""
         ...

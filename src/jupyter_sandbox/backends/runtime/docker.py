@@ -29,6 +29,9 @@ CONNECTION_FILE = f"{KERNEL_MOUNT}/connection.json"
 SANDBOX_UID = 1000
 _WRITABLE_DIRS = {"data": "/mnt/data", "workspace": "/workspace"}
 SKILLS_MOUNT = "/mnt/skills"
+LOG_MAX_SIZE = "512k"  # the local driver keeps one rotated file beside it: 1 MB in all
+LOG_TAIL_LINES = 20
+LOG_TAIL_BYTES = 2000
 _ENGINE_HINT = (
     "start it with `sudo systemctl start docker` (or `sudo dockerd &`), "
     "or point DOCKER_HOST at a running engine"
@@ -109,7 +112,11 @@ class DockerRuntime:
                     dns=[spec.network.dns] if spec.network else None,
                     ipc_mode="private",
                     sysctls={"net.ipv6.conf.all.disable_ipv6": "1"},
-                    log_config=LogConfig(type=LogConfig.types.NONE),
+                    # Capped: start-up failures stay readable, a flood costs at most 1 MB.
+                    log_config=LogConfig(
+                        type="local",
+                        config={"max-size": LOG_MAX_SIZE, "max-file": "1", "compress": "false"},
+                    ),
                     ulimits=[
                         Ulimit(name="nofile", soft=4096, hard=4096),
                         Ulimit(name="core", soft=0, hard=0),
@@ -172,6 +179,17 @@ class DockerRuntime:
             return _read_oom_kills(self._cgroup_files[container_id])
         state = self.state(container_id)
         return state.oom_kills if state else None
+
+    def logs(self, container_id: str, since: float) -> str:
+        """The last lines the supervisor and kernel wrote since `since`; empty once gone."""
+        try:
+            with docker_errors(f"reading the log of sandbox {container_id}"):
+                raw = self._api.logs(
+                    _container_name(container_id), tail=LOG_TAIL_LINES, since=since
+                )
+        except (NotFoundError, InternalServerError):  # gone, or being removed
+            return ""
+        return bytes(raw)[-LOG_TAIL_BYTES:].decode("utf-8", "replace")
 
     def signal(self, container_id: str, signal: str) -> None:
         """Send a signal to PID 1, the supervisor (sandbox-init)."""
