@@ -220,7 +220,8 @@ for name in os.listdir('/proc/self/fd'):
         target = os.readlink(f'/proc/self/fd/{fd}')
     except OSError:
         continue
-    if target.startswith('pipe:') and target not in captured and fcntl.fcntl(fd, fcntl.F_GETFL) & 3 == os.O_WRONLY:
+    write_only = fcntl.fcntl(fd, fcntl.F_GETFL) & 3 == os.O_WRONLY
+    if target.startswith('pipe:') and target not in captured and write_only:
         for _ in range(160):
             written += os.write(fd, chunk)
 print(written)
@@ -240,7 +241,8 @@ def test_a_flood_on_the_kernels_raw_stdio_keeps_the_docker_log_near_1_mib(
         capture_output=True, text=True, check=True,
     ).stdout.split(" ", 1)  # fmt: skip
     docker_id, log_config = inspect[0], json.loads(inspect[1])
-    assert log_config["Type"] == "local" and log_config["Config"]["max-size"] == "512k"
+    assert log_config["Type"] == "local"
+    assert log_config["Config"]["max-size"] == "512k"
     root = subprocess.run(
         ["docker", "info", "-f", "{{.DockerRootDir}}"], capture_output=True, text=True, check=True
     ).stdout.strip()

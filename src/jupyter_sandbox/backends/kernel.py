@@ -298,7 +298,15 @@ class KernelConnection:
             sock.close()
 
     def close(self) -> None:
-        """Close every socket."""
+        """Close every socket.
+
+        Monitoring stops before a monitor socket closes: libzmq's I/O thread blocks for good
+        sending an event (a disconnect, as the kernel leaves) to a monitor nobody reads, and
+        with it every kernel connection of this process (zeromq/libzmq#3575).
+        """
+        for sock in self._sockets.values():
+            with contextlib.suppress(zmq.ZMQError):
+                sock.disable_monitor()
         for monitor in self._monitors:
             monitor.close(linger=0)
         self._monitors.clear()
