@@ -10,13 +10,14 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox.backends.blobs import BlobStore
 from jupyter_sandbox.backends.disk import Disks
 from jupyter_sandbox.backends.egress import EgressProxy
 from jupyter_sandbox.backends.file_store import FileStore
 from jupyter_sandbox.backends.kernel import SOCKET_PREFIX, connection_info
 from jupyter_sandbox.backends.runtime.docker import DockerRuntime
-from jupyter_sandbox.backends.store import Store
+from jupyter_sandbox.backends.store import ContainerRecord, Store
 from jupyter_sandbox.client_files import ContainerFiles, Files, Skills
 from jupyter_sandbox.core.container_files import ContainerFileService, SandboxContent
 from jupyter_sandbox.core.containers import ContainerService
@@ -24,6 +25,7 @@ from jupyter_sandbox.core.execution import ExecutionService, Kernels, OutputCall
 from jupyter_sandbox.core.expiry import Expiry
 from jupyter_sandbox.core.files import FileService
 from jupyter_sandbox.core.network import EgressService
+from jupyter_sandbox.core.pool import POOL_PROJECT, WarmPool
 from jupyter_sandbox.core.reconcile import ReconcileReport, reconcile
 from jupyter_sandbox.core.skills import SkillService
 from jupyter_sandbox.core.validation import bad_request
@@ -169,8 +171,13 @@ class Client:
                 settings = Settings(**overrides)
             except ValidationError as exc:
                 raise bad_request(exc) from exc
+        if project == POOL_PROJECT:
+            raise BadRequestError(
+                f"Invalid project: {project!r} is reserved for the warm pool", param="project"
+            )
         self.settings = settings
         self.project = project
+        self._closed = False
         self._store = Store(settings.store_path)
         try:
             self._runtime = DockerRuntime(settings)
@@ -195,12 +202,24 @@ class Client:
         self._container_files = ContainerFileService(
             settings, self._store, records, content, self._files, self._containers.get_record
         )
+        self._pool = WarmPool(
+            settings, self._store, self._containers.boot_for_pool, self._destroy_pooled
+        )
+        self._containers.attach_pool(self._pool)
         self._executions = ExecutionService(settings, self._store, self._kernels)
         self._expiry = Expiry(self._store, self._containers)
         self.containers = Containers(self)
         self.files = Files(self)
         self.skills = Skills(self)
         self._unreported: ReconcileReport | None = self.reconcile()
+        self._pool.start()
+
+    def _destroy_pooled(self, record: ContainerRecord) -> None:
+        self._containers.destroy(record, status="terminated", deleted=True)
+
+    def wait_for_pool(self, timeout: float = 60.0) -> bool:
+        """Block until the warm pool (`pool_size` > 0) holds its sandboxes; False on timeout."""
+        return self._pool.wait_full(timeout)
 
     def for_project(self, project: str) -> Client:
         """A view of this client for another project (tenant), sharing its engine, store and
@@ -250,7 +269,12 @@ class Client:
         return expired, report
 
     def close(self) -> None:
-        """Close kernel connections and the store (sandboxes keep running)."""
+        """Remove this process's warm-pool sandboxes, close kernel connections and the store
+        (claimed and created sandboxes keep running). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._pool.close()
         self._kernels.close_all()
         self._store.close()
         self._runtime.engine.close()

@@ -88,6 +88,12 @@ class Settings(BaseSettings):
     """Largest skill, in bytes of unpacked files."""
     skill_max_files: int = Field(default=1000, ge=1)
     """Most files in one skill."""
+    pool_size: int = Field(default=0, ge=0, le=100)
+    """Warm pool: started sandboxes of the default configuration (default memory, network
+    disabled, no files or skills) kept ready per process, so such a `create` is a claim, not
+    a boot. 0 turns it off."""
+    pool_max_age_seconds: int = Field(default=3600, ge=60)
+    """A pooled sandbox not claimed within this many seconds is replaced."""
     server_max_live_sandboxes: int = Field(default=10, ge=1)
     """`serve`: live (initializing or ready) sandboxes one project may hold; more is a 429."""
     server_rate_limit: int = Field(default=600, ge=0)
@@ -130,6 +136,11 @@ class Settings(BaseSettings):
         import ipaddress
 
         return [str(ipaddress.IPv4Network(cidr)) for cidr in value]
+
+    @property
+    def deadlines_root(self) -> Path:
+        """Host folders holding each sandbox's deadline file (read-only in the sandbox)."""
+        return self.home / "deadlines"
 
     @property
     def store_path(self) -> Path:

@@ -183,6 +183,12 @@ def kernel(
     client = BlockingKernelClient()
     client.load_connection_info(cast(KernelConnectionInfo, dict(info, ip=str(folder / "k"))))
     try:
+        # jupyter_client calls a kernel dead when neither shell nor heartbeat answers within
+        # a second, which a busy machine's kernel start can exceed: wait for its sockets first.
+        end = time.monotonic() + 60
+        while not all((folder / f"k-{port}").exists() for port in ports.values()):
+            assert time.monotonic() < end, "the kernel never bound its sockets"
+            time.sleep(0.05)
         client.start_channels()
         client.wait_for_ready(timeout=60)
         yield client, container

@@ -47,7 +47,12 @@ class Supervisor:
     """A running sandbox-init, with its fake kernel's events and its own log lines."""
 
     def __init__(
-        self, tmp_path: Path, *, deadline: float | None = None, scope: str = "descendants"
+        self,
+        tmp_path: Path,
+        *,
+        deadline: float | None = None,
+        deadline_file: Path | None = None,
+        scope: str = "descendants",
     ):
         kernel = tmp_path / "kernel.py"
         kernel.write_text(FAKE_KERNEL)
@@ -62,6 +67,8 @@ class Supervisor:
         argv = [sys.executable, str(SCRIPT), "--connection-file", str(tmp_path / "conn.json")]
         if deadline is not None:
             argv += ["--deadline", str(deadline)]
+        if deadline_file is not None:
+            argv += ["--deadline-file", str(deadline_file)]
         self.process = subprocess.Popen(
             argv, env=env, pass_fds=(event_writer,), stderr=subprocess.PIPE
         )
@@ -188,6 +195,49 @@ def test_deadline_kills_everything_and_exits_0(tmp_path: Path) -> None:
         assert running.process.wait(timeout=10) == 0
         assert is_gone(kernel)
         assert is_gone(survivor)
+    finally:
+        running.close()
+
+
+def write_deadline(path: Path, value: float) -> None:
+    """As the host does: a new file renamed over the old one."""
+    fresh = path.with_suffix(".new")
+    fresh.write_text(f"{value:.3f}")
+    fresh.replace(path)
+
+
+def test_the_deadline_file_brings_the_deadline_forward(tmp_path: Path) -> None:
+    deadline_file = tmp_path / "deadline"
+    running = Supervisor(tmp_path, deadline=time.time() + 600, deadline_file=deadline_file)
+    try:
+        kernel, survivor = running.started()
+        assert running.process.poll() is None
+        write_deadline(deadline_file, time.time() + 0.5)  # a claim with a short lifetime
+        assert running.process.wait(timeout=10) == 0
+        running.log_until("deadline set to")
+        running.log_until("deadline reached")
+        assert is_gone(kernel)
+        assert is_gone(survivor)
+    finally:
+        running.close()
+
+
+def test_the_deadline_file_extends_the_deadline_and_bad_content_is_ignored(
+    tmp_path: Path,
+) -> None:
+    deadline_file = tmp_path / "deadline"
+    write_deadline(deadline_file, time.time() + 600)  # claimed: longer than the pool's
+    running = Supervisor(tmp_path, deadline=time.time() + 1, deadline_file=deadline_file)
+    try:
+        running.started()
+        time.sleep(2.5)
+        assert running.process.poll() is None  # the command line's deadline has passed
+        deadline_file.with_suffix(".new").write_text("soon")
+        deadline_file.with_suffix(".new").replace(deadline_file)
+        time.sleep(1.5)
+        assert running.process.poll() is None  # unreadable: the last good value holds
+        write_deadline(deadline_file, time.time())
+        assert running.process.wait(timeout=10) == 0
     finally:
         running.close()
 

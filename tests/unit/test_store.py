@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -97,3 +98,46 @@ def test_several_processes_write_at_once(tmp_path: Path) -> None:
         worker.join(60)
         assert worker.exitcode == 0
     assert len(Store(path).all()) == 200
+
+
+def _claim_many(path: str, project: str, attempts: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    store = Store(Path(path))
+    won = []
+    for _ in range(attempts):
+        record = store.claim("__pool__", expiring_after=100.0, project=project, name=project)
+        if record is not None:
+            won.append(record.id)
+    store.close()
+    results.put((project, won))
+
+
+def test_one_hundred_parallel_claims_hand_each_pooled_record_out_once(tmp_path: Path) -> None:
+    """The warm-pool row of the threat model: 4 processes x 25 claims race for 50 records."""
+    path = tmp_path / "pool.sqlite3"
+    store = Store(path)
+    for index in range(50):
+        store.insert(make_record(index, project="__pool__"))
+    store.insert(replace(make_record(60, project="__pool__"), expires_at=10.0))
+    store.close()
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    workers = [
+        context.Process(target=_claim_many, args=(str(path), f"tenant-{i}", 25, results))
+        for i in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    won = [results.get(timeout=60) for _ in workers]
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    claimed = [record_id for _, ids in won for record_id in ids]
+    assert len(claimed) == 50  # every fresh pooled record was handed out...
+    assert len(set(claimed)) == 50  # ...exactly once
+    assert "cntr_0060" not in claimed  # one too near its deadline is never handed out
+    after = Store(path)
+    owners = {r.id: r.project for r in after.all()}
+    for tenant, ids in won:
+        assert all(owners[record_id] == tenant for record_id in ids)
+    assert after.take("cntr_0001", "__pool__", status="terminated") is None  # claimed already
+    assert after.take("cntr_0060", "__pool__", status="terminated") is not None

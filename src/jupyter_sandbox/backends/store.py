@@ -196,6 +196,48 @@ class Store:
             )
         return record
 
+    def claim(self, pool: str, *, expiring_after: float, **changes: Any) -> ContainerRecord | None:
+        """Hand the oldest ready record of project `pool` that lives past `expiring_after` to
+        one caller, with `changes` applied; None if there is none. Atomic across processes:
+        each record is handed out once."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT * FROM containers WHERE project = ? AND status = 'ready' AND deleted = 0 "
+                "AND expires_at > ? ORDER BY created_at, id LIMIT 1",
+                (pool, expiring_after),
+            ).fetchone()
+            if row is None:
+                return None
+            record = replace(_from_row(row), **changes)
+            new_row = _to_row(record)
+            assignments = ", ".join(f"{k} = ?" for k in changes)
+            db.execute(
+                f"UPDATE containers SET {assignments} WHERE id = ?",  # noqa: S608
+                (*(new_row[k] for k in changes), record.id),
+            )
+        return record
+
+    def take(self, container_id: str, project: str, **changes: Any) -> ContainerRecord | None:
+        """Apply `changes` only if the record is still live in `project`; None otherwise.
+
+        How a pooled sandbox is retired without racing a claim from another process."""
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT * FROM containers WHERE id = ? AND project = ? AND deleted = 0 "
+                "AND status IN ('initializing', 'ready')",
+                (container_id, project),
+            ).fetchone()
+            if row is None:
+                return None
+            record = replace(_from_row(row), **changes)
+            new_row = _to_row(record)
+            assignments = ", ".join(f"{k} = ?" for k in changes)
+            db.execute(
+                f"UPDATE containers SET {assignments} WHERE id = ?",  # noqa: S608
+                (*(new_row[k] for k in changes), container_id),
+            )
+        return record
+
     def touch(self, container_id: str, now: float | None = None) -> None:
         """Move `last_active_at` to now."""
         with self._transaction() as db:

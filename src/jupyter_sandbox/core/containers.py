@@ -11,7 +11,7 @@ from typing import Any
 
 from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
 from jupyter_sandbox._version import __version__
-from jupyter_sandbox.backends import kernel, labels
+from jupyter_sandbox.backends import deadline_file, kernel, labels
 from jupyter_sandbox.backends.runtime.base import Runtime, SandboxNetworkSpec, SandboxSpec
 from jupyter_sandbox.backends.runtime.docker import KERNEL_MOUNT, SANDBOX_UID
 from jupyter_sandbox.backends.store import ContainerRecord, Store
@@ -19,6 +19,7 @@ from jupyter_sandbox.core import ids
 from jupyter_sandbox.core.container_files import SandboxContent
 from jupyter_sandbox.core.execution import Kernels
 from jupyter_sandbox.core.network import EgressService
+from jupyter_sandbox.core.pool import POOL_PROJECT, WarmPool, pool_idle_minutes, pool_request
 from jupyter_sandbox.core.validation import parse
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.container import (
@@ -70,13 +71,64 @@ class ContainerService:
         self._kernels = kernels
         self._content = content
         self._egress = egress
+        self._pool: WarmPool | None = None
+
+    def attach_pool(self, pool: WarmPool) -> None:
+        """Serve default-configuration creates from this warm pool."""
+        self._pool = pool
 
     def create(self, params: dict[str, Any], *, project: str = "default") -> Container:
-        """Start a sandbox and wait for its kernel, or roll back every trace of it."""
+        """Start a sandbox and wait for its kernel, or roll back every trace of it.
+
+        A request of the default configuration is a claim on the warm pool when one is set
+        and holds a ready sandbox; otherwise (or when it is empty) the sandbox boots now.
+        """
         request = parse(ContainerCreateParams, params)
         memory_limit = self._check_memory(request.memory_limit)
         lifetime = self._check_lifetime(request.lifetime_seconds)
         self._check_unsupported(request)
+        idle_minutes = (
+            request.expires_after.minutes
+            if request.expires_after
+            else self._settings.default_idle_minutes
+        )
+        if self._pool is not None and self._pool.fits(request, memory_limit):
+            claimed = self._pool.claim(
+                project=project, name=request.name, idle_minutes=idle_minutes, lifetime=lifetime
+            )
+            if claimed is not None:
+                logger.info("created sandbox %s (%s) from the warm pool", claimed.id, claimed.name)
+                return to_container(claimed)
+        record = self.boot(
+            request,
+            memory_limit=memory_limit,
+            lifetime=lifetime,
+            idle_minutes=idle_minutes,
+            project=project,
+        )
+        logger.info("created sandbox %s (%s)", record.id, request.name)
+        return to_container(record)
+
+    def boot_for_pool(self) -> ContainerRecord:
+        """Boot one pooled sandbox (the default configuration, the pool's own lifetime)."""
+        return self.boot(
+            pool_request(),
+            memory_limit=self._settings.default_memory_limit,
+            lifetime=self._settings.pool_max_age_seconds,
+            idle_minutes=pool_idle_minutes(self._settings),
+            project=POOL_PROJECT,
+        )
+
+    def boot(
+        self,
+        request: ContainerCreateParams,
+        *,
+        memory_limit: str,
+        lifetime: int,
+        idle_minutes: int,
+        project: str,
+    ) -> ContainerRecord:
+        """Start a sandbox from a checked request and wait for its kernel; roll back on failure."""
         plan = (
             self._content.plan(request.file_ids, request.skills, project)
             if self._content is not None
@@ -85,6 +137,7 @@ class ContainerService:
         now = time.time()
         container_id = ids.container_id()
         socket_dir = self._settings.sockets_root / container_id[5:17]
+        deadline_dir = self._settings.deadlines_root / container_id
         record = self._store.insert(
             ContainerRecord(
                 id=container_id,
@@ -95,11 +148,7 @@ class ContainerService:
                 last_active_at=now,
                 memory_limit=memory_limit,
                 network_policy=request.network_policy.model_dump(mode="json"),
-                idle_minutes=(
-                    request.expires_after.minutes
-                    if request.expires_after
-                    else self._settings.default_idle_minutes
-                ),
+                idle_minutes=idle_minutes,
                 expires_at=now + lifetime,
                 image=self._settings.image,
                 kernel_key=kernel.new_key(),
@@ -111,6 +160,7 @@ class ContainerService:
         deadline = time.monotonic() + self._settings.start_timeout
         try:
             kernel.create_socket_dir(socket_dir, record.kernel_key, KERNEL_MOUNT, SANDBOX_UID)
+            deadline_file.write(deadline_dir, record.expires_at)
             prepared = None
             host_dirs, skills_dir, extra = None, None, dict(record.extra)
             if self._content is not None and plan is not None:
@@ -136,6 +186,7 @@ class ContainerService:
                     network=network,
                     host_dirs=host_dirs,
                     skills_dir=skills_dir,
+                    deadline_dir=deadline_dir,
                 )
             )
             if self._content is not None and plan is not None and prepared is not None:
@@ -147,8 +198,7 @@ class ContainerService:
         except BaseException as exc:
             self.destroy(record, status="failed", error=str(exc) or type(exc).__name__)
             raise
-        logger.info("created sandbox %s (%s)", container_id, request.name)
-        return to_container(record)
+        return record
 
     def _check_memory(self, requested: str | None) -> str:
         limit = requested or self._settings.default_memory_limit
@@ -267,6 +317,7 @@ class ContainerService:
             self._runtime.remove(record.id)
         finally:
             kernel.remove_socket_dir(Path(record.socket_dir))
+            deadline_file.remove(self._settings.deadlines_root / record.id)
             if self._content is not None:
                 self._content.remove(record.id)
             changes: dict[str, Any] = {"status": status, "deleted": deleted or record.deleted}

@@ -9,10 +9,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jupyter_sandbox.backends import disk, kernel
+from jupyter_sandbox.backends import deadline_file, disk, kernel
 from jupyter_sandbox.backends.runtime.base import Runtime
 from jupyter_sandbox.backends.store import ContainerRecord, Store
 from jupyter_sandbox.core.network import EgressService
+from jupyter_sandbox.core.pool import POOL_PROJECT
 from jupyter_sandbox.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,12 @@ def reconcile(
             if _creator_alive(record) and not stale:
                 continue
             status, error = "failed", "its creator stopped before the sandbox was ready"
+        elif record.project == POOL_PROJECT and not _creator_alive(record):
+            # Retire it only if nobody claimed it since the snapshot.
+            error = "its warm pool's process stopped"
+            if store.take(record.id, POOL_PROJECT, status="terminated", error=error) is None:
+                continue
+            status = "terminated"
         elif record.id in present:
             continue
         else:
@@ -68,6 +75,7 @@ def reconcile(
             error = "the container stopped outside this store's control"
         runtime.remove(record.id)
         kernel.remove_socket_dir(Path(record.socket_dir))
+        deadline_file.remove(settings.deadlines_root / record.id)
         store.update(record.id, status=status, error=error)
         report.marked.append(record.id)
     # Snapshot the engine and the folder first, then the records: anything a concurrent
@@ -77,6 +85,8 @@ def reconcile(
     entries = list(root.iterdir()) if root.is_dir() else []
     storage_root = settings.home / "sandboxes"
     storage = sorted(storage_root.iterdir()) if storage_root.is_dir() else []
+    deadlines_root = settings.deadlines_root
+    deadlines = sorted(deadlines_root.iterdir()) if deadlines_root.is_dir() else []
     live_records = [r for r in store.all(statuses=("initializing", "ready")) if not r.deleted]
     live = {r.id for r in live_records}
     for sandbox_id in sorted(owners - live):
@@ -91,6 +101,9 @@ def reconcile(
         if folder.name not in live:
             disk.remove_folder(folder)
             report.storage.append(folder.name)
+    for folder in deadlines:
+        if folder.name not in live:
+            deadline_file.remove(folder)
     if egress is not None:
         report.egress = egress.reconcile()
     if report.marked or report.removed or report.socket_dirs or report.storage or report.egress:

@@ -25,6 +25,9 @@ class SandboxSpec:
     """Host folder bound read-only at /mnt/skills, if the sandbox has skills."""
     network: SandboxNetworkSpec | None = None
     """An allowlist sandbox's internal network; None: no network at all (`none`)."""
+    deadline_dir: Path | None = None
+    """Host folder bound read-only at /run/sandbox: its `deadline` file, rewritten by the
+    host, replaces `deadline` (a warm-pool claim sets the claimed lifetime this way)."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from jupyter_sandbox._exceptions import (
     InternalServerError,
     NotFoundError,
 )
-from jupyter_sandbox.backends import labels
+from jupyter_sandbox.backends import deadline_file, labels
 from jupyter_sandbox.backends.runtime.base import SandboxSpec, SandboxState
 from jupyter_sandbox.settings import Settings
 
@@ -125,6 +125,18 @@ class DockerRuntime:
                         Mount(KERNEL_MOUNT, str(spec.socket_dir), type="bind"),
                         *_writable_mounts(spec),
                         *_network_mounts(spec),
+                        *(
+                            [
+                                Mount(
+                                    deadline_file.MOUNT,
+                                    str(spec.deadline_dir),
+                                    type="bind",
+                                    read_only=True,
+                                )
+                            ]
+                            if spec.deadline_dir is not None
+                            else []
+                        ),
                     ],
                     runtime=settings.runtime,
                 )
@@ -135,6 +147,11 @@ class DockerRuntime:
                         CONNECTION_FILE,
                         "--deadline",
                         f"{spec.deadline:.3f}",
+                        *(
+                            ["--deadline-file", deadline_file.CONTAINER_PATH]
+                            if spec.deadline_dir is not None
+                            else []
+                        ),
                     ],
                     name=name,
                     user=f"{SANDBOX_UID}:{SANDBOX_UID}",
