@@ -1,7 +1,8 @@
 """Foundation benchmark: a sandbox beside a plain local ipykernel, in one run.
 
-Prints create-to-first-result (cold start) and the execute round trip (median and p95 of N
-small executes) for both. Usage: `python benchmarks/run.py [--rounds 5] [--executes 100]`.
+Prints create-to-first-result (cold start, and a claim from the warm pool) and the execute
+round trip (median and p95 of N small executes) for both. Usage:
+`python benchmarks/run.py [--rounds 5] [--executes 100] [--pool-size 2]`.
 """
 
 from __future__ import annotations
@@ -110,6 +111,32 @@ def sandbox(
     return starts, trips, same_client, deletes
 
 
+def warm_sandbox(rounds: int, pool_size: int) -> tuple[list[float], list[float]]:
+    """Create-to-first-result when `create` claims a pooled sandbox; each claim is made once
+    the pool is full again (a pool sized for the arrival rate), then the sandbox is deleted.
+    Also the claim alone (create returns)."""
+    firsts: list[float] = []
+    claims: list[float] = []
+    with (
+        tempfile.TemporaryDirectory() as home,
+        Client(
+            home=home, extra_labels={"org.jupyter-sandbox.benchmark": "pool"}, pool_size=pool_size
+        ) as client,
+    ):
+        for index in range(rounds):
+            if not client.wait_for_pool(120):
+                raise SystemExit("the warm pool did not fill in 120 s")
+            started = time.perf_counter()
+            container = client.containers.create(name=f"warm-{index}")
+            claimed = time.perf_counter()
+            execution = client.containers.execute(container.id, "print(1)")
+            assert execution.stdout == "1\n"
+            firsts.append(time.perf_counter() - started)
+            claims.append(claimed - started)
+            client.containers.delete(container.id)
+    return firsts, claims
+
+
 def row(name: str, values: list[float]) -> str:
     return (
         f"| {name} | {statistics.median(values) * 1000:8.1f} "
@@ -121,13 +148,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=5, help="cold starts per runner")
     parser.add_argument("--executes", type=int, default=100, help="round trips timed")
+    parser.add_argument("--pool-size", type=int, default=2, help="warm pool size (0: skip)")
     args = parser.parse_args()
     local_starts, local_trips = local_kernel(args.rounds, args.executes)
     box_starts, box_trips, box_same, box_deletes = sandbox(args.rounds, args.executes)
+    warm_firsts, warm_claims = (
+        warm_sandbox(args.rounds, args.pool_size) if args.pool_size else ([], [])
+    )
     print("| measure (ms) | median | p95 | min | n |")
     print("|---|---:|---:|---:|---:|")
     print(row("local ipykernel: start to first result", local_starts))
     print(row("sandbox: create to first result (cold)", box_starts))
+    if warm_firsts:
+        print(row("sandbox: create to first result (warm pool)", warm_firsts))
+        print(row("sandbox: create returns (warm-pool claim)", warm_claims))
     print(row("local ipykernel: execute round trip", local_trips))
     print(row("sandbox: execute round trip (jupyter_client, as local)", box_same))
     print(row("sandbox: execute round trip (Client API)", box_trips))

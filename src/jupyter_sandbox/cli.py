@@ -537,6 +537,16 @@ def serve(
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info, warning or error.")
     ] = "info",
+    pool_size: Annotated[
+        int | None,
+        typer.Option(
+            "--pool-size",
+            min=0,
+            max=100,
+            help="Warm pool: sandboxes of the default configuration kept started, so such a "
+            "create is a claim (also JUPYTER_SANDBOX_POOL_SIZE; default 0, off).",
+        ),
+    ] = None,
 ) -> None:
     """Run the OpenAI-compatible HTTP API (use the openai SDK with base_url=.../v1)."""
     from jupyter_sandbox.server import KeyRing
@@ -544,6 +554,8 @@ def serve(
 
     with _errors():
         settings = _settings(ctx)
+        if pool_size is not None:
+            settings = settings.model_copy(update={"pool_size": pool_size})
     try:
         keys = KeyRing.from_environment(api_key_file)
     except (OSError, ValueError) as exc:
