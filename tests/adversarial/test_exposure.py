@@ -221,7 +221,7 @@ def test_sandbox_cannot_see_the_host_or_other_sandboxes(sandboxes: Sandboxes) ->
     )
     assert isinstance(seen, dict)
     assert seen["files"] == []
-    assert seen["procs"] <= 4  # tini, sandbox-init, the kernel (and maybe a helper)
+    assert seen["procs"] <= 4  # sandbox-init, the kernel (and maybe a helper)
     assert "connection.json" in seen["kernel_dir"]
     client.containers.delete(first.id)
     client.containers.delete(second.id)

@@ -124,7 +124,7 @@ def test_command_line_escapes_fail(probe: Probe) -> None:
 
 
 def test_the_supervisor_cannot_be_traced(probe: Probe) -> None:
-    """Sandbox code cannot take over tini or sandbox-init (the hard deadline's enforcer)."""
+    """Sandbox code cannot take over sandbox-init (PID 1, the hard deadline's enforcer)."""
     code = (
         _SYSCALL
         + "pids = {}\n"

@@ -237,15 +237,12 @@ def render_kernel_dockerfile(base_image: str, recipe: Mapping[str, bytes] | None
 
 
 def render_registry_dockerfile(from_registry: str) -> str:
-    """A multi-stage Dockerfile: pip packages and tini on `from_registry`, then stage 2."""
+    """A multi-stage Dockerfile: pip packages on `from_registry`, then stage 2."""
     prelude = "\n".join(
         [
             f"FROM {from_registry} AS sandbox-base",
             "USER root",
-            "RUN apt-get update \\",
-            " && apt-get install -y --no-install-recommends tini \\",
-            " && rm -rf /var/lib/apt/lists/* \\",
-            " && python3 -m pip install --no-cache-dir " + " ".join(REGISTRY_PIP_PACKAGES) + " \\",
+            "RUN python3 -m pip install --no-cache-dir " + " ".join(REGISTRY_PIP_PACKAGES) + " \\",
             # sandbox-init's shebang is /usr/bin/python3; official images put it in /usr/local.
             ' && { [ -e /usr/bin/python3 ] || ln -s "$(command -v python3)" /usr/bin/python3; }',
             f'LABEL {BASE_LABEL}="{from_registry}"',
