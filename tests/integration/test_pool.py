@@ -152,3 +152,41 @@ def test_a_crashed_pools_sandboxes_are_reaped(home: Path, test_label: str) -> No
         assert not any(container_exists(i) for i in pooled)
         assert survivor.containers.list().data == []
     assert labelled_objects(f"{TEST_LABEL}={test_label}") == {}
+
+
+def test_the_server_serves_creates_from_its_warm_pool(tmp_path: Path, test_label: str) -> None:
+    """`serve` with JUPYTER_SANDBOX_POOL_SIZE: the openai SDK's create claims a pooled one;
+    stopping the server removes the pool (serving() fails the test on any leftover)."""
+    from jupyter_sandbox.backends.store import Store
+    from jupyter_sandbox.core.pool import POOL_PROJECT
+    from jupyter_sandbox.settings import Settings
+    from tests.integration.server_harness import serving
+
+    home = tmp_path / "home"
+    with serving(home, test_label, pool_size=1) as server:
+        store = Store(Settings(home=home).store_path)
+        try:
+            end = time.monotonic() + POOL_WAIT
+            pooled: set[str] = set()
+            while not pooled and time.monotonic() < end:
+                pooled = {
+                    r.id
+                    for r in store.all(statuses=("ready",))
+                    if r.project == POOL_PROJECT and not r.deleted
+                }
+                time.sleep(0.1)
+            assert pooled, "the server's pool never filled"
+            sdk = server.sdk()
+            container = sdk.containers.create(name="from-the-pool")
+            assert container.id in pooled
+            assert sdk.containers.retrieve(container.id).status == "ready"
+            execution = sdk.post(
+                f"/containers/{container.id}/execute",
+                body={"code": "print(6 * 7)"},
+                cast_to=dict,
+            )
+            assert (execution["status"], execution["stdout"]) == ("ok", "42\n")
+            assert [c.id for c in sdk.containers.list()] == [container.id]
+            assert list(server.sdk("bob").containers.list()) == []
+        finally:
+            store.close()
