@@ -1,29 +1,31 @@
-"""CLI for files: `cp`, `files ID` and `skills create|list|get|delete`.
-
-`cli.py` mounts these with `register(app)`; the helpers (`_client`, printing) are cli.py's,
-imported when a command runs.
-"""
+"""The file commands: `cp`, `files ID` and `skills create|list|get|delete`."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
+from rich.table import Table
 
-if TYPE_CHECKING:
-    from jupyter_sandbox.doctor import Check
-    from jupyter_sandbox.settings import Settings
+from jupyter_sandbox.cli._common import (
+    JsonOption,
+    _client,
+    _fail,
+    _print_json,
+    _print_table,
+    _time,
+    app,
+)
 
-__all__ = ["disk_check", "register", "skills_app"]
+__all__ = ["cp", "files", "skills_app"]
 
 skills_app = typer.Typer(
     help="Manage skills: folders with a SKILL.md, installed in sandboxes by id.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
-
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+app.add_typer(skills_app, name="skills")
 
 
 def _split(spec: str) -> tuple[str, str] | None:
@@ -34,14 +36,13 @@ def _split(spec: str) -> tuple[str, str] | None:
     return None
 
 
+@app.command("cp")
 def cp(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="LOCAL file, or ID:/mnt/data/x in a sandbox.")],
     target: Annotated[str, typer.Argument(help="ID:/mnt/data/x (or /workspace/...), or LOCAL.")],
 ) -> None:
     """Copy a file into a sandbox (LOCAL ID:/path) or out of one (ID:/path LOCAL)."""
-    from jupyter_sandbox.cli import _client, _fail
-
     inside_source, inside_target = _split(source), _split(target)
     if (inside_source is None) == (inside_target is None):
         _fail("give exactly one side as ID:/mnt/data/... or ID:/workspace/...", 2)
@@ -70,16 +71,13 @@ def cp(
         typer.echo(f"{local}\t{written} bytes")
 
 
+@app.command("files")
 def files(
     ctx: typer.Context,
     container_id: Annotated[str, typer.Argument(metavar="ID", help="The sandbox's id.")],
     as_json: JsonOption = False,
 ) -> None:
     """List the files under /mnt/data and /workspace of a sandbox (code's files included)."""
-    from rich.table import Table
-
-    from jupyter_sandbox.cli import _client, _print_json, _print_table, _time
-
     with _client(ctx) as client:
         found = list(client.containers.files.list(container_id, limit=100))
     if as_json:
@@ -102,8 +100,6 @@ def skills_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create a skill (its name and description come from SKILL.md's front matter)."""
-    from jupyter_sandbox.cli import _client, _print_json
-
     with _client(ctx) as client:
         skill = client.skills.create(files=files[0] if len(files) == 1 else files)
     if as_json:
@@ -115,10 +111,6 @@ def skills_create(
 @skills_app.command("list")
 def skills_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """List skills, newest first."""
-    from rich.table import Table
-
-    from jupyter_sandbox.cli import _client, _print_json, _print_table, _time
-
     with _client(ctx) as client:
         found = list(client.skills.list(limit=100))
     if as_json:
@@ -145,8 +137,6 @@ def skills_get(
     skill_id: Annotated[str, typer.Argument(metavar="ID", help="The skill's id.")],
 ) -> None:
     """Show one skill (JSON)."""
-    from jupyter_sandbox.cli import _client, _print_json
-
     with _client(ctx) as client:
         skill = client.skills.retrieve(skill_id)
     _print_json(skill)
@@ -158,24 +148,6 @@ def skills_delete(
     skill_id: Annotated[str, typer.Argument(metavar="ID", help="The skill's id.")],
 ) -> None:
     """Delete a skill and its versions (sandboxes that have it keep their copy)."""
-    from jupyter_sandbox.cli import _client
-
     with _client(ctx) as client:
         client.skills.delete(skill_id)
     typer.echo(f"deleted {skill_id}")
-
-
-def register(app: typer.Typer) -> None:
-    """Add `cp`, `files` and `skills` to the main CLI."""
-    app.command("cp")(cp)
-    app.command("files")(files)
-    app.add_typer(skills_app, name="skills")
-
-
-def disk_check(settings: Settings) -> Check:
-    """The doctor's line on the disk cap: which mechanism, or plainly that there is none."""
-    from jupyter_sandbox.backends.disk import describe
-    from jupyter_sandbox.doctor import Check
-
-    mechanism, detail, capped = describe(settings)
-    return Check("disk cap", "ok" if capped else "warn", f"{mechanism}: {detail}")

@@ -1,7 +1,6 @@
 """`jupyter sandbox kernelspec install`: write a kernelspec whose kernels run in sandboxes.
 
-A typer app of its own, for `cli.py` to mount with
-`app.add_typer(kernelspec_app, name="kernelspec")`.
+A typer app of its own, mounted on the main CLI as `kernelspec`.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ import typer
 
 from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox._options import NETWORK_HELP
+from jupyter_sandbox.cli._common import app
 from jupyter_sandbox.kernelspec import DEFAULT_DISPLAY_NAME, DEFAULT_LIFETIME, DEFAULT_NAME
 
 __all__ = ["kernelspec_app"]
@@ -22,6 +22,7 @@ kernelspec_app = typer.Typer(
     no_args_is_help=True,
     rich_markup_mode=None,
 )
+app.add_typer(kernelspec_app, name="kernelspec")
 
 
 @kernelspec_app.command("install")

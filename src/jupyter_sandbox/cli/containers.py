@@ -1,0 +1,292 @@
+"""The sandbox commands: create, list, get, delete, logs, exec and gc."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from jupyter_sandbox._exceptions import BadRequestError, JupyterSandboxError, NotFoundError
+from jupyter_sandbox.cli._common import (
+    JsonOption,
+    Order,
+    _client,
+    _console,
+    _exit_code,
+    _fail,
+    _print_json,
+    _print_table,
+    _time,
+    app,
+    parse_network,
+    print_container,
+    print_containers,
+)
+
+if TYPE_CHECKING:
+    from jupyter_sandbox.types.execution import ExecutionOutput
+
+__all__ = ["create", "delete", "exec_", "gc", "get", "list_", "logs"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+
+
+@app.command()
+def create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option("--name", help="Descriptive name (required).")],
+    memory: Annotated[
+        str | None,
+        typer.Option("--memory", help="Memory limit: 512m, 1g, 2g or 4g.", show_default="1g"),
+    ] = None,
+    expires_minutes: Annotated[
+        int | None,
+        typer.Option(
+            "--expires-minutes",
+            help="Idle minutes before the sandbox expires.",
+            show_default="20",
+        ),
+    ] = None,
+    lifetime: Annotated[
+        int | None,
+        typer.Option(
+            "--lifetime",
+            help="Hard lifetime in seconds, enforced inside the container.",
+            show_default="3600",
+        ),
+    ] = None,
+    network: Annotated[
+        str,
+        typer.Option("--network", help="'disabled', or 'allowlist:DOMAIN[,DOMAIN...]'."),
+    ] = "disabled",
+    as_json: JsonOption = False,
+) -> None:
+    """Create a sandbox, wait for its kernel and print it."""
+    policy = parse_network(network)
+    expires = {"anchor": "last_active_at", "minutes": expires_minutes} if expires_minutes else None
+    with _client(ctx) as client:
+        container = client.containers.create(
+            name=name,
+            memory_limit=memory,
+            network_policy=policy,
+            expires_after=expires,
+            lifetime_seconds=lifetime,
+        )
+    print_container(container, as_json=as_json)
+
+
+@app.command("list")
+def list_(
+    ctx: typer.Context,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=100, help="Sandboxes per page (1..100).")
+    ] = 20,
+    order: Annotated[
+        Order, typer.Option("--order", help="By creation time: desc (newest first) or asc.")
+    ] = Order.desc,
+    name: Annotated[
+        str | None, typer.Option("--name", help="Only sandboxes with this exact name.")
+    ] = None,
+    every: Annotated[
+        bool, typer.Option("--all", help="Walk every page, not just the first.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """List sandboxes, newest first (the first page, or every page with --all)."""
+    with _client(ctx) as client:
+        page = client.containers.list(limit=limit, order=order.value, name=name)
+        containers = list(page) if every else list(page.data)
+        has_more = page.has_more and not every
+    if as_json:
+        _print_json(
+            {
+                "object": "list",
+                "data": [c.model_dump(mode="json") for c in containers],
+                "first_id": containers[0].id if containers else None,
+                "last_id": containers[-1].id if containers else None,
+                "has_more": has_more,
+            }
+        )
+        return
+    if not print_containers(containers):
+        _console(stderr=True).print("No sandboxes.")
+    elif has_more:
+        _console(stderr=True).print(f"[dim]More than {limit}: use --all to list every one.[/]")
+
+
+@app.command()
+def get(
+    ctx: typer.Context,
+    container_id: Annotated[str, typer.Argument(metavar="ID", help="The sandbox's id.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show one sandbox."""
+    with _client(ctx) as client:
+        container = client.containers.retrieve(container_id)
+    print_container(container, as_json=as_json)
+
+
+@app.command()
+def delete(
+    ctx: typer.Context,
+    container_ids: Annotated[
+        list[str], typer.Argument(metavar="ID", help="One or more sandbox ids.")
+    ],
+    as_json: JsonOption = False,
+) -> None:
+    """Stop and remove sandboxes with everything they hold."""
+    failures: list[JupyterSandboxError] = []
+    with _client(ctx) as client:
+        for container_id in container_ids:
+            try:
+                deleted = client.containers.delete(container_id)
+            except (BadRequestError, NotFoundError) as exc:
+                # Keep going: one unknown id must not spare the others.
+                _console(stderr=True).print(f"[red]error:[/] {escape(exc.message)}", soft_wrap=True)
+                failures.append(exc)
+                continue
+            if as_json:
+                sys.stdout.write(deleted.model_dump_json() + "\n")
+            else:
+                typer.echo(f"deleted {deleted.id}")
+    if failures:
+        raise typer.Exit(_exit_code(failures[0]))
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    container_id: Annotated[str, typer.Argument(metavar="ID", help="The sandbox's id.")],
+    egress: Annotated[
+        bool, typer.Option("--egress", help="Show the egress proxy's decisions (allowlist).")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Show a sandbox's logs: with --egress, every request its allowlist allowed or refused."""
+    if not egress:
+        _fail("only --egress logs exist so far: `jupyter-sandbox logs ID --egress`", 2)
+    with _client(ctx) as client:
+        decisions = client.containers.egress_log(container_id)
+    if as_json:
+        _print_json([d.model_dump() for d in decisions])
+        return
+    table = Table("time", "decision", "method", "host", "port", "status", "reason")
+    for d in decisions:
+        table.add_row(
+            _time(int(d.time)),
+            d.decision,
+            d.method,
+            escape(d.host),
+            str(d.port or ""),
+            str(d.status or ""),
+            escape(d.reason or ""),
+        )
+    _print_table(table)
+
+
+def _read_code(code: str | None, file: Path | None) -> str:
+    if code is not None and code != "-" and file is not None:
+        raise typer.BadParameter("give CODE or --file, not both", param_hint="CODE")
+    if file is not None:
+        try:
+            return file.read_text()
+        except OSError as exc:
+            raise typer.BadParameter(
+                f"cannot read {file}: {exc.strerror}", param_hint="--file"
+            ) from None
+    if code is not None and code != "-":
+        return code
+    if code is None and sys.stdin.isatty():
+        raise typer.BadParameter(
+            "give CODE, --file, or pipe code on stdin (CODE '-')", param_hint="CODE"
+        )
+    return sys.stdin.read()
+
+
+def _stream(output: ExecutionOutput, *, color: bool) -> None:
+    """Print one output as it arrives: streams to their file, text displays to stdout."""
+    from jupyter_sandbox.types.execution import ErrorOutput, StreamOutput
+
+    if isinstance(output, StreamOutput):
+        stream = sys.stdout if output.name == "stdout" else sys.stderr
+        stream.write(output.text)
+        stream.flush()
+    elif isinstance(output, ErrorOutput):
+        text = "\n".join(output.traceback) or f"{output.ename}: {output.evalue}"
+        sys.stdout.flush()
+        sys.stderr.write((text if color else _ANSI.sub("", text)) + "\n")
+        sys.stderr.flush()
+    else:
+        plain = output.data.get("text/plain")
+        if plain is None:
+            kinds = ", ".join(sorted(output.data)) or "no data"
+            plain = f"<{output.type}: {kinds}>"
+        sys.stdout.write(f"{plain}\n")
+        sys.stdout.flush()
+
+
+@app.command("exec")
+def exec_(
+    ctx: typer.Context,
+    container_id: Annotated[str, typer.Argument(metavar="ID", help="The sandbox's id.")],
+    code: Annotated[
+        str | None,
+        typer.Argument(help="Python code; '-' or nothing reads it from stdin.", show_default=False),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", "-f", help="Read the code from this file.", dir_okay=False),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option("--timeout", min=0.001, help="Seconds before the run is interrupted."),
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run code in a sandbox's kernel, streaming its output; exit 1 if it fails."""
+    source = _read_code(code, file)
+    color = sys.stderr.isatty()
+    with _client(ctx) as client:
+        execution = client.containers.execute(
+            container_id,
+            source,
+            timeout=timeout,
+            on_output=None if as_json else lambda output: _stream(output, color=color),
+        )
+    if as_json:
+        _print_json(execution)
+    elif execution.status in ("timeout", "died"):
+        _console(stderr=True).print(
+            f"[red]error:[/] {escape(execution.message or execution.status)}", soft_wrap=True
+        )
+    if execution.status != "ok":
+        raise typer.Exit(1)
+
+
+@app.command()
+def gc(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Expire overdue sandboxes and remove orphans a crash left behind."""
+    with _client(ctx) as client:
+        expired, report = client.gc()
+    found = {
+        "expired": expired,
+        "marked": report.marked,
+        "removed": report.removed,
+        "socket_dirs": report.socket_dirs,
+    }
+    if as_json:
+        _print_json(found)
+        return
+    labels = {
+        "expired": "expired",
+        "marked": "marked gone",
+        "removed": "removed orphan",
+        "socket_dirs": "removed socket folder",
+    }
+    lines = [f"{labels[key]} {item}" for key, items in found.items() for item in items]
+    typer.echo("\n".join(lines) if lines else "Nothing to clean up.")

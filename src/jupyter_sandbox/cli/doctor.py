@@ -1,0 +1,80 @@
+"""`jupyter-sandbox doctor`: check the Docker engine, the kernel image and the disk cap."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import typer
+from rich.markup import escape
+
+from jupyter_sandbox._exceptions import APIConnectionError
+from jupyter_sandbox.cli._common import JsonOption, _console, _errors, _print_json, _settings, app
+
+if TYPE_CHECKING:
+    from jupyter_sandbox.doctor import Check
+    from jupyter_sandbox.settings import Settings
+
+__all__ = ["disk_check", "doctor"]
+
+_LEVEL_STYLE = {"ok": "green", "info": "blue", "warn": "yellow", "fail": "bold red"}
+
+
+def disk_check(settings: Settings) -> Check:
+    """The doctor's line on the disk cap: which mechanism, or plainly that there is none."""
+    from jupyter_sandbox.backends.disk import describe
+    from jupyter_sandbox.doctor import Check
+
+    mechanism, detail, capped = describe(settings)
+    return Check("disk cap", "ok" if capped else "warn", f"{mechanism}: {detail}")
+
+
+@app.command()
+def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
+    """Check the Docker engine and kernel image; flag unsafe versions. Exit 1 on a FAIL."""
+    from jupyter_sandbox import doctor as checks
+    from jupyter_sandbox.backends.images import image_status
+    from jupyter_sandbox.backends.runtime.docker import connect_engine
+
+    with _errors():
+        settings = _settings(ctx)
+    results: list[checks.Check] = []
+    code = 0
+    try:
+        engine = connect_engine(timeout=10)
+    except APIConnectionError as exc:
+        results.append(checks.unreachable(exc.message))
+        code = 3
+    else:
+        with _errors():
+            try:
+                results += checks.engine_checks(
+                    engine.info(), engine.version(), runtime=settings.runtime
+                )
+                status = image_status(engine, settings.image)
+            finally:
+                engine.close()
+        results.append(
+            checks.check_image(
+                status.tag,
+                exists=status.exists,
+                up_to_date=status.up_to_date,
+                size_bytes=status.size_bytes,
+            )
+        )
+    results.append(disk_check(settings))
+    results.append(checks.Check("store", "info", str(settings.store_path)))
+    code = code or checks.exit_code(results)
+    if as_json:
+        _print_json({"checks": [c.to_dict() for c in results], "ok": code == 0})
+    else:
+        console = _console()
+        width = max(len(check.name) for check in results)
+        for check in results:
+            style = _LEVEL_STYLE[check.level]
+            console.print(
+                f"{check.name:<{width}}  [{style}]{check.level.upper():<4}[/]  "
+                f"{escape(check.detail)}",
+                soft_wrap=True,
+            )
+    if code:
+        raise typer.Exit(code)
