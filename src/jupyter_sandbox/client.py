@@ -21,9 +21,10 @@ from jupyter_sandbox.backends.store import ContainerRecord, Store
 from jupyter_sandbox.client_files import ContainerFiles, Files, Skills
 from jupyter_sandbox.core.container_files import ContainerFileService, SandboxContent
 from jupyter_sandbox.core.containers import ContainerService
-from jupyter_sandbox.core.execution import ExecutionService, Kernels, OutputCallback
+from jupyter_sandbox.core.execution import ExecutionService, OutputCallback
 from jupyter_sandbox.core.expiry import Expiry
 from jupyter_sandbox.core.files import FileService
+from jupyter_sandbox.core.kernels import Kernels
 from jupyter_sandbox.core.network import EgressService
 from jupyter_sandbox.core.pool import POOL_PROJECT, WarmPool
 from jupyter_sandbox.core.reconcile import ReconcileReport, reconcile

@@ -68,7 +68,7 @@ def test_default_cap_is_ten_gib_and_sparse(client: Client) -> None:
 CRASH = """
 import os, sys
 from jupyter_sandbox import Client
-from jupyter_sandbox.core.execution import Kernels
+from jupyter_sandbox.core.kernels import Kernels
 
 def crash(*args, **kwargs):
     print("crashing", flush=True)

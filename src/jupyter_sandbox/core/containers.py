@@ -17,7 +17,7 @@ from jupyter_sandbox.backends.runtime.docker import KERNEL_MOUNT, SANDBOX_UID
 from jupyter_sandbox.backends.store import ContainerRecord, Store
 from jupyter_sandbox.core import ids
 from jupyter_sandbox.core.container_files import SandboxContent
-from jupyter_sandbox.core.execution import Kernels
+from jupyter_sandbox.core.kernels import Kernels
 from jupyter_sandbox.core.network import EgressService
 from jupyter_sandbox.core.pool import POOL_PROJECT, WarmPool, pool_idle_minutes, pool_request
 from jupyter_sandbox.core.validation import parse

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
-import re
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from jupyter_sandbox._exceptions import (
-    APITimeoutError,
     BadRequestError,
     ConflictError,
-    InternalServerError,
 )
 from jupyter_sandbox.backends import kernel
-from jupyter_sandbox.backends.kernel import KernelConnection
-from jupyter_sandbox.backends.runtime.base import Runtime
-from jupyter_sandbox.backends.runtime.docker import SANDBOX_UID
 from jupyter_sandbox.backends.store import ContainerRecord, Store
+from jupyter_sandbox.core.kernels import Kernels, Session, max_message
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.container import MEMORY_LIMIT_BYTES
 from jupyter_sandbox.types.execution import (
@@ -39,128 +31,6 @@ logger = logging.getLogger(__name__)
 OutputCallback = Callable[[ExecutionOutput], None]
 _QUIET_BEFORE_CHECK = 1.0
 _HEARTBEAT_TIMEOUT = 1.0
-_KERNEL_EXITED = re.compile(r"^sandbox-init: kernel (exited|killed)", re.MULTILINE)
-
-
-@dataclass
-class _Session:
-    connection: KernelConnection
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    oom_kills: int | None = None
-
-
-class Kernels:
-    """This process's open connections to sandbox kernels, one per sandbox."""
-
-    def __init__(self, settings: Settings, runtime: Runtime) -> None:
-        self._settings = settings
-        self._runtime = runtime
-        self._sessions: dict[str, _Session] = {}
-        self._lock = threading.Lock()
-
-    def open(
-        self, record: ContainerRecord, deadline: float, since: float | None = None
-    ) -> _Session:
-        """Connect to the sandbox's kernel and wait until it answers on shell and iopub.
-
-        A kernel that dies or a container that stops meanwhile fails at once; every failure
-        quotes what the sandbox's supervisor and kernel printed since `since` (epoch seconds).
-        """
-        since = time.time() if since is None else since
-        connection = KernelConnection(
-            Path(record.socket_dir), record.kernel_key, SANDBOX_UID, max_message(self._settings)
-        )
-        check = self._start_check(record, since)
-        try:
-            connection.connect(deadline, check)
-            connection.wait_ready(deadline, check)
-        except APITimeoutError as exc:
-            connection.close()
-            raise APITimeoutError(
-                f"{exc} ({self._settings.start_timeout:g} s){self._log_note(record, since)}"
-            ) from None
-        except BaseException:
-            connection.close()
-            raise
-        session = _Session(connection, oom_kills=self._oom_kills(record.id))
-        with self._lock:
-            old = self._sessions.pop(record.id, None)
-            self._sessions[record.id] = session
-        if old is not None:
-            old.connection.close()
-        return session
-
-    def _start_check(self, record: ContainerRecord, since: float) -> Callable[[], None]:
-        def check() -> None:
-            state = self._runtime.state(record.id)
-            if state is None or not state.running:
-                raise InternalServerError(
-                    f"sandbox {record.id} stopped before its kernel was ready"
-                    + self._log_note(record, since)
-                )
-            log = self._runtime.logs(record.id, since)
-            # Only an exit after the latest start counts (an earlier kernel's death may be
-            # logged just after `since`).
-            if _KERNEL_EXITED.search(log.rpartition("sandbox-init: kernel started")[2]):
-                raise InternalServerError(
-                    f"the kernel of sandbox {record.id} exited while starting"
-                    + self._log_note(record, since, log)
-                )
-
-        return check
-
-    def _log_note(self, record: ContainerRecord, since: float, log: str | None = None) -> str:
-        text = (self._runtime.logs(record.id, since) if log is None else log).strip()
-        return f"; its log:\n{text}" if text else "; it printed nothing"
-
-    def get(self, record: ContainerRecord) -> _Session:
-        """The open session, connecting on first use in this process."""
-        with self._lock:
-            session = self._sessions.get(record.id)
-        if session is None:
-            session = self.open(record, time.monotonic() + self._settings.start_timeout)
-        return session
-
-    def restart(self, record: ContainerRecord, session: _Session) -> _Session:
-        """Kill everything in the sandbox and start a fresh kernel (files survive)."""
-        session.connection.close()
-        kernel.clear_sockets(Path(record.socket_dir))
-        since = time.time()
-        self._runtime.signal(record.id, "SIGUSR1")
-        fresh = self.open(record, time.monotonic() + self._settings.start_timeout, since)
-        fresh.lock = session.lock  # the caller holds it
-        return fresh
-
-    def interrupt(self, record: ContainerRecord) -> None:
-        """Send SIGINT to the kernel (through the supervisor, PID 1)."""
-        self._runtime.signal(record.id, "SIGINT")
-
-    def close(self, container_id: str) -> None:
-        """Forget and close the connection to one sandbox."""
-        with self._lock:
-            session = self._sessions.pop(container_id, None)
-        if session is not None:
-            session.connection.close()
-
-    def close_all(self) -> None:
-        """Close every connection."""
-        for container_id in list(self._sessions):
-            self.close(container_id)
-
-    def _oom_kills(self, container_id: str) -> int | None:
-        reader = getattr(self._runtime, "oom_kills", None)
-        return reader(container_id) if reader else None
-
-    def died_of_oom(self, record: ContainerRecord, session: _Session) -> bool:
-        """Whether the cgroup's oom_kill counter moved since we last looked."""
-        now = self._oom_kills(record.id)
-        before, session.oom_kills = session.oom_kills, now
-        return now is not None and before is not None and now > before
-
-
-def max_message(settings: Settings) -> int:
-    """Largest kernel message the host reads: the output budget twice (JSON escaping) + 1 MiB."""
-    return 2 * settings.output_limit_bytes + 2**20
 
 
 class _Collector:
@@ -293,7 +163,7 @@ class ExecutionService:
     def _run(
         self,
         record: ContainerRecord,
-        session: _Session,
+        session: Session,
         code: str,
         timeout: float | None,
         on_output: OutputCallback | None,
@@ -391,7 +261,7 @@ class ExecutionService:
         status = "ok" if reply.get("status") == "ok" else "error"
         return result(status)
 
-    def _death(self, record: ContainerRecord, session: _Session) -> str | None:
+    def _death(self, record: ContainerRecord, session: Session) -> str | None:
         """Why the kernel died, or None if it is alive."""
         out_of_memory = (
             f"The kernel ran out of memory (memory_limit {record.memory_limit} = "
