@@ -187,14 +187,7 @@ class Store:
             row = db.execute("SELECT * FROM containers WHERE id = ?", (container_id,)).fetchone()
             if row is None:
                 raise KeyError(container_id)
-            record = replace(_from_row(row), **changes)
-            new_row = _to_row(record)
-            assignments = ", ".join(f"{k} = ?" for k in changes)
-            db.execute(
-                f"UPDATE containers SET {assignments} WHERE id = ?",  # noqa: S608
-                (*(new_row[k] for k in changes), container_id),
-            )
-        return record
+            return _apply(db, row, changes)
 
     def claim(self, pool: str, *, expiring_after: float, **changes: Any) -> ContainerRecord | None:
         """Hand the oldest ready record of project `pool` that lives past `expiring_after` to
@@ -208,14 +201,7 @@ class Store:
             ).fetchone()
             if row is None:
                 return None
-            record = replace(_from_row(row), **changes)
-            new_row = _to_row(record)
-            assignments = ", ".join(f"{k} = ?" for k in changes)
-            db.execute(
-                f"UPDATE containers SET {assignments} WHERE id = ?",  # noqa: S608
-                (*(new_row[k] for k in changes), record.id),
-            )
-        return record
+            return _apply(db, row, changes)
 
     def take(self, container_id: str, project: str, **changes: Any) -> ContainerRecord | None:
         """Apply `changes` only if the record is still live in `project`; None otherwise.
@@ -229,14 +215,7 @@ class Store:
             ).fetchone()
             if row is None:
                 return None
-            record = replace(_from_row(row), **changes)
-            new_row = _to_row(record)
-            assignments = ", ".join(f"{k} = ?" for k in changes)
-            db.execute(
-                f"UPDATE containers SET {assignments} WHERE id = ?",  # noqa: S608
-                (*(new_row[k] for k in changes), container_id),
-            )
-        return record
+            return _apply(db, row, changes)
 
     def touch(self, container_id: str, now: float | None = None) -> None:
         """Move `last_active_at` to now."""
@@ -292,6 +271,18 @@ class Store:
             else:
                 rows = self._db.execute("SELECT * FROM containers").fetchall()
         return [_from_row(r) for r in rows]
+
+
+def _apply(db: sqlite3.Connection, row: sqlite3.Row, changes: dict[str, Any]) -> ContainerRecord:
+    """Write `changes` to the record in `row` (inside the caller's transaction)."""
+    record = replace(_from_row(row), **changes)
+    new_row = _to_row(record)
+    assignments = ", ".join(f"{k} = ?" for k in changes)
+    db.execute(
+        f"UPDATE containers SET {assignments} WHERE id = ?",  # noqa: S608
+        (*(new_row[k] for k in changes), record.id),
+    )
+    return record
 
 
 def _to_row(record: ContainerRecord) -> dict[str, Any]:
