@@ -7,29 +7,35 @@ call = ci.run("print(2 + 2)")          # container="auto": made on first use, th
 call.outputs                           # [CodeInterpreterOutputLogs(logs="4\\n")]
 ci.citations(call)                     # files the code wrote under /mnt/data
 ```
-Adapters for models that only know function tools are in `code_interpreter_adapters`.
+Adapters for models that only know function tools are in `code_interpreter_adapters`; the
+output and citation shaping is in `code_interpreter_outputs`, and the `container` param's
+resolution (the "auto" sandboxes) in `code_interpreter_containers`.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
-import logging
 import queue
-import re
-import secrets
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from pydantic import ValidationError
-
 from jupyter_sandbox import code_interpreter_adapters as adapters
 from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
 from jupyter_sandbox.client import Client
-from jupyter_sandbox.core.validation import bad_request
+from jupyter_sandbox.code_interpreter_containers import AutoContainers
+from jupyter_sandbox.code_interpreter_outputs import (
+    CALL_STATUS,
+    EventSequence,
+    FileState,
+    call_id,
+    file_citations,
+    to_output,
+    to_outputs,
+)
+from jupyter_sandbox.code_interpreter_outputs import image_url as image_url
+from jupyter_sandbox.code_interpreter_outputs import strip_ansi as strip_ansi
 from jupyter_sandbox.types.code_interpreter import (
     CodeInterpreterCall,
     CodeInterpreterCallCodeDeltaEvent,
@@ -38,130 +44,24 @@ from jupyter_sandbox.types.code_interpreter import (
     CodeInterpreterCallInProgressEvent,
     CodeInterpreterCallInterpretingEvent,
     CodeInterpreterCallOutputEvent,
-    CodeInterpreterCallStatus,
     CodeInterpreterContainer,
-    CodeInterpreterContainerAuto,
-    CodeInterpreterContainerRef,
     CodeInterpreterEvent,
-    CodeInterpreterOutput,
-    CodeInterpreterOutputImage,
-    CodeInterpreterOutputLogs,
     ContainerFileCitation,
     OutputItemAddedEvent,
     OutputItemDoneEvent,
 )
 from jupyter_sandbox.types.container_file import DEFAULT_DIR
-from jupyter_sandbox.types.execution import (
-    DisplayDataOutput,
-    ErrorOutput,
-    ExecuteResultOutput,
-    Execution,
-    ExecutionOutput,
-    StreamOutput,
-)
+from jupyter_sandbox.types.execution import ExecutionOutput
 
 __all__ = ["CodeInterpreter", "EventCallback", "call_id", "to_outputs"]
-
-logger = logging.getLogger(__name__)
 
 EventCallback = Callable[[CodeInterpreterEvent], None]
 DEFAULT_TIMEOUT = 300.0
 IDLE_MINUTES = 20
 AUTO_NAME = "code-interpreter"
 
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07]*\x07")
-_IMAGE_TYPES = ("image/png", "image/jpeg", "image/gif", "image/webp", "image/svg+xml")
-_STATUS: dict[str, CodeInterpreterCallStatus] = {
-    "ok": "completed",
-    "error": "completed",  # the traceback is in the logs, as the hosted tool shows it
-    "timeout": "incomplete",
-    "died": "failed",
-}
-_FileState = dict[str, tuple[str, int]]
-"""container file id -> (path, bytes), for files under /mnt/data."""
 
-
-def call_id() -> str:
-    """`ci_` + 48 hex, like the hosted tool's item ids."""
-    return "ci_" + secrets.token_hex(24)
-
-
-def strip_ansi(text: str) -> str:
-    """Text without terminal colour codes (IPython colours its tracebacks)."""
-    return _ANSI.sub("", text)
-
-
-def image_url(data: dict[str, Any]) -> str | None:
-    """A `data:` URL for the first image in a Jupyter MIME bundle, or None."""
-    for mime in _IMAGE_TYPES:
-        value = data.get(mime)
-        if not isinstance(value, str):
-            continue
-        if mime == "image/svg+xml":
-            encoded = base64.b64encode(value.encode()).decode()
-        else:  # Jupyter sends binary types base64-encoded, sometimes wrapped over lines
-            encoded = "".join(value.split())
-        if encoded:
-            return f"data:{mime};base64,{encoded}"
-    return None
-
-
-def _text(output: ExecutionOutput) -> str:
-    if isinstance(output, StreamOutput):
-        return output.text
-    if isinstance(output, ErrorOutput):
-        if output.traceback:
-            return strip_ansi("\n".join(output.traceback)) + "\n"
-        return f"{output.ename}: {output.evalue}\n"
-    plain = output.data.get("text/plain")
-    return f"{plain}\n" if isinstance(plain, str) and plain else ""
-
-
-def to_output(output: ExecutionOutput) -> CodeInterpreterOutput | None:
-    """One kernel output as a code_interpreter output (None if it shows nothing)."""
-    if isinstance(output, DisplayDataOutput | ExecuteResultOutput):
-        url = image_url(output.data)
-        if url is not None:
-            return CodeInterpreterOutputImage(url=url)
-    text = _text(output)
-    return CodeInterpreterOutputLogs(logs=text) if text else None
-
-
-def to_outputs(execution: Execution) -> list[CodeInterpreterOutput]:
-    """An Execution's outputs as logs and images: adjacent text joins into one logs output,
-    and a run that timed out or died ends with why."""
-    outputs: list[CodeInterpreterOutput] = []
-
-    def add(item: CodeInterpreterOutput | None) -> None:
-        if item is None:
-            return
-        last = outputs[-1] if outputs else None
-        if isinstance(item, CodeInterpreterOutputLogs) and isinstance(
-            last, CodeInterpreterOutputLogs
-        ):
-            outputs[-1] = CodeInterpreterOutputLogs(logs=last.logs + item.logs)
-        else:
-            outputs.append(item)
-
-    for output in execution.outputs:
-        add(to_output(output))
-    if execution.message:
-        logs = outputs[-1].logs if outputs and outputs[-1].type == "logs" else ""
-        gap = "" if not logs or logs.endswith("\n") else "\n"
-        add(CodeInterpreterOutputLogs(logs=f"{gap}{execution.message}\n"))
-    return outputs
-
-
-class _Sequence:
-    def __init__(self, start: int) -> None:
-        self.next = start
-
-    def __call__(self) -> int:
-        self.next += 1
-        return self.next - 1
-
-
-class CodeInterpreter:
+class CodeInterpreter(AutoContainers):
     """The code_interpreter tool on local sandboxes.
 
     Args:
@@ -195,81 +95,7 @@ class CodeInterpreter:
         self._auto_files: dict[str, set[str]] = {}  # container id -> file ids copied in
         self._lock = threading.Lock()
 
-    # -- containers ------------------------------------------------------------------------
-
-    @property
-    def auto_containers(self) -> list[str]:
-        """Ids of the sandboxes `container="auto"` made that are still in use."""
-        return list(self._auto.values())
-
-    def resolve(self, container: CodeInterpreterContainer = "auto") -> str:
-        """The id of the sandbox a `container` param names, making the auto one if needed.
-
-        Raises:
-            BadRequestError: `container` is not one of the accepted forms.
-            NotFoundError: an explicit container id is unknown.
-        """
-        if isinstance(container, CodeInterpreterContainerAuto):
-            return self._resolve_auto(container)
-        if isinstance(container, str):
-            if container == "auto":
-                return self._resolve_auto(CodeInterpreterContainerAuto())
-            return self.client.containers.retrieve(container).id
-        if isinstance(container, dict) and ("type" in container or "container_id" in container):
-            try:
-                if "container_id" in container:
-                    ref = CodeInterpreterContainerRef.model_validate(container)
-                    return self.client.containers.retrieve(ref.container_id).id
-                auto = CodeInterpreterContainerAuto.model_validate(container)
-            except ValidationError as exc:
-                error = bad_request(exc)
-                raise BadRequestError(
-                    error.message.replace("Invalid ", "Invalid container.", 1),
-                    param=f"container.{error.param}" if error.param else "container",
-                ) from exc
-            return self._resolve_auto(auto)
-        raise BadRequestError(
-            "Invalid container: give 'auto', a container id, {'type': 'auto', ...} "
-            "or {'container_id': ...}",
-            param="container",
-        )
-
-    def _resolve_auto(self, params: CodeInterpreterContainerAuto) -> str:
-        memory_limit = params.memory_limit or self.client.settings.default_memory_limit
-        policy = params.network_policy.model_dump() if params.network_policy else None
-        key = json.dumps([memory_limit, policy], sort_keys=True)
-        with self._lock:
-            container_id = self._auto.get(key)
-            if container_id is not None and not self._is_ready(container_id):
-                logger.info("auto sandbox %s has ended; making a new one", container_id)
-                del self._auto[key]
-                self._auto_files.pop(container_id, None)
-                container_id = None
-            if container_id is None:
-                container = self.client.containers.create(
-                    name=self.name,
-                    memory_limit=memory_limit,
-                    network_policy=policy,
-                    file_ids=list(dict.fromkeys(params.file_ids)) or None,
-                    expires_after={"anchor": "last_active_at", "minutes": self.idle_minutes},
-                    lifetime_seconds=self.lifetime_seconds,
-                )
-                container_id = container.id
-                self._auto[key] = container_id
-                self._auto_files[container_id] = set(params.file_ids)
-                return container_id
-            copied = self._auto_files.setdefault(container_id, set())
-            for file_id in dict.fromkeys(params.file_ids):
-                if file_id not in copied:
-                    self.client.containers.files.create(container_id, file_id=file_id)
-                    copied.add(file_id)
-            return container_id
-
-    def _is_ready(self, container_id: str) -> bool:
-        try:
-            return self.client.containers.retrieve(container_id).status == "ready"
-        except NotFoundError:
-            return False
+    # -- containers: `auto_containers` and `resolve` come from `AutoContainers` ------------
 
     # -- running ---------------------------------------------------------------------------
 
@@ -306,7 +132,7 @@ class CodeInterpreter:
             raise BadRequestError("Invalid code: must be a string", param="code")
         container_id = self.resolve(container)
         seconds = self.timeout if timeout is adapters.INTERPRETER_TIMEOUT else timeout
-        sequence = _Sequence(sequence_number)
+        sequence = EventSequence(sequence_number)
         item_id = call_id()
 
         def emit(make: Callable[..., CodeInterpreterEvent], **fields: Any) -> None:
@@ -342,20 +168,12 @@ class CodeInterpreter:
         after = self._file_state(container_id)
         call = CodeInterpreterCall(
             id=item_id,
-            status=_STATUS[execution.status],
+            status=CALL_STATUS[execution.status],
             container_id=container_id,
             code=code,
             outputs=to_outputs(execution),
         )
-        call._citations = [
-            ContainerFileCitation(
-                container_id=container_id,
-                file_id=file_id,
-                filename=path[len(DEFAULT_DIR) + 1 :],
-            )
-            for file_id, (path, size) in after.items()
-            if before.get(file_id, (path, -1))[1] != size or file_id not in before
-        ]
+        call._citations = file_citations(container_id, before, after)
         self.calls.append(call)
         emit(CodeInterpreterCallCompletedEvent)
         emit(OutputItemDoneEvent, item=call)
@@ -423,7 +241,7 @@ class CodeInterpreter:
                 ended.wait(1.0)
             worker.join()
 
-    def _file_state(self, container_id: str) -> _FileState:
+    def _file_state(self, container_id: str) -> FileState:
         """The sandbox's files under /mnt/data (listing also discovers what code wrote)."""
         return {
             file.id: (file.path, file.bytes)

@@ -1,0 +1,205 @@
+"""The archive-API channel: a sandbox's files on Docker volumes, moved through the engine.
+
+`EngineFiles` (volume mode) uses Docker's archive API, with only uncompressed tar built by us
+on upload (compressed uploads have run the container's decompressors as host root) and, on
+download, the tar read as a stream on the host: one member, vetted by `tarfile`'s `data`
+filter, a regular file, within the byte cap. Listing and deleting run `find`/`rm` in the
+sandbox as its own user, so any link resolves inside the container, never on the host.
+"""
+
+from __future__ import annotations
+
+import io
+import stat
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import docker
+import docker.errors
+
+from jupyter_sandbox._exceptions import BadRequestError, InternalServerError, NotFoundError
+from jupyter_sandbox.backends.blobs import CHUNK, too_large
+from jupyter_sandbox.backends.sandbox_files import (
+    MAX_SCAN_FILES,
+    SANDBOX_UID,
+    UPLOAD_PREFIX,
+    BinaryContent,
+    FoundFile,
+    bad_path,
+    copy_stream,
+)
+from jupyter_sandbox.types.container_file import ROOTS, check_path, split_root
+
+
+class _ChunkReader(io.RawIOBase):
+    """A file-like view of an iterator of byte chunks (for `tarfile` in stream mode)."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, target: Any) -> int:
+        while not self._buffer:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._buffer = chunk
+        size = min(len(target), len(self._buffer))
+        target[:size] = self._buffer[:size]
+        self._buffer = self._buffer[size:]
+        return size
+
+
+def tar_stream(parts: list[str], source: IO[bytes], size: int, *, mtime: float) -> Iterator[bytes]:
+    """An uncompressed tar of `parts[-1]` inside folders `parts[:-1]`, owned by the sandbox."""
+    for depth in range(1, len(parts)):
+        folder = tarfile.TarInfo("/".join(parts[:depth]))
+        folder.type, folder.mode, folder.mtime = tarfile.DIRTYPE, 0o755, int(mtime)
+        folder.uid = folder.gid = SANDBOX_UID
+        yield folder.tobuf(format=tarfile.PAX_FORMAT)
+    member = tarfile.TarInfo("/".join(parts))
+    member.size, member.mode, member.mtime = size, 0o644, int(mtime)
+    member.uid = member.gid = SANDBOX_UID
+    yield member.tobuf(format=tarfile.PAX_FORMAT)
+    remaining = size
+    while remaining:
+        chunk = source.read(min(CHUNK, remaining))
+        if not chunk:
+            raise BadRequestError(
+                "The upload ended early (the file shrank while read)", param="file"
+            )
+        remaining -= len(chunk)
+        yield chunk
+    if source.read(1):
+        raise BadRequestError("The upload grew while it was read", param="file")
+    yield b"\0" * ((-size) % tarfile.BLOCKSIZE) + b"\0" * (2 * tarfile.BLOCKSIZE)
+
+
+class EngineFiles:
+    """Files of a sandbox on plain Docker volumes, through the engine's archive and exec APIs."""
+
+    def __init__(self, engine: docker.DockerClient, container_name: str, *, spool: Path) -> None:
+        self._api = engine.api
+        self._name = container_name
+        self._spool = spool
+
+    def _exec(self, *command: str) -> tuple[int, bytes, bytes]:
+        try:
+            created = self._api.exec_create(self._name, list(command), user=f"{SANDBOX_UID}")
+            stdout, stderr = self._api.exec_start(created["Id"], demux=True)
+            code = self._api.exec_inspect(created["Id"])["ExitCode"]
+        except docker.errors.NotFound:
+            raise NotFoundError("The container is not running", param="container_id") from None
+        return int(code or 0), stdout or b"", stderr or b""
+
+    def write(self, path: str, source: IO[bytes], *, limit: int, size: int | None) -> int:
+        """Send an uncompressed tar that we build, member by member, as a stream."""
+        root, parts = split_root(check_path(path))
+        if size is None:
+            return self._write_spooled(path, source, limit=limit)
+        if size > limit:
+            raise too_large(limit)
+        try:
+            self._api.put_archive(
+                self._name, root, tar_stream(parts, source, size, mtime=time.time())
+            )
+        except docker.errors.APIError as exc:
+            raise bad_path(path, f"the engine refused: {exc.explanation}") from None
+        return size
+
+    def _write_spooled(self, path: str, source: IO[bytes], *, limit: int) -> int:
+        self._spool.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with tempfile.TemporaryFile(dir=self._spool) as spool:
+            size = copy_stream(source, spool.fileno(), limit=limit, size=None)
+            spool.seek(0)
+            return self.write(path, spool, limit=limit, size=size)
+
+    def open(self, path: str) -> BinaryContent:
+        """Read the file's tar as a stream; refuse anything but one regular file."""
+        check_path(path)
+        try:
+            chunks, info = self._api.get_archive(self._name, path, chunk_size=CHUNK)
+        except docker.errors.NotFound:
+            raise NotFoundError(f"No file at {path!r} in the container", param="path") from None
+        except docker.errors.APIError as exc:
+            raise bad_path(path, f"the engine refused: {exc.explanation}") from None
+        if info.get("linkTarget") or not stat.S_ISREG(_go_mode(int(info.get("mode", 0)))):
+            raise bad_path(path, "it is not a regular file (links are never followed)")
+        reader = io.BufferedReader(_ChunkReader(iter(chunks)), CHUNK)
+        archive = tarfile.open(fileobj=reader, mode="r|", bufsize=CHUNK)  # noqa: SIM115 (closed with the content)
+        try:
+            member = archive.next()
+            if member is None:
+                raise bad_path(path, "the engine sent an empty archive")
+            try:
+                # The data filter refuses absolute names, `..`, links and devices.
+                member = tarfile.data_filter(member, "/nonexistent")
+            except tarfile.FilterError as exc:
+                raise bad_path(path, f"unsafe archive member: {exc}") from None
+            if not member.isreg() or member.size != int(info.get("size", -1)):
+                raise bad_path(path, "it is not a regular file")
+            stream = archive.extractfile(member)
+            if stream is None:
+                raise bad_path(path, "it is not a regular file")
+        except BaseException:
+            archive.close()
+            raise
+        return BinaryContent(stream, member.size, cleanup=archive.close)
+
+    def stat(self, path: str) -> FoundFile | None:
+        """The regular file at `path`, or None."""
+        check_path(path)
+        code, out, _ = self._exec("/usr/bin/stat", "-c", "%F\t%s\t%Y", "--", path)
+        kind, _, rest = out.decode(errors="replace").strip().partition("\t")
+        if code != 0 or (kind != "regular file" and kind != "regular empty file"):
+            return None
+        size, _, mtime = rest.partition("\t")
+        return FoundFile(path, int(size), float(mtime))
+
+    def delete(self, path: str) -> None:
+        """`rm` in the sandbox, as its user."""
+        check_path(path)
+        if self.stat(path) is None:
+            raise NotFoundError(f"No file at {path!r} in the container", param="path")
+        code, _, err = self._exec("/bin/rm", "-f", "--", path)
+        if code != 0:
+            raise InternalServerError(f"cannot delete {path!r}: {err.decode(errors='replace')}")
+
+    def scan(self) -> list[FoundFile]:
+        """`find` in the sandbox, as its user (links are not followed: `-type f`)."""
+        _, out, _ = self._exec(
+            "/usr/bin/find", *ROOTS, "-xdev", "-type", "f", "-printf", "%s\\t%T@\\t%p\\0"
+        )
+        found: list[FoundFile] = []
+        for record in out.split(b"\0"):
+            size, _, rest = record.partition(b"\t")
+            mtime, _, raw_path = rest.partition(b"\t")
+            try:
+                path = check_path(raw_path.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                continue
+            if path.rpartition("/")[2].startswith(UPLOAD_PREFIX):
+                continue
+            found.append(FoundFile(path, int(size), float(mtime)))
+            if len(found) >= MAX_SCAN_FILES:
+                break
+        return found
+
+
+def _go_mode(mode: int) -> int:
+    """Docker's stat header carries Go's os.FileMode; turn it into a POSIX st_mode."""
+    go_dir, go_symlink, go_other = 1 << 31, 1 << 27, (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21)
+    if mode & go_dir:
+        return stat.S_IFDIR
+    if mode & go_symlink:
+        return stat.S_IFLNK
+    if mode & go_other:
+        return stat.S_IFIFO
+    return stat.S_IFREG | (mode & 0o777)

@@ -1,0 +1,175 @@
+"""The host-mount channel: a sandbox's files opened on its mounted disk image, never via links.
+
+`HostFiles` (loop mode, the default as root) has the host open files on the sandbox's mounted
+disk image directly. Every path is walked one name at a time from the root folder with
+`O_NOFOLLOW` relative to the parent's descriptor, so a symbolic link planted by sandbox code
+is refused (never followed, on the host or anywhere), even if it is swapped in mid-walk.
+FIFOs and devices are refused (`O_NONBLOCK`, then `fstat` must say regular file).
+Bytes move with `sendfile` or 1 MiB chunks: nothing is held in memory whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import IO
+
+from jupyter_sandbox._exceptions import NotFoundError, RequestTooLargeError
+from jupyter_sandbox.backends.blobs import too_large
+from jupyter_sandbox.backends.sandbox_files import (
+    MAX_SCAN_FILES,
+    SANDBOX_UID,
+    UPLOAD_PREFIX,
+    BinaryContent,
+    FoundFile,
+    bad_path,
+    copy_stream,
+    path_refusal,
+)
+from jupyter_sandbox.types.container_file import ROOTS, check_path, is_valid_name, split_root
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class HostFiles:
+    """Files of a sandbox whose roots are host folders (the mounted, capped disk image)."""
+
+    def __init__(self, roots: dict[str, Path], *, disk_limit: int | None = None) -> None:
+        self._roots = roots
+        self._disk_limit = disk_limit
+
+    def _walk(self, path: str, *, create: bool) -> tuple[int, str]:
+        """(descriptor of the parent folder, final name); every step refuses links."""
+        root, parts = split_root(check_path(path))
+        descriptor = os.open(self._roots[root], _DIR_FLAGS)
+        try:
+            for name in parts[:-1]:
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=descriptor)
+                except FileNotFoundError:
+                    if not create:
+                        raise
+                    with contextlib.suppress(FileExistsError):
+                        os.mkdir(name, 0o755, dir_fd=descriptor)
+                    child = os.open(name, _DIR_FLAGS, dir_fd=descriptor)
+                    os.fchown(child, SANDBOX_UID, SANDBOX_UID)
+                os.close(descriptor)
+                descriptor = child
+        except OSError as exc:
+            os.close(descriptor)
+            raise path_refusal(path, exc) from None
+        return descriptor, parts[-1]
+
+    def write(self, path: str, source: IO[bytes], *, limit: int, size: int | None) -> int:
+        """Write through a temporary name, then rename over the target (never through it)."""
+        if size is not None and size > limit:
+            raise too_large(limit)
+        parent, name = self._walk(path, create=True)
+        temporary = UPLOAD_PREFIX + secrets.token_hex(8)
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
+                if stat.S_ISLNK(mode):
+                    # Refused for clarity; a link swapped in later would still only be
+                    # replaced by the rename below, never written through.
+                    raise OSError(errno.ELOOP, "a symbolic link")
+                if stat.S_ISDIR(mode):
+                    raise OSError(errno.EISDIR, "a folder")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            descriptor = os.open(temporary, flags, 0o644, dir_fd=parent)
+            try:
+                os.fchown(descriptor, SANDBOX_UID, SANDBOX_UID)
+                written = copy_stream(source, descriptor, limit=limit, size=size)
+            finally:
+                os.close(descriptor)
+            os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=parent)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise RequestTooLargeError(
+                    f"The container's disk is full (cap {self._disk_limit} bytes)", param="file"
+                ) from None
+            if isinstance(exc, OSError) and not isinstance(exc, RequestTooLargeError):
+                raise path_refusal(path, exc) from None
+            raise
+        finally:
+            os.close(parent)
+        return written
+
+    def _open_file(self, path: str) -> int:
+        parent, name = self._walk(path, create=False)
+        try:
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+            descriptor = os.open(name, flags, dir_fd=parent)
+        except OSError as exc:
+            raise path_refusal(path, exc) from None
+        finally:
+            os.close(parent)
+        if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+            os.close(descriptor)
+            raise bad_path(path, "it is not a regular file")
+        return descriptor
+
+    def open(self, path: str) -> BinaryContent:
+        """A stream of the file (opened once: later swaps of the path do not matter)."""
+        descriptor = self._open_file(path)
+        return BinaryContent(os.fdopen(descriptor, "rb"), os.fstat(descriptor).st_size)
+
+    def stat(self, path: str) -> FoundFile | None:
+        """The regular file at `path`, or None."""
+        try:
+            descriptor = self._open_file(path)
+        except NotFoundError:
+            return None
+        try:
+            info = os.fstat(descriptor)
+        finally:
+            os.close(descriptor)
+        return FoundFile(path, info.st_size, info.st_mtime)
+
+    def delete(self, path: str) -> None:
+        """Unlink the name (a link is removed itself, never followed)."""
+        parent, name = self._walk(path, create=False)
+        try:
+            if stat.S_ISDIR(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode):
+                raise bad_path(path, "it is a folder, not a file")
+            os.unlink(name, dir_fd=parent)
+        except OSError as exc:
+            raise path_refusal(path, exc) from None
+        finally:
+            os.close(parent)
+
+    def scan(self) -> list[FoundFile]:
+        """Regular files under both roots, walked by descriptor without following links."""
+        found: list[FoundFile] = []
+        for root in ROOTS:
+            stack = [(os.open(self._roots[root], _DIR_FLAGS), root)]
+            while stack:
+                descriptor, prefix = stack.pop()
+                try:
+                    with os.scandir(descriptor) as entries:
+                        for entry in entries:
+                            if len(found) >= MAX_SCAN_FILES:
+                                break
+                            if not is_valid_name(entry.name, len(prefix.encode())):
+                                continue  # not addressable through the API
+                            path = f"{prefix}/{entry.name}"
+                            try:
+                                if entry.is_dir(follow_symlinks=False):
+                                    child = os.open(entry.name, _DIR_FLAGS, dir_fd=descriptor)
+                                    stack.append((child, path))
+                                elif entry.is_file(follow_symlinks=False):
+                                    if entry.name.startswith(UPLOAD_PREFIX):
+                                        continue
+                                    info = entry.stat(follow_symlinks=False)
+                                    found.append(FoundFile(path, info.st_size, info.st_mtime))
+                            except (ValueError, OSError):
+                                continue  # unaddressable name, or it changed under us
+                finally:
+                    os.close(descriptor)
+        return found
