@@ -1,25 +1,17 @@
 """Skills: folders with a SKILL.md, stored as versioned zips, installed read-only in sandboxes.
 
-Every way in (a folder, a zip, a list of files, the seed's inline `files`, the hosted API's
-inline base64 zip) becomes one list of `(relative path, bytes)`, checked once: relative,
-normalised names, regular files only, at most `skill_max_files` files and `skill_size_limit`
-bytes (counted while reading, never trusting a zip's header).
+`SkillService` keeps the skill and version records and their zips, and resolves the skills a
+sandbox create asks for. Reading and checking uploaded files and SKILL.md front matter live in
+`skill_files`; inline skills and installing into a sandbox in `resolved_skills`. Their names
+are re-exported here.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import io
-import os
-import posixpath
 import stat
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
@@ -27,134 +19,29 @@ from jupyter_sandbox.backends.blobs import BlobStore
 from jupyter_sandbox.backends.file_store import FileStore, SkillRecord, SkillVersionRecord
 from jupyter_sandbox.backends.transfer import BinaryContent
 from jupyter_sandbox.core import ids
-from jupyter_sandbox.core.files import open_upload
+from jupyter_sandbox.core.resolved_skills import ResolvedSkill as ResolvedSkill
+from jupyter_sandbox.core.resolved_skills import ResolvedSkills as ResolvedSkills
+from jupyter_sandbox.core.resolved_skills import install as install
+from jupyter_sandbox.core.resolved_skills import resolve_inline
+from jupyter_sandbox.core.skill_files import SKILL_MD as SKILL_MD
+from jupyter_sandbox.core.skill_files import Budget, describe, read_bundle, strip_top_folder
+from jupyter_sandbox.core.skill_files import Bundle as Bundle
+from jupyter_sandbox.core.skill_files import check_relative as check_relative
+from jupyter_sandbox.core.skill_files import front_matter as front_matter
+from jupyter_sandbox.core.skill_files import read_folder as read_folder
+from jupyter_sandbox.core.skill_files import read_zip as read_zip
 from jupyter_sandbox.core.validation import parse
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.page import CursorPage, ListParams
 from jupyter_sandbox.types.skill import (
-    SKILLS_ROOT,
-    InlineFilesSource,
-    InlineSkill,
-    InstalledSkill,
     Skill,
     SkillDeleted,
     SkillParams,
     SkillReference,
     SkillVersion,
     SkillVersionDeleted,
-    check_skill_name,
 )
 
-SKILL_MD = "SKILL.md"
-Bundle = list[tuple[str, bytes]]
-
-
-def check_relative(path: str) -> str:
-    """A safe relative path inside a skill, or ValueError."""
-    if not isinstance(path, str) or not path:
-        raise ValueError("file paths must be non-empty strings")
-    if any(ord(char) < 32 or ord(char) == 127 for char in path):
-        raise ValueError(f"{path!r:.80}: NUL and control characters are not allowed")
-    if path.startswith("/") or "\\" in path:
-        raise ValueError(f"{path!r:.80}: paths must be relative, with '/' separators")
-    parts = path.split("/")
-    if ".." in parts or "." in parts or "" in parts or posixpath.normpath(path) != path:
-        raise ValueError(f"{path!r:.80}: paths must be normalised, without '..'")
-    if len(path.encode()) > 1024 or any(len(p.encode()) > 255 for p in parts):
-        raise ValueError(f"{path!r:.80}: the path or a name in it is too long")
-    return path
-
-
-class _Budget:
-    def __init__(self, settings: Settings) -> None:
-        self.files = settings.skill_max_files
-        self.bytes = settings.skill_size_limit
-
-    def take(self, size: int) -> None:
-        self.files -= 1
-        self.bytes -= size
-        if self.files < 0:
-            raise ValueError("the skill has too many files")
-        if self.bytes < 0:
-            raise ValueError("the skill is larger than the size limit")
-
-
-def _strip_top_folder(bundle: Bundle) -> tuple[Bundle, str | None]:
-    tops = {path.split("/", 1)[0] for path, _ in bundle}
-    if len(tops) == 1 and all("/" in path for path, _ in bundle):
-        top = tops.pop()
-        return [(path.split("/", 1)[1], data) for path, data in bundle], top
-    return bundle, None
-
-
-def read_zip(data: Any, budget: _Budget) -> Bundle:
-    """The regular files of a zip; links, devices, absolute or `..` names are refused."""
-    try:
-        archive = zipfile.ZipFile(data)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ValueError(f"not a valid zip file ({exc})") from None
-    bundle: Bundle = []
-    with archive:
-        for info in archive.infolist():
-            mode = info.external_attr >> 16
-            if info.is_dir():
-                continue
-            if stat.S_IFMT(mode) not in (0, stat.S_IFREG):  # no type bits: a plain file
-                raise ValueError(f"{info.filename!r:.80}: only regular files are allowed")
-            if info.flag_bits & 0x1:
-                raise ValueError(f"{info.filename!r:.80}: encrypted entries are not allowed")
-            name = check_relative(info.filename)
-            with archive.open(info) as member:
-                content = member.read(budget.bytes + 1)  # bounded, whatever the header says
-            budget.take(len(content))
-            bundle.append((name, content))
-    return bundle
-
-
-def read_folder(folder: Path, budget: _Budget) -> Bundle:
-    """The regular files under a folder; a link inside it is an error."""
-    bundle: Bundle = []
-    for base, dirs, files in os.walk(folder):
-        for name in sorted(dirs + files):
-            full = Path(base) / name
-            if full.is_symlink():
-                raise ValueError(f"{full}: links are not allowed in a skill")
-        for name in sorted(files):
-            full = Path(base) / name
-            if not full.is_file():
-                raise ValueError(f"{full}: only regular files are allowed")
-            relative = check_relative(full.relative_to(folder).as_posix())
-            budget.take(full.stat().st_size)
-            bundle.append((relative, full.read_bytes()))
-    return bundle
-
-
-def front_matter(text: str) -> dict[str, str]:
-    """`key: value` lines between the leading `---` fences of a SKILL.md."""
-    lines = text.lstrip("\ufeff").splitlines()
-    if not lines or lines[0].strip() != "---":
-        return {}
-    found: dict[str, str] = {}
-    for line in lines[1:]:
-        if line.strip() == "---":
-            break
-        key, sep, value = line.partition(":")
-        if sep and key.strip() and not key.startswith((" ", "\t")):
-            found[key.strip()] = value.strip().strip("'\"")
-    return found
-
-
-@dataclass(frozen=True)
-class ResolvedSkill:
-    """A skill ready to install: its files and where it came from."""
-
-    name: str
-    bundle: Bundle
-    skill_id: str | None
-    version: str | None
-
-
-ResolvedSkills = list[ResolvedSkill]
 SkillSpecs = list[dict[str, Any]]
 
 
@@ -190,58 +77,7 @@ class SkillService:
         self._records = records
         self._blobs = blobs
 
-    # reading what the caller gave
-
-    def _bundle(self, files: Any) -> tuple[Bundle, str | None]:
-        """(files, folder name) from a folder, a zip, or a list of files."""
-        budget = _Budget(self._settings)
-        try:
-            if isinstance(files, os.PathLike) and Path(files).is_dir():
-                return read_folder(Path(files), budget), Path(files).resolve().name
-            items = (
-                list(files) if isinstance(files, list | tuple) and not _is_pair(files) else [files]
-            )
-            if len(items) == 1:
-                with open_upload(items[0], param="files") as upload:
-                    if upload.name.endswith(".zip"):
-                        return _strip_top_folder(read_zip(upload.stream, budget))
-            bundle: Bundle = []
-            paths = [Path(item) for item in items if isinstance(item, os.PathLike)]
-            common = (
-                Path(os.path.commonpath([p.resolve().parent for p in paths])) if paths else None
-            )
-            for item in items:
-                with open_upload(item, param="files") as upload:
-                    if isinstance(item, os.PathLike) and common is not None:
-                        name = Path(item).resolve().relative_to(common).as_posix()
-                    else:
-                        name = upload.name
-                    content = upload.stream.read(budget.bytes + 1)
-                    budget.take(len(content))
-                    bundle.append((check_relative(name), content))
-            if common is not None and len(paths) == len(items):
-                return bundle, common.name
-            return _strip_top_folder(bundle)
-        except ValueError as exc:
-            raise BadRequestError(f"Invalid files: {exc}", param="files") from None
-
-    def _describe(self, bundle: Bundle, folder: str | None) -> tuple[str, str]:
-        manifest = dict(bundle).get(SKILL_MD)
-        if manifest is None:
-            raise BadRequestError(
-                f"Invalid files: a skill needs a {SKILL_MD} at its top level", param="files"
-            )
-        meta = front_matter(manifest.decode("utf-8", "replace"))
-        name = meta.get("name") or folder
-        if not name:
-            raise BadRequestError(
-                f"Invalid files: {SKILL_MD} has no `name:` in its front matter", param="files"
-            )
-        try:
-            check_skill_name(name)
-        except ValueError as exc:
-            raise BadRequestError(f"Invalid files: {exc}", param="files") from None
-        return name, meta.get("description", "")
+    # storing
 
     def _store_zip(self, name: str, bundle: Bundle) -> tuple[str, int]:
         with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
@@ -258,8 +94,8 @@ class SkillService:
 
     def create(self, files: Any, *, project: str = "default") -> Skill:
         """A new skill from a folder with a SKILL.md, a zip, or a list of files (version 1)."""
-        bundle, folder = self._bundle(files)
-        name, description = self._describe(bundle, folder)
+        bundle, folder = read_bundle(files, self._settings)
+        name, description = describe(bundle, folder)
         digest, size = self._store_zip(name, bundle)
         now = time.time()
         skill_id = ids.skill_id()
@@ -275,8 +111,8 @@ class SkillService:
     ) -> SkillVersion:
         """Upload new files for a skill; `default=True` makes them the default version."""
         skill = self.get_record(skill_id, project)
-        bundle, folder = self._bundle(files)
-        name, description = self._describe(bundle, folder)
+        bundle, folder = read_bundle(files, self._settings)
+        name, description = describe(bundle, folder)
         digest, size = self._blobs_put(name, bundle)
         number = self._records.next_version(skill.id)
         now = time.time()
@@ -439,11 +275,11 @@ class SkillService:
                     raise NotFoundError(f"No skill found with id {item.skill_id!r}", param="skills")
                 record = self._version(skill, item.version or skill.default_version, param="skills")
                 with self._blobs.open(record.sha256) as blob:
-                    bundle, _ = _strip_top_folder(read_zip(blob, _Budget(self._settings)))
+                    bundle, _ = strip_top_folder(read_zip(blob, Budget(self._settings)))
                 resolved.append(ResolvedSkill(record.name, bundle, skill.id, record.version))
             else:
                 inline_count += 1
-                resolved.append(self._inline(item, inline_count))
+                resolved.append(resolve_inline(item, inline_count, self._settings))
         names = [skill.name for skill in resolved]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
@@ -451,66 +287,3 @@ class SkillService:
                 f"Invalid skills: two skills are named {duplicates[0]!r}", param="skills"
             )
         return resolved
-
-    def _inline(self, item: InlineSkill, number: int) -> ResolvedSkill:
-        budget = _Budget(self._settings)
-        folder: str | None = None
-        try:
-            if isinstance(item.source, InlineFilesSource):
-                bundle: Bundle = []
-                for entry in item.source.files:
-                    content = entry.content.encode()
-                    budget.take(len(content))
-                    bundle.append((check_relative(entry.path), content))
-            else:
-                try:
-                    raw = base64.b64decode(item.source.data, validate=True)
-                except (binascii.Error, ValueError):
-                    raise ValueError("source.data is not valid base64") from None
-                bundle, folder = _strip_top_folder(read_zip(io.BytesIO(raw), budget))
-        except ValueError as exc:
-            raise BadRequestError(
-                f"Invalid skills: inline skill {number}: {exc}", param="skills"
-            ) from None
-        name = item.name
-        if name is None:
-            manifest = dict(bundle).get(SKILL_MD)
-            meta = front_matter(manifest.decode("utf-8", "replace")) if manifest else {}
-            name = meta.get("name") or folder or f"inline-{number}"
-            try:
-                check_skill_name(name)
-            except ValueError as exc:
-                raise BadRequestError(f"Invalid skills: {exc}", param="skills") from None
-        return ResolvedSkill(name, bundle, None, None)
-
-
-def install(skills: Iterable[ResolvedSkill], target: Path) -> list[InstalledSkill]:
-    """Write each skill under `target/<name>/` (read-only for the sandbox: root-owned, 0644)."""
-    installed: list[InstalledSkill] = []
-    for skill in skills:
-        folder = target / skill.name
-        folder.mkdir(mode=0o755)
-        for relative, content in skill.bundle:
-            destination = folder / check_relative(relative)
-            destination.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-            descriptor = os.open(
-                destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644
-            )
-            with os.fdopen(descriptor, "wb") as sink:
-                sink.write(content)
-        has_manifest = any(relative == SKILL_MD for relative, _ in skill.bundle)
-        path = f"{SKILLS_ROOT}/{skill.name}"
-        installed.append(
-            InstalledSkill(
-                id=skill.skill_id,
-                name=skill.name,
-                version=skill.version,
-                path=path,
-                skill_md=f"{path}/{SKILL_MD}" if has_manifest else None,
-            )
-        )
-    return installed
-
-
-def _is_pair(value: Any) -> bool:
-    return isinstance(value, tuple) and len(value) == 2 and isinstance(value[0], str)
