@@ -17,6 +17,7 @@ from uuid import uuid4
 import pytest
 
 from jupyter_sandbox.backends.images import default_image_tag
+from jupyter_sandbox.backends.store import Store
 from tests.conftest import SESSION_RUN, TEST_LABEL, remove_labelled
 
 IMAGE = default_image_tag()
@@ -260,7 +261,12 @@ def test_gc_expires_an_idle_sandbox(cli: Run, tmp_path: Path) -> None:
     assert created.code == 0, created.stderr
     container_id = json.loads(created.stdout)["id"]
     try:
-        time.sleep(61)  # the shortest idle expiry is one minute; nothing to wait on but time
+        # Two idle minutes pass (the record's clock moved back rather than a real wait).
+        store = Store(tmp_path / "store.sqlite3")
+        try:
+            store.touch(container_id, time.time() - 120)
+        finally:
+            store.close()
         result = cli("gc", home_dir=tmp_path)
         assert (result.code, result.stdout) == (0, f"expired {container_id}\n")
         shown = json.loads(cli("get", container_id, "--json", home_dir=tmp_path).stdout)
