@@ -116,3 +116,71 @@ def test_slowloris_is_capped_per_sandbox_and_the_neighbour_is_unaffected(
     # the other ~980 were closed at once, and the attacker's own new request gets nowhere.
     assert 0 < result["open"] <= 16 + 1, result
     assert result["own_fetch"] != 200, result
+
+
+SNI_PROBE = """
+def tunnel(sni):
+    with socket.create_connection((PROXY_HOST, int(PROXY_PORT)), timeout=20) as sock:
+        sock.sendall(b"CONNECT allowed.test:443 HTTP/1.1\\r\\nHost: allowed.test:443\\r\\n\\r\\n")
+        head = b""
+        while b"\\r\\n\\r\\n" not in head:
+            chunk = sock.recv(4096)
+            if not chunk:
+                return ["closed", head.decode(errors="replace")]
+            head += chunk
+        status = int(head.split(b" ", 2)[1])
+        if status != 200:
+            return [status, ""]
+        context = ssl.create_default_context(cafile="/tmp/lab-ca.pem")
+        try:
+            with context.wrap_socket(sock, server_hostname=sni) as tls:
+                request = f"GET / HTTP/1.1\\r\\nHost: {sni}\\r\\nConnection: close\\r\\n\\r\\n"
+                tls.sendall(request.encode())
+                data = b""
+                while True:
+                    chunk = tls.recv(4096)
+                    if not chunk:
+                        break
+                    data += chunk
+            return ["ok", data.decode(errors="replace")]
+        except OSError as exc:
+            return ["refused", type(exc).__name__]
+print(json.dumps({
+    "same": tunnel("allowed.test"),
+    "case": tunnel("ALLOWED.TEST"),
+    "fronted": tunnel("other.test"),
+    "fronted_sub": tunnel("a.allowed.test.evil.test"),
+}))
+"""
+
+
+def test_a_tunnel_reaches_only_the_connect_hosts_address_whatever_its_sni(
+    egress_client: Client, lab: Lab
+) -> None:
+    """Fronting attempts: CONNECT to an allowed host, then a ClientHello naming another server.
+    The proxy never reads the SNI (a refused CONNECT must stay a readable plain-HTTP 403, and
+    squid would bump every refusal on a peeking port), so what holds is the address: the bytes
+    go to the vetted address of the CONNECT host and nowhere else. A shared front end that
+    routes by SNI is the residual risk docs/security.md names."""
+    client = egress_client
+    container = client.containers.create(
+        name="fronting",
+        network_policy={"type": "allowlist", "allowed_domains": ["allowed.test"]},
+    )
+    try:
+        prepare(client, container.id, lab)
+        before = len(lab.connections("upstream"))
+        result = run(client, container.id, SNI_PROBE)
+        upstream_connections = lab.connections("upstream")[before:]
+    finally:
+        client.containers.delete(container.id)
+    assert result["same"][0] == "ok"
+    assert "hello from upstream host=allowed.test" in result["same"][1]
+    # Served, but only by the allowed host's own address (whose certificate covers other.test).
+    assert result["case"][0] == result["fronted"][0] == "ok", result
+    assert "hello from upstream host=other.test" in result["fronted"][1]
+    # No certificate there names it, so the client itself gives up after the handshake.
+    assert result["fronted_sub"][0] == "refused", result
+    # The three completed handshakes were all with the upstream's vetted address.
+    assert len(upstream_connections) == 3, upstream_connections
+    assert lab.connections("internal") == []
