@@ -9,6 +9,8 @@ import random
 
 import pytest
 from benchmarks.crash import CrashReport, crash_once
+from benchmarks.server_crash import ServerCrashReport
+from benchmarks.server_crash import crash_once as server_crash_once
 
 from tests.adversarial.conftest import Sandboxes
 
@@ -23,3 +25,16 @@ def test_ten_random_kills_are_reconciled(sandboxes: Sandboxes) -> None:
     assert report.problems == {}, report
     assert report.kills == 10
     assert max(report.reconcile_seconds) <= 30
+
+
+def test_server_kills_are_reconciled_by_the_restarted_server(sandboxes: Sandboxes) -> None:
+    """`serve` with a warm pool, SIGKILLed mid-traffic four times: each restarted server's own
+    start-up reconcile leaves nothing stuck or unowned (the dead server's pool included)."""
+    report = ServerCrashReport()
+    rng = random.Random(5)
+    for _ in range(4):
+        server_crash_once(sandboxes.home, sandboxes.label, rng, report)
+    assert report.problems == {}, report
+    assert report.kills == 4
+    assert report.pooled_at_kill > 0  # the dead servers did leave pools to reap
+    assert max(report.restart_seconds) <= 30
