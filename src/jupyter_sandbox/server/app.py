@@ -58,7 +58,9 @@ async def _maintain(state: ServerState, client: Client) -> None:
             expired = await run(client.sweep)
             if expired:
                 logger.info("expired %d sandbox(es)", len(expired))
-            if sweeps % RECONCILE_EVERY == 0:
+            # Once soon after start too: engine calls that a killed predecessor left in flight
+            # (a container still being created) land after the start-up reconcile.
+            if sweeps == 1 or sweeps % RECONCILE_EVERY == 0:
                 await run(client.reconcile)
         except APIError as exc:
             logger.warning("maintenance pass failed: %s", exc)
