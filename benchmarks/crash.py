@@ -81,6 +81,13 @@ def _labelled(label: str) -> dict[str, list[str]]:
     return found
 
 
+def remove_labelled(label: str) -> None:
+    """Remove whatever a run left behind with its label (containers, volumes, networks)."""
+    for kind, names in _labelled(label).items():
+        for name in names:
+            subprocess.run(["docker", kind, "rm", "-f", name], capture_output=True, check=False)
+
+
 def _container_label(name: str) -> str:
     return subprocess.run(
         ["docker", "inspect", "-f", '{{index .Config.Labels "org.jupyter-sandbox.container-id"}}',
@@ -156,9 +163,7 @@ def main() -> None:
     try:
         report = run(args.kills, args.seed, folder / "home", label)
     finally:
-        for kind, names in _labelled(label).items():
-            for name in names:
-                subprocess.run(["docker", kind, "rm", "-f", name], capture_output=True, check=False)
+        remove_labelled(label)
         shutil.rmtree(folder, ignore_errors=True)
     seconds = sorted(report.reconcile_seconds)
     print(f"kills              {report.kills}")

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks.crash import LABEL, _container_label, _labelled
+from benchmarks.crash import LABEL, _container_label, _labelled, remove_labelled
 from openai import OpenAI
 
 from jupyter_sandbox import Client
@@ -245,9 +245,7 @@ def main() -> None:
     try:
         report = run(args.kills, args.seed, folder / "home", label)
     finally:
-        for kind, names in _labelled(label).items():
-            for name in names:
-                subprocess.run(["docker", kind, "rm", "-f", name], capture_output=True, check=False)
+        remove_labelled(label)
         shutil.rmtree(folder, ignore_errors=True)
     seconds = sorted(report.restart_seconds)
     print(f"kills                 {report.kills}")
