@@ -10,7 +10,7 @@ import docker.errors
 import pytest
 
 from jupyter_sandbox._version import __version__
-from jupyter_sandbox.backends import images
+from jupyter_sandbox.backends import image_build, images, kernel_recipe
 
 
 def test_default_tag_names_the_package_version() -> None:
@@ -24,23 +24,23 @@ def test_recipe_hash_is_16_hex_digits_and_stable() -> None:
 
 @pytest.mark.parametrize("name", images.RECIPE_FILES)
 def test_recipe_hash_changes_when_a_file_changes(name: str) -> None:
-    recipe = images._recipe_files()
+    recipe = kernel_recipe.recipe_files()
     changed = {**recipe, name: recipe[name] + b"\n"}
-    assert images._hash_recipe(changed) != images._hash_recipe(recipe)
+    assert kernel_recipe.hash_recipe(changed) != kernel_recipe.hash_recipe(recipe)
 
 
 def test_recipe_hash_tells_file_boundaries_apart() -> None:
-    recipe = images._recipe_files()
+    recipe = kernel_recipe.recipe_files()
     shifted = {
         **recipe,
         "packages.txt": recipe["packages.txt"] + b"x",
         "sandbox-init": recipe["sandbox-init"][:-1],
     }
-    assert images._hash_recipe(shifted) != images._hash_recipe(recipe)
+    assert kernel_recipe.hash_recipe(shifted) != kernel_recipe.hash_recipe(recipe)
 
 
 def test_package_list() -> None:
-    packages = images.parse_packages(images._recipe_files()["packages.txt"].decode())
+    packages = images.parse_packages(kernel_recipe.recipe_files()["packages.txt"].decode())
     assert packages == [
         "python3",
         "python3-ipykernel",
@@ -101,7 +101,7 @@ def test_registry_dockerfile() -> None:
 
 
 def test_build_context_holds_an_executable_supervisor() -> None:
-    context = images._context_tar("FROM scratch\n")
+    context = kernel_recipe.context_tar("FROM scratch\n")
     with tarfile.open(fileobj=io.BytesIO(context.getvalue())) as archive:
         init = archive.getmember("sandbox-init")
         assert init.mode == 0o755
@@ -133,4 +133,4 @@ def test_registry_build_without_a_registry_says_so() -> None:
                 raise docker.errors.APIError("connection refused")
 
     with pytest.raises(images.ImageBuildError, match=r"cannot pull python:3.11-slim.*offline"):
-        images._ensure_registry_image(NoRegistry(), "python:3.11-slim", _Recorder())  # type: ignore[arg-type]
+        image_build.ensure_registry_image(NoRegistry(), "python:3.11-slim", _Recorder())  # type: ignore[arg-type]

@@ -25,8 +25,9 @@ import docker.errors
 
 from jupyter_sandbox._exceptions import APIConnectionError
 from jupyter_sandbox._version import __version__
-from jupyter_sandbox.backends import images
-from jupyter_sandbox.backends.images import BuildProgress, ImageBuildError, ImageStatus
+from jupyter_sandbox.backends import image_build, images
+from jupyter_sandbox.backends.build_progress import NullProgress
+from jupyter_sandbox.backends.images import BuildProgress, ImageStatus
 from jupyter_sandbox.settings import Settings
 
 __all__ = [
@@ -116,7 +117,7 @@ def build_egress_image(
         APIConnectionError: the Docker engine is unreachable.
     """
     tag = tag or f"{EGRESS_REPOSITORY}:{__version__}"
-    progress = progress or images._NullProgress()
+    progress = progress or NullProgress()
     status = egress_image_status(docker_client, tag)
     if status.up_to_date and not force:
         return status
@@ -125,15 +126,15 @@ def build_egress_image(
     base = images.base_image_tag(packages).replace(
         images.BASE_REPOSITORY, f"{EGRESS_REPOSITORY}-base"
     )
-    if images._image_id(docker_client, base) is None:
-        with images._scratch_folder(cache_dir) as folder:
+    if image_build.lookup_image_id(docker_client, base) is None:
+        with image_build.scratch_folder(cache_dir) as folder:
             tarball = folder / f"egress-rootfs-{base.partition(':')[2]}.tar"
             if not tarball.exists():
                 progress.step(f"Bootstrapping Debian {images.SUITE} for the egress proxy")
-                images._bootstrap(packages, tarball, progress)
+                image_build.bootstrap(packages, tarball, progress)
             progress.step(f"Importing {base}")
             repository, _, base_tag = base.partition(":")
-            with images._docker_errors():
+            with image_build.docker_errors():
                 docker_client.api.import_image_from_file(
                     str(tarball), repository=repository, tag=base_tag
                 )
@@ -141,21 +142,15 @@ def build_egress_image(
         base_image=base, recipe_hash=egress_recipe_hash(), version=__version__
     )
     progress.step(f"Building {tag}")
-    with images._docker_errors():
-        stream = docker_client.api.build(
-            fileobj=_context_tar(dockerfile, recipe),
-            custom_context=True,
-            tag=tag,
-            pull=False,
-            rm=True,
-            forcerm=True,
-            decode=True,
-        )
-        for chunk in stream:
-            if "stream" in chunk:
-                progress.log(str(chunk["stream"]))
-            if "error" in chunk:
-                raise ImageBuildError(f"docker build of {tag} failed: {chunk['error']}")
+    image_build.docker_build(
+        docker_client,
+        dockerfile,
+        tag,
+        pull=False,
+        no_cache=False,
+        progress=progress,
+        context=_context_tar(dockerfile, recipe),
+    )
     return egress_image_status(docker_client, tag)
 
 

@@ -7,6 +7,7 @@ errors become `ImageBuildError` (refused) or `APIConnectionError` (unreachable).
 
 from __future__ import annotations
 
+import io
 import logging
 import shutil
 import subprocess
@@ -162,12 +163,14 @@ def docker_build(
     pull: bool,
     no_cache: bool,
     progress: BuildProgress,
+    context: io.BytesIO | None = None,
 ) -> None:
-    """`docker build` of `dockerfile` (with the recipe's context) as `tag`."""
+    """`docker build` of `dockerfile` as `tag`; the build context defaults to the kernel
+    recipe's (`context` replaces it: an uncompressed tar holding a Dockerfile)."""
     tail: deque[str] = deque(maxlen=LOG_TAIL)
     with docker_errors():
         stream = docker_client.api.build(
-            fileobj=context_tar(dockerfile),
+            fileobj=context if context is not None else context_tar(dockerfile),
             custom_context=True,
             tag=tag,
             pull=pull,

@@ -29,24 +29,19 @@ import docker.errors
 from jupyter_sandbox.backends.build_progress import BuildProgress, NullProgress, RichBuildProgress
 from jupyter_sandbox.backends.image_build import (
     ImageBuildError,
-    bootstrap,
     docker_build,
     docker_errors,
     ensure_base,
     ensure_registry_image,
     lookup_image_id,
     remove_if_dangling,
-    scratch_folder,
 )
 from jupyter_sandbox.backends.kernel_recipe import BASE_LABEL as BASE_LABEL
 from jupyter_sandbox.backends.kernel_recipe import (
     BASE_REPOSITORY,
     KERNEL_REPOSITORY,
     RECIPE_HASH_LABEL,
-    context_tar,
     default_image_tag,
-    hash_recipe,
-    recipe_files,
     recipe_hash,
     render_kernel_dockerfile,
     render_registry_dockerfile,
@@ -75,21 +70,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Private names this module had before the split: egress_image.py and the tests use some, and
-# `build_image` and `image_status` call through them (so a patch here reaches those two calls).
-_NullProgress = NullProgress
-_recipe_files = recipe_files
-_hash_recipe = hash_recipe
-_context_tar = context_tar
-_docker_errors = docker_errors
-_image_id = lookup_image_id
-_ensure_base = ensure_base
-_scratch_folder = scratch_folder
-_bootstrap = bootstrap
-_ensure_registry_image = ensure_registry_image
-_docker_build = docker_build
-_remove_if_dangling = remove_if_dangling
-
 
 @dataclass(frozen=True)
 class ImageStatus:
@@ -110,7 +90,7 @@ def image_status(docker_client: docker.DockerClient, tag: str) -> ImageStatus:
     Raises:
         APIConnectionError: the Docker engine is unreachable.
     """
-    with _docker_errors():
+    with docker_errors():
         try:
             image = docker_client.images.get(tag)
         except docker.errors.ImageNotFound:
@@ -153,22 +133,22 @@ def build_image(
         APIConnectionError: the Docker engine is unreachable.
     """
     tag = tag or default_image_tag()
-    progress = progress or _NullProgress()
+    progress = progress or NullProgress()
     progress.step(f"Checking {tag}")
     status = image_status(docker_client, tag)
     if status.up_to_date and not force:
         logger.info("Image %s is up to date (recipe %s)", tag, status.recipe_hash)
         return status
-    old_id = _image_id(docker_client, tag)
+    old_id = lookup_image_id(docker_client, tag)
     started = time.monotonic()
     if from_registry is None:
-        base = _ensure_base(docker_client, progress, cache_dir)
+        base = ensure_base(docker_client, progress, cache_dir)
         dockerfile, pull = render_kernel_dockerfile(base), False
     else:
-        _ensure_registry_image(docker_client, from_registry, progress)
+        ensure_registry_image(docker_client, from_registry, progress)
         dockerfile, pull = render_registry_dockerfile(from_registry), False
     progress.step(f"Building {tag}")
-    _docker_build(docker_client, dockerfile, tag, pull=pull, no_cache=force, progress=progress)
-    _remove_if_dangling(docker_client, old_id, tag)
+    docker_build(docker_client, dockerfile, tag, pull=pull, no_cache=force, progress=progress)
+    remove_if_dangling(docker_client, old_id, tag)
     logger.info("Built %s in %.1f s", tag, time.monotonic() - started)
     return image_status(docker_client, tag)
