@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Literal
 
 from jupyter_core.paths import jupyter_data_dir
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jupyter_sandbox._version import __version__
@@ -103,6 +103,17 @@ class Settings(BaseSettings):
     A bigger body is refused with 413 while it streams in, never held whole."""
     server_sweep_interval: float = Field(default=10.0, gt=0)
     """`serve`: seconds between idle-expiry sweeps (reconcile runs every 30 sweeps too)."""
+    model_base_url: str | None = None
+    """`serve`: the OpenAI-compatible model server `/v1/responses` calls (chat completions),
+    e.g. `http://127.0.0.1:8080/v1`; None answers `/v1/responses` with 503."""
+    model_api_key: SecretStr | None = None
+    """`serve`: the bearer key sent to `model_base_url` (never logged)."""
+    model_map: dict[str, str] = Field(default_factory=dict)
+    """`serve`: a request's `model` -> the upstream's model name (unmapped names pass as is)."""
+    model_timeout: float = Field(default=120.0, gt=0)
+    """`serve`: seconds the model server has to answer one turn, else 504."""
+    responses_max_tool_calls: int = Field(default=20, ge=1, le=1000)
+    """`serve`: tool calls one response may run; past it the response is `incomplete`."""
 
     @field_validator("default_memory_limit")
     @classmethod

@@ -83,6 +83,16 @@ CREATE TABLE IF NOT EXISTS skill_versions (
     created_at REAL NOT NULL,
     PRIMARY KEY (skill_id, version)
 );
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    response TEXT NOT NULL,
+    input_items TEXT NOT NULL,
+    messages TEXT NOT NULL,
+    containers TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS responses_by_project ON responses (project, created_at);
 """
 
 

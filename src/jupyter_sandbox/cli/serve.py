@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from pydantic import SecretStr
 
 from jupyter_sandbox.cli._common import _console, _errors, _fail, _settings, app
+from jupyter_sandbox.settings import Settings
 
 __all__ = ["serve"]
 
@@ -49,6 +51,33 @@ def serve(
             "create is a claim (also JUPYTER_SANDBOX_POOL_SIZE; default 0, off).",
         ),
     ] = None,
+    model_base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--model-base-url",
+            help="OpenAI-compatible chat completions server behind /v1/responses, e.g. "
+            "http://127.0.0.1:8080/v1 (also JUPYTER_SANDBOX_MODEL_BASE_URL).",
+        ),
+    ] = None,
+    model_api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--model-api-key",
+            help="Bearer key for the model server (prefer JUPYTER_SANDBOX_MODEL_API_KEY: a "
+            "command line is visible to other users).",
+        ),
+    ] = None,
+    model_map: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model-map",
+            help="NAME=UPSTREAM: a request's model NAME is sent as UPSTREAM (repeatable).",
+        ),
+    ] = None,
+    model_timeout: Annotated[
+        float | None,
+        typer.Option("--model-timeout", min=0.1, help="Seconds per model turn, else 504."),
+    ] = None,
 ) -> None:
     """Run the OpenAI-compatible HTTP API (use the openai SDK with base_url=.../v1)."""
     from jupyter_sandbox.server import KeyRing
@@ -58,6 +87,9 @@ def serve(
         settings = _settings(ctx)
         if pool_size is not None:
             settings = settings.model_copy(update={"pool_size": pool_size})
+        settings = _model_settings(
+            settings, model_base_url, model_api_key, model_map, model_timeout
+        )
     try:
         keys = KeyRing.from_environment(api_key_file)
     except (OSError, ValueError) as exc:
@@ -77,3 +109,31 @@ def serve(
     )
     with _errors():
         run_server(settings, keys, host=host, port=port, allowed_hosts=allowed, log_level=log_level)
+
+
+def _model_settings(
+    settings: Settings,
+    base_url: str | None,
+    api_key: str | None,
+    model_map: list[str] | None,
+    timeout: float | None,
+) -> Settings:
+    """The settings with the model server options applied."""
+    update: dict[str, Any] = {}
+    if base_url is not None:
+        if not base_url.startswith(("http://", "https://")):
+            _fail(f"--model-base-url must be an http(s) URL, not {base_url!r}", 2)
+        update["model_base_url"] = base_url
+    if api_key is not None:
+        update["model_api_key"] = SecretStr(api_key)
+    if model_map:
+        pairs = dict(settings.model_map)
+        for entry in model_map:
+            name, sep, upstream = entry.partition("=")
+            if not sep or not name or not upstream:
+                _fail(f"--model-map takes NAME=UPSTREAM, not {entry!r}", 2)
+            pairs[name] = upstream
+        update["model_map"] = pairs
+    if timeout is not None:
+        update["model_timeout"] = timeout
+    return settings.model_copy(update=update) if update else settings

@@ -23,7 +23,8 @@ from jupyter_sandbox.server import errors
 from jupyter_sandbox.server.auth import KeyRing
 from jupyter_sandbox.server.limits import RateLimiter
 from jupyter_sandbox.server.middleware import RequestContext
-from jupyter_sandbox.server.routes import container_files, containers, files, skills
+from jupyter_sandbox.server.responses import ResponsesService
+from jupyter_sandbox.server.routes import container_files, containers, files, responses, skills
 from jupyter_sandbox.server.state import ServerState, run
 from jupyter_sandbox.settings import Settings
 
@@ -33,7 +34,7 @@ RECONCILE_EVERY = 30
 """Sweeps between two reconcile passes."""
 
 DESCRIPTION = """\
-OpenAI-compatible Containers, Files and Skills API over hardened local sandboxes.
+OpenAI-compatible Containers, Files, Skills and Responses API over hardened local sandboxes.
 Point the official openai SDK at it with `base_url="http://HOST:PORT/v1"`.
 
 Errors use OpenAI's body `{"error": {"message", "type", "param", "code"}}`; every response
@@ -95,6 +96,7 @@ def create_app(
                 len(report.removed),
             )
         state.client = client
+        app.state.responses = ResponsesService(settings)
         try:
             async with anyio.create_task_group() as group:
                 group.start_soon(_maintain, state, client)
@@ -105,6 +107,7 @@ def create_app(
         finally:
             state.client = None
             state.views.clear()
+            await run(app.state.responses.close)
             await run(client.close)
 
     app = FastAPI(
@@ -118,7 +121,7 @@ def create_app(
     )
     app.state.server = state
     errors.install(app)
-    for module in (containers, container_files, files, skills):
+    for module in (containers, container_files, files, skills, responses):
         app.include_router(module.router)
 
     generate = app.openapi

@@ -110,7 +110,7 @@ def api_error_parts(exc: APIError) -> tuple[int, dict[str, Any], dict[str, str]]
         elif isinstance(exc, RequestTooLargeError):
             code = "request_too_large"
         message = exc.message
-        if status >= 500:
+        if status >= 500 and not getattr(exc, "public_message", False):
             message = INTERNAL_MESSAGE
     elif isinstance(exc, APIConnectionError):
         status, type_, code = 503, "server_error", "engine_unavailable"
