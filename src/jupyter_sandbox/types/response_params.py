@@ -108,7 +108,10 @@ class ToolChoiceHosted(_Strict):
     type: Literal["code_interpreter", "shell"]
 
 
-ToolChoice = Literal["auto", "none", "required"] | ToolChoiceFunction | ToolChoiceHosted
+ToolChoice = (
+    Literal["auto", "none", "required"]
+    | Annotated[ToolChoiceFunction | ToolChoiceHosted, Field(discriminator="type")]
+)
 
 
 # -- input items -------------------------------------------------------------------------
@@ -240,7 +243,11 @@ def param_name(location: tuple[int | str, ...]) -> str | None:
 
 def invalid(exc: ValidationError) -> BadRequestError:
     """The first error as a BadRequestError naming the parameter."""
-    error = exc.errors(include_url=False)[0]
+    # In a union (`input`: a string or items) the deepest error is about the branch meant.
+    error = max(
+        exc.errors(include_url=False),
+        key=lambda e: (len(e["loc"]), e["type"].startswith("union_tag")),
+    )
     param = param_name(tuple(error["loc"]))
     kind = error["type"]
     if kind == "union_tag_invalid":
