@@ -65,7 +65,8 @@ CI = {"type": "code_interpreter", "container": {"type": "auto"}}
         ({"model": "m", "input": "x", "tools": [{"type": "code_interpreter"}]},
          "tools[0].container"),
         ({"model": "m", "input": "x",
-          "tools": [{"type": "code_interpreter", "container": {"type": "auto", "memory_limit": "3g"}}]},
+          "tools": [{"type": "code_interpreter",
+                     "container": {"type": "auto", "memory_limit": "3g"}}]},
          "tools[0].container.memory_limit"),
         ({"model": "m", "input": "x",
           "tools": [{"type": "shell", "environment": {"type": "local"}}]},
@@ -103,12 +104,14 @@ def test_accepted_forms() -> None:
             "model": "m",
             "input": [
                 {"role": "user", "content": "hi"},
-                {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "a"}]},
+                {"type": "message", "role": "user",
+                 "content": [{"type": "input_text", "text": "a"}]},
                 {"type": "function_call_output", "call_id": "c1", "output": "42"},
             ],
             "tools": [
                 {"type": "code_interpreter", "container": {"container_id": "cntr_x"}},
-                {"type": "shell", "environment": {"type": "container_reference", "container_id": "cntr_x"}},
+                {"type": "shell",
+                 "environment": {"type": "container_reference", "container_id": "cntr_x"}},
                 {"type": "function", "name": "lookup", "parameters": {"type": "object"}},
             ],
             "tool_choice": {"type": "shell"},
@@ -152,7 +155,9 @@ def _full_response() -> Response:
             ShellCallOutput(
                 call_id="call_1",
                 output=[
-                    ShellCommandOutput(stdout="a\n", stderr="", outcome=ShellOutcomeExit(exit_code=0)),
+                    ShellCommandOutput(
+                        stdout="a\n", stderr="", outcome=ShellOutcomeExit(exit_code=0)
+                    ),
                     ShellCommandOutput(stdout="", stderr="", outcome=ShellOutcomeTimeout()),
                 ],
             ),
