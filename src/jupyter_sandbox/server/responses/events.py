@@ -21,6 +21,7 @@ import anyio
 import anyio.from_thread
 import anyio.to_thread
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -51,7 +52,7 @@ class Events:
             return
         data: dict[str, Any] = {"type": type, "sequence_number": self.next}
         for name, value in fields.items():
-            data[name] = value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+            data[name] = to_jsonable_python(value)
         self.next += 1
         self.sink(data)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from jupyter_sandbox._exceptions import APIError, BadRequestError
 from jupyter_sandbox.client import Client
+from jupyter_sandbox.server.errors import INTERNAL_MESSAGE, api_error_parts
 from jupyter_sandbox.server.responses.convert import (
     chat_tool_choice,
     chat_tools,
@@ -84,12 +85,18 @@ class Turns:
         events.emit("response.in_progress", response=response)
         try:
             self._loop(events)
-        except APIError as exc:
+        except Exception as exc:
             if not events.active:
                 raise
-            logger.warning("response %s failed: %s", response.id, exc)
+            # Streaming: the status line is sent, so the failure is the last event.
+            if isinstance(exc, APIError):
+                logger.warning("response %s failed: %s", response.id, exc)
+            else:
+                logger.exception("response %s failed", response.id)
             response.status = "failed"
-            message = exc.message if isinstance(exc, UpstreamError) else "The response failed"
+            message = exc.message if isinstance(exc, UpstreamError) else INTERNAL_MESSAGE
+            if isinstance(exc, APIError) and not isinstance(exc, UpstreamError):
+                message = exc.message if api_error_parts(exc)[0] < 500 else INTERNAL_MESSAGE
             response.error = ResponseError(message=message)
             events.emit("response.failed", response=response)
             return response
