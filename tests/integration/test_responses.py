@@ -192,7 +192,7 @@ def test_shell_tool(server: RunningServer, model: StandInModel) -> None:
         input="run it",
         tools=[{"type": "shell", "environment": {"type": "container_auto"}}],
     )
-    call, output, message = response.output
+    call, output, _message = response.output
     assert call.type == "shell_call"
     assert call.action.commands == ["echo hello; echo oops >&2", "exit 3"]
     assert call.environment is not None
@@ -236,8 +236,8 @@ def test_function_tool_comes_back_and_the_conversation_continues(
     server: RunningServer, model: StandInModel
 ) -> None:
     client = server.sdk()
-    weather = {"type": "function", "name": "get_weather", "description": "Weather of a city",
-               "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}  # fmt: skip
+    city = {"type": "object", "properties": {"city": {"type": "string"}}}
+    weather = {"type": "function", "name": "get_weather", "parameters": city}
     model.turns = [tool_call("get_weather", city="Oslo")]
     first = client.responses.create(model="gpt-4", input="weather?", tools=[weather])  # type: ignore[list-item]
     (call,) = first.output
@@ -328,7 +328,10 @@ def test_sandbox_killed_mid_call_fails_the_call_not_the_response(
     kinds = []
     for event in stream:
         kinds.append(event.type)
-        if event.type == "response.output_item.added" and event.item.type == "code_interpreter_call":
+        if (
+            event.type == "response.output_item.added"
+            and event.item.type == "code_interpreter_call"
+        ):
             container_id = event.item.container_id
         if event.type == "response.code_interpreter_call.interpreting":
             subprocess.run(["docker", "kill", f"jsbx-{container_id}"], check=True,

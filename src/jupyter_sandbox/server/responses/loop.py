@@ -28,6 +28,7 @@ from jupyter_sandbox.server.responses.convert import (
 from jupyter_sandbox.server.responses.events import Events, EventSink
 from jupyter_sandbox.server.responses.tools import SandboxTools
 from jupyter_sandbox.server.responses.upstream import ChatToolCall, ChatUpstream, UpstreamError
+from jupyter_sandbox.shell_commands import FAILED_EXIT_CODE
 from jupyter_sandbox.types.code_interpreter import ContainerFileCitation
 from jupyter_sandbox.types.response_params import (
     CodeInterpreterTool,
@@ -289,7 +290,7 @@ class Turns:
             delta = {"stdout": entry.stdout, "stderr": entry.stderr}
             events.emit("response.shell_call_output_content.delta", **place, delta=delta)
             events.emit("response.shell_call_output_content.done", **place, output=[entry])
-        failed = any(o.outcome.type == "exit" and o.outcome.exit_code == -1 for o in outputs)
+        failed = any(getattr(o.outcome, "exit_code", 0) == FAILED_EXIT_CODE for o in outputs)
         result.output, result.status = outputs, "incomplete" if failed else "completed"
         events.emit("response.output_item.done", output_index=index, item=result)
         self.response.output.append(result)

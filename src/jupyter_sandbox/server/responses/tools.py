@@ -19,6 +19,7 @@ from jupyter_sandbox.client import Client
 from jupyter_sandbox.code_interpreter import CodeInterpreter
 from jupyter_sandbox.code_interpreter_adapters import tool_output_text
 from jupyter_sandbox.server.errors import QuotaExceededError
+from jupyter_sandbox.shell_commands import run_commands
 from jupyter_sandbox.types.code_interpreter import (
     CodeInterpreterCall,
     CodeInterpreterCallCompletedEvent,
@@ -35,39 +36,13 @@ from jupyter_sandbox.types.response_params import (
     ContainerReferenceParam,
     ShellTool,
 )
-from jupyter_sandbox.types.responses import (
-    ShellAction,
-    ShellCommandOutput,
-    ShellOutcomeExit,
-    ShellOutcomeTimeout,
-)
+from jupyter_sandbox.types.responses import ShellAction, ShellCommandOutput
 
 __all__ = ["SandboxTools"]
 
 logger = logging.getLogger(__name__)
 
 CODE_TIMEOUT = 300.0
-SHELL_TIMEOUT_MS = 120_000
-SHELL_MAX_TIMEOUT_MS = 600_000
-SHELL_MAX_OUTPUT = 100_000
-_MARKER = "__jsbx_shell_result__"
-_SHELL_SCRIPT = """
-import json, os, signal, subprocess
-results = []
-for command in COMMANDS:
-    process = subprocess.Popen(command, shell=True, stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd="/mnt/data", start_new_session=True)
-    try:
-        out, err = process.communicate(timeout=TIMEOUT)
-        code = process.returncode
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        out, err = process.communicate()
-        code = None
-    text = [stream.decode(errors="replace")[-LIMIT:] for stream in (out, err)]
-    results.append([*text, code])
-print(MARKER + json.dumps(results))
-"""
 EventSink = Callable[[Any], None]
 
 
@@ -219,32 +194,10 @@ class SandboxTools:
 
     def run_shell(self, action: ShellAction, container_id: str) -> list[ShellCommandOutput]:
         """Run the commands one after the other in the sandbox."""
-        timeout_ms = min(action.timeout_ms or SHELL_TIMEOUT_MS, SHELL_MAX_TIMEOUT_MS)
-        limit = min(action.max_output_length or SHELL_MAX_OUTPUT, SHELL_MAX_OUTPUT)
-        script = (
-            _SHELL_SCRIPT.replace("COMMANDS", repr(list(action.commands)))
-            .replace("TIMEOUT", repr(timeout_ms / 1000))
-            .replace("LIMIT", repr(limit))
-            .replace("MARKER", repr(_MARKER))
+        return run_commands(
+            self.client,
+            container_id,
+            action.commands,
+            timeout_ms=action.timeout_ms,
+            max_output=action.max_output_length,
         )
-        # exec in a fresh namespace: the user's kernel variables are untouched
-        code = f"exec({script!r}, {{}})"
-        budget = timeout_ms / 1000 * max(1, len(action.commands)) + 30
-        try:
-            execution = self.client.containers.execute(container_id, code, timeout=budget)
-        except APIError as exc:
-            return [_failure(f"The sandbox failed: {exc.message}")]
-        for line in execution.stdout.splitlines():
-            if line.startswith(_MARKER):
-                return [_command_output(*entry) for entry in json.loads(line[len(_MARKER) :])]
-        why = execution.message or execution.stderr or f"the run ended {execution.status}"
-        return [_failure(f"The sandbox failed: {why}")]
-
-
-def _command_output(stdout: str, stderr: str, exit_code: int | None) -> ShellCommandOutput:
-    outcome = ShellOutcomeTimeout() if exit_code is None else ShellOutcomeExit(exit_code=exit_code)
-    return ShellCommandOutput(stdout=stdout, stderr=stderr, outcome=outcome)
-
-
-def _failure(message: str) -> ShellCommandOutput:
-    return ShellCommandOutput(stdout="", stderr=message, outcome=ShellOutcomeExit(exit_code=-1))
