@@ -15,6 +15,7 @@ from jupyter_sandbox.cli._common import app, parse_network
 from jupyter_sandbox.cli import files  # noqa: F401 (cp, files, skills)
 from jupyter_sandbox.cli import containers  # noqa: F401 (create, list, get, delete, logs, exec, gc)
 from jupyter_sandbox.cli import serve  # noqa: F401
+from jupyter_sandbox.cli import mcp  # noqa: F401
 from jupyter_sandbox.cli import doctor  # noqa: F401
 from jupyter_sandbox.cli import demo  # noqa: F401
 from jupyter_sandbox.cli import image  # noqa: F401 (image build, image status)
