@@ -49,6 +49,7 @@ EXPECTED = {
     ("exec",),
     ("gc",),
     ("doctor",),
+    ("mcp",),
     ("demo",),
     ("image",),
     ("image", "build"),

@@ -281,6 +281,9 @@ def test_openapi_documents_every_route_without_422(http: TestClient) -> None:
         "/v1/skills/{skill_id}/versions": {"get", "post"},
         "/v1/skills/{skill_id}/versions/{version}": {"get", "delete"},
         "/v1/skills/{skill_id}/versions/{version}/content": {"get"},
+        "/v1/responses": {"post"},
+        "/v1/responses/{response_id}": {"get", "delete"},
+        "/v1/responses/{response_id}/input_items": {"get"},
     }
     assert {path: set(item) for path, item in document["paths"].items()} == expected
     text = response.text
