@@ -94,7 +94,9 @@ def test_stdio_session(tmp_path: Path, test_label: str) -> None:
                 "download_file", {"sandbox_id": sandbox, "path": "/mnt/data/p.png"}
             )
             seen["picture"] = picture.content[0]
-            missing = await client.call_tool("execute_code", {"sandbox_id": "cntr_nope", "code": "1"})
+            missing = await client.call_tool(
+                "execute_code", {"sandbox_id": "cntr_nope", "code": "1"}
+            )
             seen["missing"] = (missing.is_error, _text(missing))
             seen["live_during"] = await anyio.to_thread.run_sync(_live, home)
 

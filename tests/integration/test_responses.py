@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from openai.types.responses import Response as SDKResponse
 
 from tests.integration.model_stub import StandInModel, running, say, tool_call
-from tests.integration.server_harness import RunningServer, free_port, serving
+from tests.integration.server_harness import KEYS, RunningServer, free_port, serving
 
 pytestmark = pytest.mark.docker
 
@@ -344,3 +345,20 @@ def test_sandbox_killed_mid_call_fails_the_call_not_the_response(
     assert call.status == "failed"
     assert "Tool said:" in response.output_text
     assert "status: failed" in response.output_text or "failed" in response.output_text
+
+
+def test_example_script(server: RunningServer, model: StandInModel) -> None:
+    """examples/seed_responses.py, run as a user would, prints the code's output and answer."""
+    code = "exec(open('/workspace/process.py').read())"
+    model.turns = [tool_call("code_interpreter", code=code), say("Done: {tool}")]
+    script = Path(__file__).parents[2] / "examples" / "seed_responses.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "--base-url", f"{server.url}/v1",
+         "--api-key", KEYS["alice"]],
+        capture_output=True, text=True, timeout=240, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert "code_interpreter_call (completed)" in run.stdout
+    assert "{'Oslo': 3.0, 'Lima': 19.0}" in run.stdout
+    assert "message: Done: {'Oslo': 3.0, 'Lima': 19.0}" in run.stdout
+    assert list(server.sdk().containers.list()) == []
