@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import base64
 import shutil
+import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +20,7 @@ from mcp_types import CallToolResult
 from jupyter_sandbox import Client as SandboxClient
 from jupyter_sandbox.settings import Settings
 from tests.conftest import TEST_LABEL, remove_labelled
-from tests.integration.server_harness import server_env
+from tests.integration.server_harness import free_port, server_env
 
 pytestmark = pytest.mark.docker
 
@@ -120,6 +124,56 @@ def test_stdio_session(tmp_path: Path, test_label: str) -> None:
         # the session ended: its sandbox is gone, the kept one stays
         assert _live(home) == [seen["kept"]]
     finally:
+        with SandboxClient(home=home) as client:
+            for container in client.containers.list(limit=100):
+                client.containers.delete(container.id)
+        leaked = remove_labelled(f"{TEST_LABEL}={test_label}")
+        shutil.rmtree(Settings(home=home).sockets_root, ignore_errors=True)
+        assert not leaked, leaked
+
+
+def test_streamable_http(tmp_path: Path, test_label: str) -> None:
+    home = tmp_path / "home"
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-c", "from jupyter_sandbox.cli import main; main()",
+         "mcp", "--http", "--port", str(port)],
+        env=server_env(home, test_label), stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen: dict[str, Any] = {}
+
+    async def session() -> None:
+        async with Client(f"http://127.0.0.1:{port}/mcp") as client:
+            seen["tools"] = {tool.name for tool in (await client.list_tools()).tools}
+            made = await client.call_tool("create_sandbox", {})
+            sandbox = made.structured_content["id"]  # type: ignore[index]
+            answer = await client.call_tool(
+                "execute_code", {"sandbox_id": sandbox, "code": "print(6*7)"}
+            )
+            seen["answer"] = _text(answer)
+
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # the port accepts once uvicorn is up
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                assert time.monotonic() < deadline, "mcp --http did not start"
+                time.sleep(0.2)
+        anyio.run(session)
+        assert seen == {"tools": TOOLS, "answer": "42\n"}
+        assert len(_live(home)) == 1
+        process.send_signal(signal.SIGTERM)  # the server stops: its sessions' sandboxes go
+        process.wait(60)
+        assert _live(home) == []
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        if process.stderr is not None:
+            process.stderr.close()
         with SandboxClient(home=home) as client:
             for container in client.containers.list(limit=100):
                 client.containers.delete(container.id)

@@ -254,6 +254,8 @@ def _read(client: Client, sandbox_id: str, path: str) -> tuple[bytes, str]:
         data = content.read(DOWNLOAD_LIMIT + 1)
     finally:
         content.close()
+    if len(data) > DOWNLOAD_LIMIT:  # it grew since it was listed
+        raise APIError(f"{path} is over {DOWNLOAD_LIMIT} bytes, the limit here")
     suffix = "." + path.rsplit(".", 1)[-1].lower() if "." in path else ""
     return data, _IMAGE_SUFFIXES.get(suffix, "application/octet-stream")
 
