@@ -209,6 +209,12 @@ def test_shell_tool(server: RunningServer, model: StandInModel) -> None:
     assert "exit code 3" in response.output_text
     _strict(server, response.id)
 
+    # the runner's own words in a command are data, never code (parameters are a literal)
+    words = "COMMANDS TIMEOUT LIMIT MARKER ''' \"\"\" __jsbx_shell_result__[[1]]"
+    model.turns = [tool_call("shell", commands=[f"cat <<'EOF'\n{words}\nEOF"]), say("{tool}")]
+    tricky = client.responses.create(model="gpt-4", input="tricky", tools=[{"type": "shell"}])
+    assert tricky.output[1].output[0].stdout == words + "\n"  # type: ignore[union-attr]
+
     # the same sandbox by reference, streamed
     container_id = call.environment.container_id  # type: ignore[union-attr]
     model.turns = [tool_call("shell", commands=["cat /proc/1/comm; pwd"]), say("{tool}")]
