@@ -285,3 +285,14 @@ def test_responses_table_joins_an_old_store_file(tmp_path: Path) -> None:
     with store.reading() as db:
         assert db.execute("SELECT id FROM containers").fetchall()[0][0] == "cntr_old"
     store.close()
+
+
+def test_upstream_content_parts_are_joined() -> None:
+    from jupyter_sandbox.server.responses.upstream import ChatCompletion
+
+    completion = ChatCompletion.model_validate(
+        {"choices": [{"message": {"role": "assistant",
+                                  "content": [{"type": "text", "text": "a"},
+                                              {"type": "text", "text": "b"}]}}]}
+    )  # fmt: skip
+    assert completion.choices[0].message.content == "ab"

@@ -11,7 +11,7 @@ import logging
 from typing import Any, ClassVar, Literal
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from jupyter_sandbox._exceptions import APIStatusError
 from jupyter_sandbox.settings import Settings
@@ -64,6 +64,18 @@ class ChatMessage(_Loose):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     tool_calls: list[ChatToolCall] | None = None
+
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts(cls, value: Any) -> Any:
+        """Some servers answer with content parts: keep their text."""
+        if isinstance(value, list):
+            return "".join(
+                str(p.get("text", ""))
+                for p in value
+                if isinstance(p, dict) and p.get("type") == "text"
+            )
+        return value
 
 
 class ChatChoice(_Loose):
