@@ -258,12 +258,18 @@ def test_function_tool_comes_back_and_the_conversation_continues(
     second = client.responses.create(
         model="gpt-4",
         previous_response_id=first.id,
-        input=[{"type": "function_call_output", "call_id": call.call_id, "output": "3 C"}],
+        input=[
+            {"role": "user", "content": "here you are"},
+            {"type": "function_call_output", "call_id": call.call_id, "output": "3 C"},
+        ],
         tools=[weather],  # type: ignore[list-item]
     )
     assert second.output_text == "It is 3 C"
-    items = client.responses.input_items.list(second.id)
-    assert [i.type for i in items.data] == ["function_call_output"]
+    # the answer went right after the call, whatever its place in the input
+    sent = model.requests[-1]["messages"]
+    assert [m["role"] for m in sent] == ["user", "assistant", "tool", "user"]
+    items = client.responses.input_items.list(second.id, order="asc")
+    assert [i.type for i in items.data] == ["message", "function_call_output"]
 
 
 def test_tool_call_cap_gives_incomplete(tmp_path: Path, test_label: str) -> None:

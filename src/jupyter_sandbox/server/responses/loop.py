@@ -346,11 +346,13 @@ def prepare(
         raise BadRequestError("Invalid input: give input or previous_response_id", param="input")
     history, containers = previous if previous is not None else ([], {})
     new = to_chat(items)
-    # Answers to the previous turn's calls must come right after it, whatever their order.
-    new = [m for m in new if m["role"] == "tool"] + [m for m in new if m["role"] != "tool"]
-    messages = [*history, *new]
     missing = _unanswered(history)
-    answered = {m.get("tool_call_id") for m in new}
+    # Answers to the previous turn's calls must come right after it, whatever their order
+    # in the input (calls passed back in the input itself keep their place).
+    answers = [m for m in new if m["role"] == "tool" and m.get("tool_call_id") in missing]
+    new = answers + [m for m in new if not any(m is answer for answer in answers)]
+    messages = [*history, *new]
+    answered = {m.get("tool_call_id") for m in answers}
     left = [call_id for call_id in missing if call_id not in answered]
     if left:
         raise BadRequestError(
