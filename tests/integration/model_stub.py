@@ -6,17 +6,18 @@ built from what the tool answered). Every answer is checked with the official SD
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from openai.types.chat import ChatCompletion
 
 from tests.integration.server_harness import free_port
@@ -57,7 +58,8 @@ class StandInModel:
     turns: list[Turn] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
     mode: str = "normal"
-    """normal | slow (answers after `delay` s) | garbage (HTML) | error (HTTP 500)."""
+    """normal | slow (answers after `delay` s) | trickle (a byte each 0.2 s for `delay` s) |
+    huge (40 MiB) | garbage (HTML) | error (HTTP 500)."""
     delay: float = 30.0
     port: int = field(default_factory=free_port)
 
@@ -74,6 +76,16 @@ class StandInModel:
             self.requests.append(body)
             if self.mode == "slow":
                 time.sleep(self.delay)  # blocks this stand-in only (its own thread)
+            if self.mode == "trickle":  # a byte now and then, never the whole answer
+
+                async def drip() -> AsyncIterator[bytes]:
+                    for _ in range(int(self.delay * 5)):
+                        yield b" "
+                        await asyncio.sleep(0.2)
+
+                return StreamingResponse(drip(), media_type="application/json")
+            if self.mode == "huge":
+                return PlainTextResponse("x" * (40 * 2**20), media_type="application/json")
             if self.mode == "garbage":
                 return PlainTextResponse("<html>502 Bad Gateway</html>", status_code=200)
             if self.mode == "error":

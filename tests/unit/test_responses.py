@@ -241,17 +241,19 @@ def test_upstream_answer_is_parsed() -> None:
         ("garbage", UpstreamError, "not a chat completion"),
         ("error", UpstreamError, "HTTP 500: model exploded"),
         ("slow", UpstreamTimeoutError, "did not answer within 1 s"),
+        ("trickle", UpstreamTimeoutError, "did not answer within 1 s"),
+        ("huge", UpstreamError, "answered more than"),
     ],
 )
 def test_upstream_failures_are_502_or_504(mode: str, error: type[Exception], words: str) -> None:
     with running(StandInModel(mode=mode, delay=3)) as model:
-        upstream = _upstream(model.url, timeout=1)
-        with pytest.raises(error) as caught:
+        upstream = _upstream(model.url, timeout=30 if mode == "huge" else 1)
+        with pytest.raises(error) as caught:  # trickle: without the deadline, garbage (502)
             upstream.complete(BODY)
         upstream.close()
     assert words in str(caught.value)
     assert "sk-upstream-secret" not in str(caught.value)
-    assert caught.value.status_code == (504 if mode == "slow" else 502)  # type: ignore[attr-defined]
+    assert caught.value.status_code == (502 if error is UpstreamError else 504)  # type: ignore[attr-defined]
 
 
 def test_upstream_down_is_502() -> None:

@@ -7,7 +7,9 @@ chat completion is `UpstreamError` (502), no answer within `model_timeout` is
 
 from __future__ import annotations
 
+import json
 import logging
+import time
 from typing import Any, ClassVar, Literal
 
 import httpx
@@ -26,6 +28,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+MAX_ANSWER_BYTES = 32 * 2**20
+"""A model answer past this is refused (502)."""
 
 
 class UpstreamError(APIStatusError):
@@ -128,20 +133,33 @@ class ChatUpstream:
         """
         url = f"{self.base_url}/chat/completions"
         where = f"The model server ({self.base_url})"
+        late = UpstreamTimeoutError(f"{where} did not answer within {self.timeout:g} s")
+        # httpx's timeout is per read: a server trickling bytes would never trip it, so the
+        # whole answer is also held to one deadline, and to a size.
+        deadline = time.monotonic() + self.timeout
         try:
-            answer = self._http.post(url, json=body)
+            with self._http.stream("POST", url, json=body) as answer:
+                chunks, size = [], 0
+                for chunk in answer.iter_bytes():
+                    size += len(chunk)
+                    if size > MAX_ANSWER_BYTES:
+                        raise UpstreamError(f"{where} answered more than {MAX_ANSWER_BYTES} bytes")
+                    if time.monotonic() > deadline:
+                        raise late
+                    chunks.append(chunk)
         except httpx.TimeoutException as exc:
-            raise UpstreamTimeoutError(f"{where} did not answer within {self.timeout:g} s") from exc
+            raise late from exc
         except httpx.HTTPError as exc:
             raise UpstreamError(f"{where} is unreachable: {type(exc).__name__}: {exc}") from exc
+        content = b"".join(chunks)
         if answer.status_code >= 400:
             raise UpstreamError(
-                f"{where} answered HTTP {answer.status_code}: {_error_text(answer)}"
+                f"{where} answered HTTP {answer.status_code}: {_error_text(content)}"
             )
         try:
-            return ChatCompletion.model_validate_json(answer.content)
+            return ChatCompletion.model_validate_json(content)
         except ValidationError as exc:
-            snippet = answer.text[:200].replace("\n", " ")
+            snippet = content[:200].decode(errors="replace").replace("\n", " ")
             logger.warning("unusable model answer: %s", exc)
             raise UpstreamError(f"{where} answered something that is not a chat completion: "
                                 f"{snippet!r}") from exc  # fmt: skip
@@ -151,13 +169,14 @@ class ChatUpstream:
         self._http.close()
 
 
-def _error_text(answer: httpx.Response) -> str:
+def _error_text(content: bytes) -> str:
     """The upstream's error message, else the start of its body."""
+    start = repr(content[:200].decode(errors="replace"))
     try:
-        body = answer.json()
+        body = json.loads(content)
     except ValueError:
-        return repr(answer.text[:200])
+        return start
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict) and isinstance(error.get("message"), str):
         return str(error["message"])[:500]
-    return repr(answer.text[:200])
+    return start
