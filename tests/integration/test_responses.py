@@ -21,6 +21,9 @@ from tests.integration.server_harness import KEYS, RunningServer, free_port, ser
 pytestmark = pytest.mark.docker
 
 AUTO = {"type": "code_interpreter", "container": {"type": "auto"}}
+PIXEL = (  # a 1x1 PNG
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
 
 
 @pytest.fixture
@@ -163,7 +166,11 @@ def test_stream_then_previous_response_continues_in_the_same_container(
     container_id = first.output[0].container_id  # type: ignore[union-attr]
     assert _strict(server, first.id).status == "completed"
 
-    model.turns = [tool_call("code_interpreter", code="print(x + 1)"), say("{tool}")]
+    show = (
+        "import base64\nfrom IPython.display import Image, display\n"
+        f"display(Image(data=base64.b64decode('{PIXEL}')))\nprint(x + 1)"
+    )
+    model.turns = [tool_call("code_interpreter", code=show), say("{tool}")]
     second = client.responses.create(
         model="gpt-4",
         input="and one more",
@@ -171,7 +178,10 @@ def test_stream_then_previous_response_continues_in_the_same_container(
         previous_response_id=first.id,
         instructions="Be brief.",
     )
-    assert second.output_text == "43"  # the kernel kept x: the same sandbox
+    assert second.output_text == "43\n[image 1: shown to the user]"  # x kept: same sandbox
+    outputs = second.output[0].outputs  # type: ignore[union-attr]
+    assert [o.type for o in outputs] == ["image", "logs"]
+    assert outputs[0].url == f"data:image/png;base64,{PIXEL}"
     assert second.output[0].container_id == container_id  # type: ignore[union-attr]
     assert second.previous_response_id == first.id
     sent = model.requests[-2]["messages"]
