@@ -298,3 +298,52 @@ def test_upstream_content_parts_are_joined() -> None:
                                               {"type": "text", "text": "b"}]}}]}
     )  # fmt: skip
     assert completion.choices[0].message.content == "ab"
+
+
+def test_items_passed_back_become_the_chat_conversation() -> None:
+    from jupyter_sandbox.server.responses.convert import to_chat, to_stored
+
+    params = parse_create(
+        {
+            "model": "m",
+            "input": [
+                {"role": "developer", "content": "be brief"},
+                {"role": "user", "content": [
+                    {"type": "input_text", "text": "look"},
+                    {"type": "input_image", "image_url": "data:image/png;base64,AA=="}]},
+                {"type": "code_interpreter_call", "id": "ci_1", "status": "completed",
+                 "container_id": "cntr_a", "code": "print(1)",
+                 "outputs": [{"type": "logs", "logs": "1\n"}]},
+                {"role": "assistant", "content": [{"type": "output_text", "text": "one",
+                                                   "annotations": []}]},
+                {"type": "shell_call", "call_id": "c2", "action": {"commands": ["ls"]},
+                 "status": "completed", "id": "sh_1"},
+                {"type": "shell_call_output", "call_id": "c2", "output": [
+                    {"stdout": "a\n", "stderr": "", "outcome": {"type": "exit", "exit_code": 0}}]},
+            ],
+        }
+    )  # fmt: skip
+    items = list(params.input or [])
+    chat = to_chat(items)  # type: ignore[arg-type]
+    assert [m["role"] for m in chat] == [
+        "system", "user", "assistant", "tool", "assistant", "assistant", "tool",
+    ]  # fmt: skip
+    assert chat[1]["content"][1] == {
+        "type": "image_url", "image_url": {"url": "data:image/png;base64,AA==", "detail": "auto"}
+    }  # fmt: skip
+    assert chat[2]["tool_calls"][0]["function"] == {
+        "name": "code_interpreter", "arguments": '{"code": "print(1)"}'
+    }  # fmt: skip
+    assert chat[3] == {"role": "tool", "tool_call_id": "ci_1", "content": "1"}
+    assert chat[6]["content"] == "stdout:\na\n\nstderr:\n\n[exit code 0]"
+    stored = InputItemList(
+        data=to_stored(items),  # type: ignore[arg-type]
+        first_id="a",
+        last_id="b",
+        has_more=False,
+    )
+    parsed = ResponseItemList.model_validate(stored.model_dump(mode="json"), strict=True)
+    assert [i.type for i in parsed.data] == [
+        "message", "message", "code_interpreter_call", "message", "shell_call",
+        "shell_call_output",
+    ]  # fmt: skip
