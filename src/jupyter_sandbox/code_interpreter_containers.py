@@ -22,6 +22,7 @@ from jupyter_sandbox.types.code_interpreter import (
     CodeInterpreterContainerAuto,
     CodeInterpreterContainerRef,
 )
+from jupyter_sandbox.types.container import NetworkPolicyAllowlist
 
 __all__ = ["AutoContainers"]
 
@@ -79,7 +80,11 @@ class AutoContainers:
 
     def _resolve_auto(self, params: CodeInterpreterContainerAuto) -> str:
         memory_limit = params.memory_limit or self.client.settings.default_memory_limit
-        policy = params.network_policy.model_dump() if params.network_policy else None
+        policy = None
+        if isinstance(params.network_policy, NetworkPolicyAllowlist):
+            policy = params.network_policy.create_params()  # secrets included, in process
+        elif params.network_policy is not None:
+            policy = params.network_policy.model_dump()
         key = json.dumps([memory_limit, policy], sort_keys=True)
         with self._lock:
             container_id = self._auto.get(key)
