@@ -8,6 +8,7 @@ and replaced once it has ended; `file_ids` are copied into it once each. `CodeIn
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -85,7 +86,10 @@ class AutoContainers:
             policy = params.network_policy.create_params()  # secrets included, in process
         elif params.network_policy is not None:
             policy = params.network_policy.model_dump()
-        key = json.dumps([memory_limit, policy], sort_keys=True)
+        # A digest: the configuration may hold domain secrets, which no key should keep.
+        key = hashlib.sha256(
+            json.dumps([memory_limit, policy], sort_keys=True).encode()
+        ).hexdigest()
         with self._lock:
             container_id = self._auto.get(key)
             if container_id is not None and not self._is_ready(container_id):
