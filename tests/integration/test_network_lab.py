@@ -39,6 +39,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)
+        if self.path.startswith("/keepalive"):  # this answer keeps the connection open
+            self.protocol_version, self.close_connection = "HTTP/1.1", False
         if self.path.startswith("/headers"):  # what the proxy forwarded, as JSON pairs
             body = json.dumps([self.requestline, *self.headers.items()]).encode()
         else:

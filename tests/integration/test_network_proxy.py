@@ -185,6 +185,8 @@ class Probed:
     upstream: list[str]
     container_id: str
     listening: dict[str, list[int]]
+    shared_connections: list[str]
+    """The upstream's accepted connections while two sandboxes fetched /keepalive in turn."""
 
 
 def _listening(proxy: str) -> dict[str, list[int]]:
@@ -223,17 +225,34 @@ def probed(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Probe
             name="proxy-probe",
             network_policy={"type": "allowlist", "allowed_domains": ["allowed.test"]},
         )
+        neighbour = client.containers.create(
+            name="proxy-neighbour",
+            network_policy={"type": "allowlist", "allowed_domains": ["allowed.test"]},
+        )
         try:
             prepare(client, container.id, lab)
+            prepare(client, neighbour.id, lab)
             before = len(lab.requests("upstream"))
             result = run(client, container.id, PROBE)
             listening = _listening(f"jsbx-egress-{client.settings.store_id}")
             time.sleep(0.5)  # squid writes a tunnel's line when the client's side has closed
             log = client.containers.egress_log(container.id)
             upstream = lab.requests("upstream")[before:]
+            # The upstream keeps /keepalive connections open; would the proxy hand one
+            # sandbox's server connection to the next sandbox's request?
+            connections_before = len(lab.connections("upstream"))
+            for sandbox, path in ((container, "a1"), (neighbour, "b1"), (container, "a2")):
+                fetched = run(
+                    client,
+                    sandbox.id,
+                    f'print(json.dumps(fetch("http://allowed.test/keepalive-{path}")))',
+                )
+                assert fetched[0] == 200, fetched
+            shared = lab.connections("upstream")[connections_before:]
         finally:
             client.containers.delete(container.id)
-        yield Probed(result, log, upstream, container.id, listening)
+            client.containers.delete(neighbour.id)
+        yield Probed(result, log, upstream, container.id, listening, shared)
     finally:
         client.close()
         leaked = remove_labelled(label)
@@ -366,3 +385,11 @@ def test_every_refusal_of_the_proxy_itself_is_logged_with_its_reason(probed: Pro
     )
     assert ("TRACE", "allowed.test", "the request method is not allowed") in reasons
     assert all(d.container_id == probed.container_id for d in probed.log)
+
+
+def test_no_server_connection_is_shared_between_requests(probed: Probed) -> None:
+    """The upstream keeps /keepalive connections open, yet each of three requests (sandbox A,
+    its neighbour B, A again) arrives on a connection of its own: the proxy keeps no server
+    connection for the next request (`server_persistent_connections off`), so nothing one
+    sandbox left on a connection serves another."""
+    assert len(probed.shared_connections) == 3, probed.shared_connections

@@ -248,6 +248,7 @@ def test_squid_conf_refuses_the_proxy_itself_before_anything_is_allowed() -> Non
         "reply_header_access X-Cache deny all", "reply_header_access X-Squid-Error deny all",
         "half_closed_clients off", "pipeline_prefetch 0", "request_header_max_size 64 KB",
         "reply_header_max_size 64 KB", "netdb_filename none",
+        "server_persistent_connections off",
     ):  # fmt: skip
         assert directive in lines, directive
     never = ("url_rewrite_program", "ftp_port", "cache_peer", "icap_service", "ecap_service")
