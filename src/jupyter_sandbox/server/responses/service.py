@@ -15,7 +15,8 @@ from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
 from jupyter_sandbox.backends.response_store import ResponseRecord, ResponseStore
 from jupyter_sandbox.backends.store import Store
 from jupyter_sandbox.client import Client
-from jupyter_sandbox.server.responses.loop import Turns, prepare
+from jupyter_sandbox.server.responses.loop import Turns
+from jupyter_sandbox.server.responses.prepare import prepare
 from jupyter_sandbox.server.responses.upstream import ChatUpstream
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.response_params import ResponseCreateParams
