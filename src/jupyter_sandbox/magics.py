@@ -28,6 +28,7 @@ from jupyter_sandbox._options import (
     seconds_left,
 )
 from jupyter_sandbox.client import Client
+from jupyter_sandbox.output_safety import safe_bundle
 from jupyter_sandbox.types.container import Container
 from jupyter_sandbox.types.execution import (
     DisplayDataOutput,
@@ -78,10 +79,13 @@ def cell_error(execution: Execution) -> SandboxCellError | None:
 
 
 class RichResult:
-    """A sandbox cell's last value, shown by IPython as this cell's `Out[n]`."""
+    """A sandbox cell's last value, shown by IPython as this cell's `Out[n]`.
+
+    Only its safe part is shown (`output_safety.safe_bundle`): the sandbox chose every byte.
+    """
 
     def __init__(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
-        self.data, self.metadata = data, metadata
+        self.data, self.metadata = safe_bundle(data, metadata)
 
     def _repr_mimebundle_(
         self, include: Any = None, exclude: Any = None
@@ -93,13 +97,14 @@ class RichResult:
 
 
 def show_output(output: ExecutionOutput) -> None:
-    """Render one output from the sandbox in this notebook, as it arrives."""
+    """Render one output from the sandbox in this notebook, as it arrives (made safe first)."""
     if isinstance(output, StreamOutput):
         stream = sys.stdout if output.name == "stdout" else sys.stderr
         stream.write(output.text)
         stream.flush()
     elif isinstance(output, DisplayDataOutput):
-        display(output.data, raw=True, metadata=output.metadata)  # type: ignore[no-untyped-call]
+        data, metadata = safe_bundle(output.data, output.metadata)
+        display(data, raw=True, metadata=metadata)  # type: ignore[no-untyped-call]
 
 
 class _ArgumentParser(argparse.ArgumentParser):

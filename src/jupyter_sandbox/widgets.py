@@ -156,7 +156,7 @@ class Panel(widgets.VBox):  # type: ignore[misc]
             local = Path(staging) / Path(name).name
             local.write_bytes(content)
             self._files_api().create(container_id, file=local, path=f"/mnt/data/{local.name}")
-        self._say(f"Uploaded {html.escape(name)}.")
+        self._say(f"Uploaded {name}.")  # _say escapes
 
     def refresh(self) -> None:
         """Read the sandboxes (and the selected one's files) again."""
