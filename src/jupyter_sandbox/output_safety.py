@@ -121,9 +121,7 @@ _MARKDOWN = MarkdownIt("commonmark", {"html": True, "linkify": False}).enable("t
 def safe_tex(text: str) -> str:
     """TeX without the commands that make links, styles or ids (MathJax would render them)."""
     while True:
-        cleaned = _TEX_TOKEN.sub(
-            lambda m: "" if m.group(1) in _TEX_COMMANDS else m.group(0), text
-        )
+        cleaned = _TEX_TOKEN.sub(lambda m: "" if m.group(1) in _TEX_COMMANDS else m.group(0), text)
         if cleaned == text:
             return cleaned
         text = cleaned  # removing one command could join a new one; repeat until none
@@ -182,9 +180,9 @@ def safe_bundle(
     kept: dict[str, Any] = {}
     for mime in ("text/plain", "application/json", *_RASTER):
         value = data.get(mime)
-        if mime == "application/json" and isinstance(value, dict | list):
-            kept[mime] = value
-        elif isinstance(value, str):
+        if (mime == "application/json" and isinstance(value, dict | list)) or isinstance(
+            value, str
+        ):
             kept[mime] = value
     html_source = data.get("text/html")
     markdown_source = data.get("text/markdown")
