@@ -61,7 +61,9 @@ class _Inspector(HTMLParser):
             value = value or ""
             if name.startswith("on") or name in ("srcdoc", "formaction", "action", "id"):
                 self.problems.append(f"attribute {name}")
-            if name == "src" and not re.match(r"data:image/(png|jpeg|gif|webp);base64,", value):
+            if name == "src" and not re.match(
+                r"data:image/(png|jpeg|gif|webp|svg\+xml);base64,", value
+            ):
                 self.problems.append(f"src {value}")
             if name == "href" and not re.match(r"(https?://|mailto:)", value):
                 self.problems.append(f"href {value}")
