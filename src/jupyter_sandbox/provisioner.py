@@ -163,6 +163,10 @@ class SandboxProvisioner(KernelProvisionerBase):
             return _EXIT_DELETED
         if self._exit_code is not None:
             return self._exit_code
+        if self._relay is not None and not self._relay.is_alive:
+            self.log.error("the kernel relay of sandbox %s stopped", self.container_id)
+            self._exit_code = _EXIT_DIED  # the restart that follows starts a new relay
+            return self._exit_code
         container_id = self.container_id
 
         def alive(client: Client) -> bool:

@@ -151,3 +151,33 @@ def test_the_jupyter_server_never_receives_an_unfiltered_sandbox_message(
     check_bundles([inspect["content"]["data"]])
     stdout = "".join(m["content"]["text"] for m in seen if m["msg_type"] == "stream")
     assert stdout == "attack done\n"
+
+
+HOSTILE_NAME = "<img src=x onerror=window.__pwned=1>.txt"
+
+
+def test_the_panel_escapes_names_the_sandbox_chose(client: Client) -> None:
+    from jupyter_sandbox.widgets import Panel
+
+    container = client.containers.create(name="<b onmouseover=x>panel</b>", memory_limit="512m")
+    execution = client.containers.execute(
+        container.id, f"open('/mnt/data/{HOSTILE_NAME}', 'w').write('x')"
+    )
+    assert execution.status == "ok"
+    panel = Panel(client=client, refresh_seconds=None)
+    try:
+        panel.select(container.id)
+        shown = [row.children[0].value for row in panel.files.children]
+        shown += [row.children[0].value for row in panel.rows.children[1:]]
+        download = panel.files.children[0].children[1]
+        download.click()
+        shown.append(panel.download_link.value)
+    finally:
+        panel.close()
+        Path(HOSTILE_NAME).unlink(missing_ok=True)
+        client.containers.delete(container.id)
+    assert any("&lt;img src=x onerror=window.__pwned=1&gt;.txt" in value for value in shown)
+    assert any("&lt;b onmouseover=x" in value for value in shown)  # the name column is 16 wide
+    for value in shown:  # the panel's own download link is the only data: URL allowed
+        found = problems(value)
+        assert [p for p in found if not p.startswith("href data:application/octet-stream")] == []
