@@ -18,7 +18,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import display
 
-from jupyter_sandbox._exceptions import JupyterSandboxError
+from jupyter_sandbox._exceptions import BadRequestError, JupyterSandboxError
 from jupyter_sandbox._options import (
     NETWORK_HELP,
     describe_network,
@@ -28,6 +28,7 @@ from jupyter_sandbox._options import (
     seconds_left,
 )
 from jupyter_sandbox.client import Client
+from jupyter_sandbox.core.validation import check_seconds
 from jupyter_sandbox.types.container import Container
 from jupyter_sandbox.types.execution import (
     DisplayDataOutput,
@@ -357,14 +358,16 @@ class SandboxMagics(Magics):
             args = self._cell_parser.parse_args(shlex.split(line))
         except ValueError as exc:
             raise UsageError(f"%%sandbox: {exc}") from None
-        if args.timeout is not None and args.timeout <= 0:
-            raise UsageError("%%sandbox: --timeout must be a positive number of seconds")
+        try:
+            timeout = check_seconds(args.timeout, "timeout")
+        except BadRequestError as exc:
+            raise UsageError(f"%%sandbox: --timeout: {exc.message}") from None
         container_id = args.id or self.current
         if container_id is None:
             raise UsageError(
                 "%%sandbox: no sandbox in use; run %sandbox create first, or name one: %%sandbox ID"
             )
-        return self.run_cell(container_id, cell, timeout=args.timeout)
+        return self.run_cell(container_id, cell, timeout=timeout)
 
     def run_cell(self, container_id: str, code: str, *, timeout: float | None = None) -> Any:
         """Run `code` in the sandbox, showing outputs live; raise if it failed."""

@@ -27,6 +27,7 @@ from jupyter_sandbox.cli._common import (
     print_container,
     print_containers,
 )
+from jupyter_sandbox.core.validation import MAX_TIMEOUT_SECONDS, check_seconds
 
 if TYPE_CHECKING:
     from jupyter_sandbox.types.execution import ExecutionOutput
@@ -244,11 +245,20 @@ def exec_(
     ] = None,
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", min=0.001, help="Seconds before the run is interrupted."),
+        typer.Option(
+            "--timeout",
+            min=0.001,
+            max=MAX_TIMEOUT_SECONDS,
+            help="Seconds before the run is interrupted (at most a day).",
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run code in a sandbox's kernel, streaming its output; exit 1 if it fails."""
+    try:
+        timeout = check_seconds(timeout, "timeout")  # click's range lets NaN through
+    except BadRequestError as exc:
+        raise typer.BadParameter(exc.message, param_hint="--timeout") from None
     source = _read_code(code, file)
     color = sys.stderr.isatty()
     with _client(ctx) as client:
