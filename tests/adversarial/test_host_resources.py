@@ -78,8 +78,12 @@ print(json.dumps({"paths": paths, "truncated": page.truncated, "baseline": basel
 """
 
 
-def test_a_wide_and_deep_tree_is_listed_with_bounded_descriptors(sandboxes: Sandboxes) -> None:
-    client = sandboxes.client()
+@pytest.mark.parametrize("mechanism", ["auto", "volume"])
+def test_a_wide_and_deep_tree_is_listed_with_bounded_descriptors(
+    sandboxes: Sandboxes, mechanism: str
+) -> None:
+    # auto: loop mode as root (the host walks the image); volume: `find` in the sandbox.
+    client = sandboxes.client(disk_mechanism=mechanism)
     container_id = client.containers.create(name="wide").id
     assert run(client, container_id, _WIDE_AND_DEEP, timeout=300).strip() == "made"
     child = subprocess.run(
@@ -111,9 +115,7 @@ def test_a_listing_over_the_cap_says_truncated_and_forgets_nothing(
     )
     assert files.list(container_id).truncated is None
     # Folders count: 600 folders alone exceed a cap of 500.
-    monkeypatch.setattr(
-        host_files, "scan_roots", functools.partial(scan_roots, max_entries=500)
-    )
+    monkeypatch.setattr(host_files, "scan_roots", functools.partial(scan_roots, max_entries=500))
     page = files.list(container_id, limit=100)
     assert page.truncated == "more than 500 files and folders"
     assert kept.id in {f.id for f in page}  # unseen files are not forgotten
@@ -185,7 +187,16 @@ def test_invalid_timeouts_are_refused_and_the_kernel_stays_usable(sandboxes: San
     assert run(client, container_id, "print(6 * 7)", timeout=30).strip() == "42"
     for raw in ("nan", "inf", "-1", "1e400"):
         cli = subprocess.run(
-            [str(SCRIPT), "--home", str(sandboxes.home), "exec", container_id, "1", "--timeout", raw],
+            [
+                str(SCRIPT),
+                "--home",
+                str(sandboxes.home),
+                "exec",
+                container_id,
+                "1",
+                "--timeout",
+                raw,
+            ],
             capture_output=True,
             text=True,
             check=False,
@@ -227,8 +238,10 @@ def test_hostile_names_and_outputs_print_literally_in_the_cli(sandboxes: Sandbox
     client = sandboxes.client()
     container_id = client.containers.create(name="[/][link=https://x]y").id
     made = (
-        f"import os\nfor name in {HOSTILE_NAMES!r}:\n    path = os.path.normpath('/mnt/data/' + name)"
-        "\n    os.makedirs(os.path.dirname(path), exist_ok=True)\n    open(path, 'w').close()"
+        f"import os\nfor name in {HOSTILE_NAMES!r}:\n"
+        "    path = os.path.normpath('/mnt/data/' + name)\n"
+        "    os.makedirs(os.path.dirname(path), exist_ok=True)\n"
+        "    open(path, 'w').close()"
     )
     run(client, container_id, made)
 

@@ -153,3 +153,21 @@ def test_upload_temporaries_are_removed_on_failure_and_swept_when_stale(tmp_path
     assert sweep_uploads(uploads, older_than=600) == [".jsbx-upload-old"]
     assert sorted(os.listdir(uploads)) == [".jsbx-upload-new"]
     assert host.sweep_uploads(older_than=0) == [".jsbx-upload-new"]
+
+
+def test_find_output_is_parsed_within_the_caps(monkeypatch: pytest.MonkeyPatch) -> None:
+    from jupyter_sandbox.backends import engine_files
+
+    out = b"d\t0\t0\t/mnt/data/a\0f\t3\t1.5\t/mnt/data/a/x\0f\t1\t1\t/mnt/data/bad\x01\0"
+    scan = engine_files.parse_find(out)
+    assert [(f.path, f.bytes) for f in scan.files] == [("/mnt/data/a/x", 3)]
+    assert scan.truncated is None
+    # A record cut by `head -c`: the byte cap was reached.
+    cut = engine_files.parse_find(out + b"f\t1\t1\t/mnt/da")
+    assert cut.truncated is not None
+    assert "bytes of paths" in cut.truncated
+    # The folder counts: with a cap of one entry, the file after it is not reached.
+    monkeypatch.setattr(engine_files, "MAX_SCAN_ENTRIES", 1)
+    capped = engine_files.parse_find(out)
+    assert capped.files == []
+    assert capped.truncated == "more than 1 files and folders"
