@@ -9,6 +9,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -172,6 +173,40 @@ def test_interrupted_uploads_leave_nothing(sandboxes: Sandboxes) -> None:
     os.utime(storage.uploads / left, (old, old))
     assert client.reconcile().uploads == [f"{container_id}/{left}"]
     assert os.listdir(storage.uploads) == []
+
+
+def test_an_http_upload_cut_mid_stream_leaves_nothing(tmp_path: Path, test_label: str) -> None:
+    from tests.integration.server_harness import serving
+
+    with serving(tmp_path / "home", test_label) as server:
+        sdk = server.sdk()
+        container_id = sdk.containers.create(name="cut").id
+        storage = SandboxStorage(tmp_path / "home" / "sandboxes" / container_id, True)
+        boundary = "jsbxboundary"
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            'filename="big.bin"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        ).encode()
+        for _ in range(3):  # the client goes away after 4 MiB of a promised 64 MiB
+            with socket.create_connection(("127.0.0.1", server.port)) as raw:
+                raw.sendall(
+                    (
+                        f"POST /v1/containers/{container_id}/files HTTP/1.1\r\n"
+                        f"Host: 127.0.0.1:{server.port}\r\n"
+                        f"Authorization: {server.headers()['Authorization']}\r\n"
+                        f"Content-Type: multipart/form-data; boundary={boundary}\r\n"
+                        f"Content-Length: {64 * 2**20}\r\n\r\n"
+                    ).encode()
+                    + head
+                )
+                for _ in range(4):
+                    raw.sendall(b"x" * 2**20)
+        time.sleep(2)
+        assert list(sdk.containers.files.list(container_id)) == []  # the server still answers
+        uploads = os.listdir(storage.uploads) if storage.uploads.is_dir() else []
+        assert uploads == []
+        made = sdk.containers.files.create(container_id, file=("ok.txt", b"fine"))
+        assert made.path == "/mnt/data/ok.txt"
 
 
 BAD_TIMEOUTS = [math.nan, math.inf, -math.inf, -1, 0, True, 10**400, 86401, "5"]
