@@ -5,6 +5,7 @@ descriptor exhaustion by a wide or deep tree, upload leftovers, invalid timeouts
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import os
@@ -173,6 +174,39 @@ def test_interrupted_uploads_leave_nothing(sandboxes: Sandboxes) -> None:
     os.utime(storage.uploads / left, (old, old))
     assert client.reconcile().uploads == [f"{container_id}/{left}"]
     assert os.listdir(storage.uploads) == []
+
+
+def test_interrupted_uploads_leave_nothing_in_volume_mode(sandboxes: Sandboxes) -> None:
+    # The engine extracts an archive as it arrives: before, a cut upload left a partial file.
+    client = sandboxes.client(disk_mechanism="volume")
+    container_id = client.containers.create(name="volume-uploads").id
+
+    class Cut(io.BytesIO):
+        name = "sized.bin"
+        reads = 0
+
+        def read(self, size: int | None = -1) -> bytes:
+            self.reads += 1
+            if self.reads > 3:
+                raise KeyboardInterrupt
+            return super().read(size)
+
+    with pytest.raises(KeyboardInterrupt):
+        client.containers.files.create(container_id, file=Cut(b"z" * 8 * 2**20))
+    listing = "import os; print(sorted(os.listdir('/mnt/data')))"
+    assert run(client, container_id, listing).strip() == "[]"
+    # A killed uploader's leftover (made here by hand, an hour old) goes with the next listing.
+    run(
+        client,
+        container_id,
+        "import os, time\nfor name in ('.jsbx-upload-old', '.jsbx-upload-new'):\n"
+        "    open('/mnt/data/' + name, 'w').close()\n"
+        "os.utime('/mnt/data/.jsbx-upload-old', (time.time() - 3600,) * 2)",
+    )
+    assert list(client.containers.files.list(container_id)) == []
+    assert run(client, container_id, listing).strip() == "['.jsbx-upload-new']"
+    made = client.containers.files.create(container_id, file=("ok.txt", b"fine"))
+    assert client.containers.files.content.retrieve(container_id, made.id).read() == b"fine"
 
 
 def test_an_http_upload_cut_mid_stream_leaves_nothing(tmp_path: Path, test_label: str) -> None:

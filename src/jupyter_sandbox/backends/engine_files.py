@@ -9,7 +9,9 @@ sandbox as its own user, so any link resolves inside the container, never on the
 
 from __future__ import annotations
 
+import contextlib
 import io
+import secrets
 import stat
 import tarfile
 import tempfile
@@ -27,6 +29,8 @@ from jupyter_sandbox.backends.sandbox_files import (
     MAX_SCAN_ENTRIES,
     MAX_SCAN_PATH_BYTES,
     SANDBOX_UID,
+    STALE_UPLOAD_SECONDS,
+    UPLOAD_PREFIX,
     BinaryContent,
     FoundFile,
     Scan,
@@ -133,18 +137,31 @@ class EngineFiles:
         return int(code or 0), stdout or b"", stderr or b""
 
     def write(self, path: str, source: IO[bytes], *, limit: int, size: int | None) -> int:
-        """Send an uncompressed tar that we build, member by member, as a stream."""
+        """Send an uncompressed tar that we build, member by member, as a stream, to a
+        temporary name beside the target, then `mv` it into place in the sandbox, as its
+        user. An interrupted upload (the engine extracts as it receives) is removed at once;
+        one left by a killed process is removed by the next listing once 10 minutes stale."""
         root, parts = split_root(check_path(path))
         if size is None:
             return self._write_spooled(path, source, limit=limit)
         if size > limit:
             raise too_large(limit)
+        staged = [*parts[:-1], UPLOAD_PREFIX + secrets.token_hex(8)]
+        staged_path = f"{root}/{'/'.join(staged)}"
         try:
-            self._api.put_archive(
-                self._name, root, tar_stream(parts, source, size, mtime=time.time())
-            )
-        except docker.errors.APIError as exc:
-            raise bad_path(path, f"the engine refused: {exc.explanation}") from None
+            try:
+                self._api.put_archive(
+                    self._name, root, tar_stream(staged, source, size, mtime=time.time())
+                )
+            except docker.errors.APIError as exc:
+                raise bad_path(path, f"the engine refused: {exc.explanation}") from None
+            code, _, err = self._exec("/bin/mv", "-fT", "--", staged_path, path)
+            if code != 0:
+                raise bad_path(path, err.decode(errors="replace").strip() or "cannot replace it")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._exec("/bin/rm", "-f", "--", staged_path)
+            raise
         return size
 
     def _write_spooled(self, path: str, source: IO[bytes], *, limit: int) -> int:
@@ -208,12 +225,16 @@ class EngineFiles:
     def scan(self) -> Scan:
         """`find` in the sandbox, as its user (links are not followed: `-type f`).
 
-        Folders count toward the caps as files do; `head` in the sandbox bounds what the
-        host reads to one record more than `MAX_SCAN_ENTRIES` and `MAX_SCAN_PATH_BYTES` plus
-        a margin, so a flood costs the host a bounded amount of memory.
+        Upload temporaries (`.jsbx-upload-*`, a reserved prefix) are not listed, and removed
+        once 10 minutes stale (a killed uploader's). Folders count toward the caps as files
+        do; `head` in the sandbox bounds what the host reads to one record more than
+        `MAX_SCAN_ENTRIES` and `MAX_SCAN_PATH_BYTES` plus a margin, so a flood costs the host
+        a bounded amount of memory.
         """
         script = (
-            'find "$@" -xdev -mindepth 1 \\( -type d -printf "d\\t0\\t0\\t%p\\0" \\) '
+            f'find "$@" -xdev -mindepth 1 \\( -type f -name "{UPLOAD_PREFIX}*" '
+            f"\\( -mmin +{STALE_UPLOAD_SECONDS // 60} -delete -o -true \\) \\) "
+            '-o \\( -type d -printf "d\\t0\\t0\\t%p\\0" \\) '
             '-o \\( -type f -printf "f\\t%s\\t%T@\\t%p\\0" \\) 2>/dev/null'
             f" | head -z -n {MAX_SCAN_ENTRIES + 1} | head -c {_SCAN_OUTPUT_BYTES}"
         )
