@@ -185,3 +185,10 @@ def test_server_refuses_bad_timeouts(http: TestClient, raw: str) -> None:
     )
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "timeout"
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-1", "0", "101", "1e400", "true", "9" * 40])
+def test_server_refuses_bad_page_limits(http: TestClient, raw: str) -> None:
+    response = http.get(f"/v1/containers?limit={raw}", headers=AUTH)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "limit"
