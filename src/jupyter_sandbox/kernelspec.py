@@ -67,6 +67,11 @@ def kernel_json(
             )
         provisioner_config["network_policy"] = checked.model_dump(mode="json")
     if lifetime is not None:
+        if isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime < 5:
+            raise BadRequestError(
+                f"Invalid lifetime {lifetime!r}: a whole number of seconds, at least 5",
+                param="lifetime_seconds",
+            )
         provisioner_config["lifetime"] = lifetime
     provisioner_config.update({k: v for k, v in config.items() if v is not None})
     return {

@@ -186,7 +186,7 @@ class ExpiresAfter(BaseModel):
                 raise ValueError("give either minutes or seconds, not both")
             if isinstance(seconds, bool) or not isinstance(seconds, int | float):
                 raise ValueError("seconds must be a number")
-            if seconds <= 0 or seconds > MAX_IDLE_MINUTES * 60:
+            if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_IDLE_MINUTES * 60:
                 raise ValueError(f"seconds must be between 1 and {MAX_IDLE_MINUTES * 60}")
             data["minutes"] = max(1, math.ceil(seconds / 60))
         return data
