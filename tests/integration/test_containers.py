@@ -248,6 +248,8 @@ def test_missing_image_says_how_to_build_it(home: Path, test_label: str) -> None
             c.containers.create(name="no-image")
         [record] = c._store.all()
         assert record.status == "failed"
+        assert record.deleted  # like the hosted API: the caller got an error, nothing to list
+        assert list(c.containers.list()) == []
     from tests.conftest import labelled_objects
 
     assert labelled_objects(f"org.jupyter-sandbox.test={test_label}") == {}
