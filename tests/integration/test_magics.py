@@ -83,8 +83,11 @@ def test_panel_lists_creates_and_deletes(client: Client) -> None:
         (container,) = list(client.containers.list())
         assert (container.name, container.memory_limit) == ("from-panel", "512m")
         assert panel.selected == container.id
-        _header, row = panel.rows.children
-        text = row.children[0].value
+        header, row = panel.rows.children
+        assert [cell.value for cell in header.children][1:7] == [
+            f"<b>{name}</b>" for name in ("ID", "NAME", "STATUS", "MEMORY", "NETWORK", "TIME LEFT")
+        ]
+        text = " ".join(cell.value for cell in row.children if hasattr(cell, "value"))
         assert container.id in text
         assert "512m" in text
         assert "disabled" in text
@@ -95,7 +98,7 @@ def test_panel_lists_creates_and_deletes(client: Client) -> None:
         panel.create_button.click()
         assert "Invalid" in panel.message.value
 
-        delete_button = row.children[2]
+        (delete_button,) = [c for c in row.children if getattr(c, "description", "") == "Delete"]
         delete_button.click()
         assert list(client.containers.list()) == []
         assert panel.selected is None

@@ -84,6 +84,14 @@ def test_every_command_and_parameter_has_help(path: tuple[str, ...]) -> None:
     assert " ".join(command.help.split()) in " ".join(result.output.split())
 
 
+@pytest.mark.parametrize("path", sorted(COMMANDS), ids=lambda p: " ".join(p) or "root")
+def test_help_shows_no_python_internals(path: tuple[str, ...]) -> None:
+    result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.output
+    for leak in ("{", "<list[", "range>", "<class", "NoneType"):
+        assert leak not in result.output, f"{' '.join(path)} --help shows {leak!r}"
+
+
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
@@ -361,7 +369,13 @@ def test_security_options_are_listed() -> None:
 @pytest.mark.parametrize(
     ("exists", "up_to_date", "size", "level", "detail"),
     [
-        (False, False, None, "warn", "k:1 is missing: run `jupyter-sandbox image build`"),
+        (
+            False,
+            False,
+            None,
+            "fail",
+            "k:1 is missing, so no sandbox can start: run `jupyter-sandbox image build`",
+        ),
         (
             True,
             False,

@@ -334,7 +334,8 @@ class FileStore:
     ) -> tuple[list[SkillVersionRecord], bool]:
         """One page of a skill's versions."""
         direction = "DESC" if order == "desc" else "ASC"
-        clauses, args = ["skill_id = ?"], [skill_id]
+        clauses: list[str] = ["skill_id = ?"]
+        args: list[object] = [skill_id]
         with self._store.reading() as db:
             if after is not None:
                 cursor = db.execute(

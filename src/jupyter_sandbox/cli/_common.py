@@ -29,6 +29,7 @@ from jupyter_sandbox._exceptions import (
     NotFoundError,
 )
 from jupyter_sandbox._version import __version__
+from jupyter_sandbox.cli._help import PlainTyper
 
 if TYPE_CHECKING:
     from jupyter_sandbox.client import Client
@@ -45,7 +46,7 @@ __all__ = [
     "print_containers",
 ]
 
-app = typer.Typer(
+app = PlainTyper(
     name="jupyter-sandbox",
     help="Hardened Docker sandboxes running Jupyter kernels.",
     no_args_is_help=True,
@@ -53,7 +54,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-image_app = typer.Typer(
+image_app = PlainTyper(
     help="Build or inspect the kernel image sandboxes run.",
     no_args_is_help=True,
     rich_markup_mode=None,

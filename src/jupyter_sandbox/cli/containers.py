@@ -12,13 +12,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from jupyter_sandbox._exceptions import BadRequestError, JupyterSandboxError, NotFoundError
+from jupyter_sandbox._options import MEMORY_HELP
 from jupyter_sandbox.cli._common import (
     JsonOption,
     Order,
     _client,
     _console,
     _exit_code,
-    _fail,
     _print_json,
     _print_table,
     _time,
@@ -42,7 +42,7 @@ def create(
     name: Annotated[str, typer.Option("--name", help="Descriptive name (required).")],
     memory: Annotated[
         str | None,
-        typer.Option("--memory", help="Memory limit: 512m, 1g, 2g or 4g.", show_default="1g"),
+        typer.Option("--memory", help=MEMORY_HELP, show_default="1g"),
     ] = None,
     expires_minutes: Annotated[
         int | None,
@@ -165,11 +165,23 @@ def logs(
     egress: Annotated[
         bool, typer.Option("--egress", help="Show the egress proxy's decisions (allowlist).")
     ] = False,
+    tail: Annotated[
+        int, typer.Option("--tail", min=1, max=10000, help="How many of the last lines to show.")
+    ] = 200,
     as_json: JsonOption = False,
 ) -> None:
-    """Show a sandbox's logs: with --egress, every request its allowlist allowed or refused."""
+    """Show a sandbox's log (its supervisor and kernel); with --egress, every request its
+    allowlist allowed or refused."""
     if not egress:
-        _fail("only --egress logs exist so far: `jupyter-sandbox logs ID --egress`", 2)
+        with _client(ctx) as client:
+            text = client.containers.logs(container_id, tail=tail)
+        if as_json:
+            _print_json({"id": container_id, "log": text})
+        else:
+            _console().print(
+                escape(_printable(text)), end="", soft_wrap=True, emoji=False, highlight=False
+            )
+        return
     with _client(ctx) as client:
         decisions = client.containers.egress_log(container_id)
     if as_json:
@@ -187,6 +199,14 @@ def logs(
             escape(d.reason or ""),
         )
     _print_table(table)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _printable(text: str) -> str:
+    """Sandbox-written text without the control characters that could drive a terminal."""
+    return _CONTROL.sub("", text)
 
 
 def _read_code(code: str | None, file: Path | None) -> str:
