@@ -7,11 +7,13 @@ click always has. A test renders every command's `--help` and fails on such left
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from typing import Any
 
 import typer
 from typer.core import TyperCommand
+from typer.models import CommandFunctionType
 
 __all__ = ["PlainCommand", "PlainTyper"]
 
@@ -107,7 +109,9 @@ class PlainCommand(TyperCommand):
 class PlainTyper(typer.Typer):
     """`typer.Typer` whose commands default to `PlainCommand`."""
 
-    def command(self, *args: Any, **kwargs: Any) -> Any:
+    def command(
+        self, *args: Any, **kwargs: Any
+    ) -> Callable[[CommandFunctionType], CommandFunctionType]:
         """As `typer.Typer.command`, with `cls=PlainCommand` unless given."""
         kwargs.setdefault("cls", PlainCommand)
         return super().command(*args, **kwargs)
