@@ -178,3 +178,23 @@ def test_large_tiers_only_where_allowed() -> None:
     assert Settings().memory_limits() == ("512m", "1g", "2g", "4g")
     assert Settings(allow_large_memory=True).memory_limits()[-2:] == ("16g", "64g")
     assert Settings(default_memory_limit="2GB").default_memory_limit == "2g"
+
+
+def test_unknown_environment_variables_warn_once_with_the_closest_name(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("JUPYTER_SANDBOX_POOLSIZE", "2")
+    monkeypatch.setenv("jupyter_sandbox_default_memory", "2g")
+    monkeypatch.setenv("JUPYTER_SANDBOX_ZZZZZZZZZZZZZZZZZZZ", "1")
+    monkeypatch.setenv("JUPYTER_SANDBOX_API_KEYS", "p:k")  # read by serve, not Settings
+    monkeypatch.setenv("JUPYTER_SANDBOX_ALLOW_LARGE_MEMORY", "1")
+    with caplog.at_level("WARNING", logger="jupyter_sandbox.settings"):
+        Settings()
+        Settings()
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        "unknown environment variable JUPYTER_SANDBOX_POOLSIZE is ignored; "
+        "did you mean JUPYTER_SANDBOX_POOL_SIZE?",
+        "unknown environment variable JUPYTER_SANDBOX_ZZZZZZZZZZZZZZZZZZZ is ignored",
+        "unknown environment variable jupyter_sandbox_default_memory is ignored; "
+        "did you mean JUPYTER_SANDBOX_DEFAULT_MEMORY_LIMIT?",
+    ]
