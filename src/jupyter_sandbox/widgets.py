@@ -38,8 +38,13 @@ COLUMNS = ("", "ID", "NAME", "STATUS", "MEMORY", "NETWORK", "TIME LEFT", "", "")
 """The sandbox table's columns (the mark of the selected one first, the buttons last)."""
 # Fixed tracks for short values, shrinkable ones for names and policies: about 640 px at
 # least, so the table fits a notebook's output area whatever the names are.
-_GRID_COLUMNS = "1.2em 9.5em minmax(5em, 1fr) 6.5em 4.5em minmax(6em, 1fr) 6em 4.5em 5.5em"
-_ELLIPSIS = "display:block;overflow:hidden;text-overflow:ellipsis;white-space:nowrap"
+_GRID_COLUMNS = "1.2em 9.5em minmax(5em, 1fr) 6.5em 5.5em minmax(6em, 1fr) 6.5em 4.5em 5.5em"
+# Out of the flow (the HTML widget's content box is `position: relative` for this), so a
+# long text never widens its column: it is cut with an ellipsis at the column's edge.
+_ELLIPSIS = (
+    "position:absolute;left:0;right:0;top:0;"
+    "overflow:hidden;text-overflow:ellipsis;white-space:nowrap"
+)
 
 
 class Panel(widgets.VBox):  # type: ignore[misc]
@@ -186,13 +191,13 @@ class Panel(widgets.VBox):  # type: ignore[misc]
     # -- rendering -----------------------------------------------------------------------
 
     def _header(self) -> widgets.GridBox:
-        return _grid([_cell(f"<b>{html.escape(name)}</b>") for name in COLUMNS])
+        return _grid([_cell(_text(name, bold=True)) for name in COLUMNS])
 
     def _row(self, container: Container) -> widgets.GridBox:
         """One sandbox: every value escaped (names and policies are the caller's text)."""
         mark = "*" if container.id == self.selected else ""
         cells = [
-            _cell(html.escape(mark)),
+            _cell(_text(mark)),
             # The whole id is in the cell (ellipsised): hover shows it, a click selects it all.
             _cell(_text(container.id, monospace=True, select_all=True)),
             _cell(_text(container.name)),
@@ -304,15 +309,20 @@ def _cell(value: str) -> widgets.HTML:
     return widgets.HTML(value, layout=widgets.Layout(min_width="0", overflow="hidden"))
 
 
-def _text(text: str, *, monospace: bool = False, select_all: bool = False) -> str:
+def _text(
+    text: str, *, monospace: bool = False, select_all: bool = False, bold: bool = False
+) -> str:
     """`text` escaped, cut with an ellipsis where its column ends, whole on hover."""
     style = _ELLIPSIS
     if monospace:
         style += ";font-family:var(--jp-code-font-family, monospace)"
     if select_all:
         style += ";user-select:all"
+    if bold:
+        style += ";font-weight:bold"
     escaped = html.escape(text, quote=True)
-    return f'<span title="{escaped}" style="{style}">{escaped}</span>'
+    # The zero-width space gives the cell its line height (the span is out of the flow).
+    return f'<span title="{escaped}" style="{style}">{escaped}</span>&#8203;'
 
 
 def _code(text: str) -> str:

@@ -188,13 +188,13 @@ def test_panel_fits_a_1280_pixel_jupyterlab(
                 for button in buttons:
                     expect(button).to_be_visible()
                     _assert_inside(button.bounding_box(), area, button.inner_text())
+                page.screenshot(path=str(shots / "jupyterlab-sandbox-panel.png"))
                 for container_id in ids:  # a short id shown, the whole one on hover and copy
                     cell = output.locator(f"span[title='{container_id}']")
                     expect(cell).to_have_text(container_id)
                     box = cell.bounding_box()
                     _assert_inside(box, area, container_id)
                     assert cell.evaluate("e => e.scrollWidth > e.clientWidth"), "not shortened"
-                page.screenshot(path=str(shots / "jupyterlab-sandbox-panel.png"))
 
                 output.get_by_role("button", name="Use").first.click()
                 expect(output.get_by_text("Files in cntr_")).to_be_visible(timeout=30_000)
