@@ -175,3 +175,13 @@ def test_file_objects_match_the_sdk_model(
     assert checked.purpose == reported
     listed = client.files.with_raw_response.list(purpose=purpose).http_response.json()
     assert [FileObject.model_validate(item).id for item in listed["data"]] == [checked.id]
+
+
+def test_memory_spellings_through_the_sdk(server: RunningServer) -> None:
+    client = server.sdk()
+    container = client.containers.create(name="spelled", memory_limit="1GB")  # type: ignore[arg-type]
+    assert container.memory_limit == "1g"
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.containers.create(name="large", memory_limit="16G")  # type: ignore[arg-type]
+    assert caught.value.param == "memory_limit"
+    assert "allowed on this host: 512m, 1g, 2g, 4g;" in caught.value.message

@@ -366,6 +366,20 @@ def test_security_options_are_listed() -> None:
     assert checks.check_security_extras(info).detail == "apparmor, userns"
 
 
+def test_doctor_names_what_stops_sandboxes_being_made() -> None:
+    found = [
+        checks.check_image("k:1", exists=False, up_to_date=False, size_bytes=None),
+        checks.check_egress_image("e:1", exists=False),
+        checks.check_runsc({"Runtimes": {"runc": {}}}, "runsc"),
+    ]
+    assert [c.level for c in found] == ["fail", "warn", "fail"]
+    assert checks.exit_code(found) == 1
+    assert checks.missing(found) == (
+        "Sandboxes cannot be created here until these are fixed: kernel image, gVisor (runsc)"
+    )
+    assert checks.missing(found[1:2]) is None
+
+
 @pytest.mark.parametrize(
     ("exists", "up_to_date", "size", "level", "detail"),
     [
