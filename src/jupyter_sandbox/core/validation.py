@@ -35,8 +35,8 @@ def bad_request_from(error: dict[str, Any]) -> BadRequestError:
         message = "unknown parameter"
     elif error["type"] == "missing":
         message = "this parameter is required"
-    if param == "memory_limit" and error["type"] == "literal_error":
-        message = "must be one of '512m', '1g', '2g', '4g' (16g and 64g where the operator allows)"
+    elif error["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
     value = error.get("input")
     shown = "" if error["type"] == "missing" or isinstance(value, dict) else f" (got {value!r:.80})"
     return BadRequestError(f"Invalid {param or 'request'}: {message}{shown}", param=param)
