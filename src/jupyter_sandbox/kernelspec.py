@@ -58,6 +58,12 @@ def kernel_json(
             raise BadRequestError(
                 f"Invalid network policy: {message}", param="network_policy"
             ) from None
+        if getattr(checked, "domain_secrets", None):
+            raise BadRequestError(
+                "Invalid network policy: domain_secrets cannot be kept in a kernelspec (it is a "
+                "file on disk); create the sandbox through the API instead",
+                param="network_policy.domain_secrets",
+            )
         provisioner_config["network_policy"] = checked.model_dump(mode="json")
     if lifetime is not None:
         provisioner_config["lifetime"] = lifetime

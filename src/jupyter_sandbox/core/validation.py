@@ -37,6 +37,20 @@ def bad_request_from(error: dict[str, Any]) -> BadRequestError:
         message = "this parameter is required"
     elif error["type"] == "value_error":
         message = message.removeprefix("Value error, ")
-    value = error.get("input")
-    shown = "" if error["type"] == "missing" or isinstance(value, dict) else f" (got {value!r:.80})"
+    shown = f" (got {error.get('input')!r:.80})" if _may_echo(error, param) else ""
     return BadRequestError(f"Invalid {param or 'request'}: {message}{shown}", param=param)
+
+
+def _may_echo(error: dict[str, Any], param: str | None) -> bool:
+    """Whether an error may show what was sent: only a scalar of a known, non-secret field.
+
+    An unknown parameter may hold anything (a key sent by mistake); a list, an object or an
+    item of a list may hold a secret (`network_policy.domain_secrets`): none is echoed."""
+    value = error.get("input")
+    if error["type"] in ("missing", "extra_forbidden"):
+        return False
+    if any(isinstance(part, int) for part in error.get("loc", ())):
+        return False
+    if "secret" in (param or "").lower():
+        return False
+    return value is None or isinstance(value, str | int | float | bool)

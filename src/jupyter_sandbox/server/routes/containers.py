@@ -23,7 +23,12 @@ from jupyter_sandbox.server.routes import ERROR_RESPONSES
 from jupyter_sandbox.server.routes.common import After, Limit, Order, list_params
 from jupyter_sandbox.server.sse import ExecutionEvents
 from jupyter_sandbox.server.state import StateDep, TenantDep, run, run_long
-from jupyter_sandbox.types.container import Container, ContainerCreateParams, ContainerDeleted
+from jupyter_sandbox.types.container import (
+    Container,
+    ContainerCreateParams,
+    ContainerDeleted,
+    NetworkPolicyAllowlist,
+)
 from jupyter_sandbox.types.execution import Execution
 from jupyter_sandbox.types.page import CursorPage
 
@@ -59,6 +64,8 @@ async def create_container(
     `X-Stainless-Retry-Count` > 0) with the same body returns the container its first attempt
     made instead of starting another."""
     body: dict[str, Any] = params.model_dump(mode="json", exclude_unset=True)
+    if isinstance(params.network_policy, NetworkPolicyAllowlist):  # dumps leave secrets out
+        body["network_policy"] = params.network_policy.create_params()
     fingerprint = state.ledger.fingerprint(tenant.project, body)
     if _retry_count(request) > 0:
         earlier = state.ledger.earlier(fingerprint)
