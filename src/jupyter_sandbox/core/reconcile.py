@@ -80,8 +80,13 @@ def reconcile(
         runtime.remove(record.id)
         kernel.remove_socket_dir(Path(record.socket_dir))
         deadline_file.remove(settings.deadlines_root / record.id)
-        store.update(record.id, status=status, error=error)
+        # A create that never finished returned no id to anyone: nothing to list.
+        store.update(record.id, status=status, error=error, deleted=status == "failed")
         report.marked.append(record.id)
+    for record in store.all(statuses=("failed",)):
+        if not record.deleted:  # left visible by an older version
+            store.update(record.id, deleted=True)
+            report.marked.append(record.id)
     # Snapshot the engine and the folder first, then the records: anything a concurrent
     # create makes after its record was inserted is then always seen as owned.
     owners = {i for ids in runtime.labelled(settings.store_id).values() for i in ids if i}
