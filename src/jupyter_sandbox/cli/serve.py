@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from pydantic import SecretStr
 
-from jupyter_sandbox.cli._common import _console, _errors, _fail, _settings, app
+from jupyter_sandbox.cli._common import _console, _errors, _fail, _settings, app, shown
 from jupyter_sandbox.settings import Settings
 
 __all__ = ["serve"]
@@ -103,8 +103,10 @@ def serve(
 
         allowed = {*(default_allowed_hosts(host) or set()), *allow_host}
     _console(stderr=True).print(
-        f"serving {len(keys)} key(s) for project(s) {', '.join(keys.projects)} on "
-        f"http://{host}:{port}/v1",
+        shown(
+            f"serving {len(keys)} key(s) for project(s) {', '.join(keys.projects)} on "
+            f"http://{host}:{port}/v1"
+        ),
         soft_wrap=True,
     )
     with _errors():
