@@ -32,6 +32,7 @@ from jupyter_sandbox._exceptions import APIConnectionError, InternalServerError
 from jupyter_sandbox._version import __version__
 from jupyter_sandbox.backends import labels
 from jupyter_sandbox.backends.egress_image import squid_conf_template
+from jupyter_sandbox.backends.egress_secrets import BUMP_PORTS, SecretsConfig
 from jupyter_sandbox.backends.runtime.docker import docker_errors, network_name
 from jupyter_sandbox.settings import Settings
 
@@ -121,11 +122,17 @@ class EgressProxy:
         self.policy_dir = self.config_dir / "policies"
         self.log_dir = self.folder / "log"
         self.resolv_conf = self.folder / "resolv.conf"
+        self.secrets = SecretsConfig(self.config_dir, self.folder)
 
     @property
     def access_log(self) -> Path:
         """Squid's access log on the host: one line per decision."""
         return self.log_dir / "access.log"
+
+    @property
+    def inject_log(self) -> Path:
+        """egress-inject's log: which secret went into which request, by name only."""
+        return self.log_dir / "inject.log"
 
     def _labels(self, role: str) -> dict[str, str]:
         return {
@@ -148,6 +155,12 @@ class EgressProxy:
             os.chmod(self.log_dir, 0o755)  # noqa: S103
         else:  # squid runs as uid 13 and must write here; the state folder guards the path
             os.chmod(self.log_dir, 0o777)  # noqa: S103
+        self.secrets.prepare()
+        upstream_ca = self.config_dir / "test-upstream-ca.pem"
+        if self._settings.test_egress_upstream_ca:
+            _write_atomic(upstream_ca, self._settings.test_egress_upstream_ca, 0o644)
+        else:
+            upstream_ca.unlink(missing_ok=True)
         _write_atomic(self.config_dir / "squid.conf", self.render_config(), 0o644)
         _write_atomic(
             self.resolv_conf,
@@ -168,6 +181,12 @@ class EgressProxy:
             ),
             max_connections=settings.egress_max_connections,
             blocked_addresses=" ".join(blocked_networks(settings.test_egress_exempt)),
+            bump_ports=f"{BUMP_PORTS.start}-{BUMP_PORTS.stop - 1}",
+            tls_outgoing=(
+                "tls_outgoing_options cafile=/etc/jsbx/test-upstream-ca.pem"
+                if settings.test_egress_upstream_ca
+                else "# tls_outgoing_options: the system CAs only"
+            ),
         )
 
     def state(self) -> str | None:
@@ -288,6 +307,35 @@ class EgressProxy:
         except docker.errors.DockerException:
             return "(no log)"
         return " | ".join(line for line in text.splitlines() if line.strip())
+
+    def reconfigure(self, listening: list[int], deadline: float) -> None:
+        """Make squid re-read its configuration (SIGHUP), then wait until each of `listening`
+        (loopback ports inside the proxy) accepts.
+
+        Raises:
+            EgressUnavailableError: squid did not come back in time.
+        """
+        with docker_errors(f"reconfiguring egress proxy {self.name}"):
+            self._api.kill(self.name, signal="HUP")
+        if not listening:
+            return
+        probe = (
+            "import socket, sys\n"
+            "for port in sys.argv[1:]:\n"
+            "    socket.create_connection(('127.0.0.1', int(port)), 1).close()\n"
+        )
+        command = ["python3", "-I", "-c", probe, *(str(port) for port in listening)]
+        while True:
+            with docker_errors(f"probing egress proxy {self.name}"):
+                run = self._api.exec_create(self.name, command, user="proxy")
+                self._api.exec_start(run["Id"])
+                if self._api.exec_inspect(run["Id"]).get("ExitCode") == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise EgressUnavailableError(
+                    f"the proxy did not take its new configuration in time: {self._tail()}"
+                )
+            time.sleep(0.1)
 
     def connect(self, network: SandboxNetwork) -> None:
         """Put the proxy at `.2` on a sandbox network (idempotent)."""
