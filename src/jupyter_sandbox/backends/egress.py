@@ -216,6 +216,7 @@ class EgressProxy:
             with docker_errors(f"starting egress proxy {self.name}"):
                 self._api.start(self.name)
             self._wait_listening(deadline)
+            self.warm_up(deadline)
         except EgressUnavailableError:
             raise
         except Exception as exc:
@@ -308,34 +309,49 @@ class EgressProxy:
             return "(no log)"
         return " | ".join(line for line in text.splitlines() if line.strip())
 
-    def reconfigure(self, listening: list[int], deadline: float) -> None:
-        """Make squid re-read its configuration (SIGHUP), then wait until each of `listening`
-        (loopback ports inside the proxy) accepts.
+    def reconfigure(self, deadline: float) -> None:
+        """Make squid re-read its configuration (SIGHUP), then warm up every bump port's peer.
 
         Raises:
             EgressUnavailableError: squid did not come back in time.
         """
+        started = time.time() - 0.5  # the engine's log clock is this host's clock
         with docker_errors(f"reconfiguring egress proxy {self.name}"):
             self._api.kill(self.name, signal="HUP")
-        if not listening:
+            # Warming up before squid has taken the new configuration would warm the old one.
+            while b"Accepting HTTP Socket connections" not in self._api.logs(
+                self.name, stdout=True, stderr=True, since=started
+            ):
+                if time.monotonic() > deadline:
+                    raise EgressUnavailableError(
+                        f"the proxy did not reconfigure in time: {self._tail()}"
+                    )
+                time.sleep(0.05)
+        self.warm_up(deadline)
+
+    def warm_up(self, deadline: float) -> None:
+        """Until each bump port's peer answers a CONNECT sent through it (squid counts a peer
+        as down until it has probed it, and refuses with a 500 meanwhile); a no-op without
+        secrets.
+
+        Raises:
+            EgressUnavailableError: a peer did not come up in time.
+        """
+        targets = self.secrets.warm_targets()
+        if not targets:
             return
-        probe = (
-            "import socket, sys\n"
-            "for port in sys.argv[1:]:\n"
-            "    socket.create_connection(('127.0.0.1', int(port)), 1).close()\n"
-        )
-        command = ["python3", "-I", "-c", probe, *(str(port) for port in listening)]
+        command = ["python3", "-I", "-c", _WARM_UP, *(f"{port}:{host}" for port, host in targets)]
         while True:
-            with docker_errors(f"probing egress proxy {self.name}"):
+            with docker_errors(f"warming up egress proxy {self.name}"):
                 run = self._api.exec_create(self.name, command, user="proxy")
-                self._api.exec_start(run["Id"])
+                output = self._api.exec_start(run["Id"]).decode(errors="replace")
                 if self._api.exec_inspect(run["Id"]).get("ExitCode") == 0:
                     return
             if time.monotonic() > deadline:
                 raise EgressUnavailableError(
-                    f"the proxy did not take its new configuration in time: {self._tail()}"
+                    f"the proxy's secret ports did not come up in time: {output.strip()[-300:]}"
                 )
-            time.sleep(0.1)
+            time.sleep(0.2)
 
     def connect(self, network: SandboxNetwork) -> None:
         """Put the proxy at `.2` on a sandbox network (idempotent)."""
@@ -413,6 +429,28 @@ class EgressProxy:
             with contextlib.suppress(docker.errors.NotFound):
                 self._api.remove_network(self.name)
         logger.info("removed egress proxy %s", self.name)
+
+
+# Run inside the proxy (its loopback): one CONNECT per `port:host` through the front port,
+# each sent to that port's peer; exit 1 unless all were answered 200.
+_WARM_UP = f"""
+import socket, sys
+failed = []
+for target in sys.argv[1:]:
+    port, host = target.split(":", 1)
+    try:
+        with socket.create_connection(("127.0.0.1", {PROXY_PORT}), 2) as sock:
+            sock.settimeout(2)
+            sock.sendall(f"CONNECT {{host}}:443 HTTP/1.1\\r\\nHost: {{host}}:443\\r\\n"
+                         f"X-Jsbx-Warm: {{port}}\\r\\n\\r\\n".encode())
+            status = sock.recv(256).split(b" ")[1:2]
+    except OSError as exc:
+        status = [repr(exc).encode()]
+    if status != [b"200"]:
+        failed.append(f"{{target}}: {{status}}")
+print(" ".join(failed))
+sys.exit(1 if failed else 0)
+"""
 
 
 def _write_atomic(path: Path, text: str, mode: int) -> None:

@@ -99,6 +99,18 @@ class SecretsConfig:
                 found[int(path.stem)] = ""
         return found
 
+    def warm_targets(self) -> list[tuple[int, str]]:
+        """(bump port, a host its peer accepts) for every sandbox with secrets."""
+        targets: list[tuple[int, str]] = []
+        for port in sorted(self.owners()):
+            try:
+                data = json.loads((self.directory / f"{port}.json").read_text())
+                domain = str(data["secrets"][0]["domain"])
+            except (OSError, ValueError, KeyError, IndexError, TypeError):
+                continue
+            targets.append((port, "jsbx-warmup" + domain[1:] if domain.startswith("*.") else domain))
+        return targets
+
     def bundle_path(self, container_id: str) -> Path:
         """The sandbox's CA bundle (system CAs and its own CA's certificate)."""
         return self.bundle_dir / f"{container_id}.pem"
@@ -183,7 +195,9 @@ def render_sandbox_conf(container_id: str, port: int, sandbox_ip: str, domains: 
         f"acl jsbx_src_{p} src {sandbox_ip}\n"
         f"acl jsbx_dst_{p} dstdomain {' '.join(domains)}\n"
         f"acl jsbx_port_{p} localport {p}\n"
+        f"acl jsbx_warm_{p} req_header X-Jsbx-Warm ^{p}$\n"
         f"cache_peer_access jsbx_peer_{p} allow jsbx_src_{p} jsbx_dst_{p} CONNECT\n"
+        f"cache_peer_access jsbx_peer_{p} allow jsbx_front jsbx_loopback jsbx_warm_{p}\n"
         f"cache_peer_access jsbx_peer_{p} deny all\n"
         f"never_direct allow jsbx_src_{p} jsbx_dst_{p} CONNECT\n"
         # On the bump port: the peer's CONNECT, then the decrypted requests, to these domains
@@ -211,7 +225,7 @@ def _make_ca(container_id: str, days: int) -> tuple[str, str]:
             [
                 openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
                 "-days", str(max(1, days)), "-keyout", str(key_path), "-out", str(cert_path),
-                "-subj", f"/O=jupyter-sandbox/CN=jupyter-sandbox egress CA {container_id}",
+                "-subj", f"/O=jupyter-sandbox/OU={container_id}/CN=jupyter-sandbox egress CA",
                 "-addext", "basicConstraints=critical,CA:TRUE,pathlen:0",
                 "-addext", "keyUsage=critical,keyCertSign,cRLSign",
                 "-addext", "subjectKeyIdentifier=hash",

@@ -217,8 +217,8 @@ class EgressService:
                 for s in policy.domain_secrets
             ]
             days = self._settings.max_lifetime_seconds // 86400 + 2
-            port = self._proxy.secrets.add(record.id, network.sandbox_ip, entries, days)
-            self._proxy.reconfigure([port], deadline)
+            self._proxy.secrets.add(record.id, network.sandbox_ip, entries, days)
+            self._proxy.reconfigure(deadline)
         environment.update(placeholders)
         environment.update({"SSL_CERT_FILE": CA_STORE, "REQUESTS_CA_BUNDLE": CA_STORE})
         return NetworkAttachment(
@@ -270,7 +270,7 @@ class EgressService:
         if not self._proxy.secrets.drop(keep):
             return False
         if keep and self._proxy.state() == "running":
-            self._proxy.reconfigure([], time.monotonic() + self._settings.egress_start_timeout)
+            self._proxy.reconfigure(time.monotonic() + self._settings.egress_start_timeout)
         return True
 
     def reconcile(self) -> list[str]:
