@@ -241,7 +241,7 @@ def test_the_official_sdk_creates_a_sandbox_with_secrets(
             sdk.containers.list().model_dump_json(),
         ):
             assert value not in answer and other_value not in answer
-        client = Client(home=home, **secret_settings(lab))
+        client = Client(home=home, project="alice", **secret_settings(lab))
         try:
             check_sandbox_and_upstream(client, container.id, lab, value, other_value)
             log = client.containers.egress_log(container.id)
