@@ -33,7 +33,9 @@ PREFIX = "sk-jsbx-test-"
 # Looks for the value's shape everywhere the sandbox can read: its environment, every
 # process's /proc/<pid>/environ and cmdline, files under every writable or mounted place,
 # and the memory of every process it may read (its own kernel included).
-SEARCH = PRELUDE + r"""
+SEARCH = (
+    PRELUDE
+    + r"""
 import glob, re
 SHAPE = re.compile((PREFIX + "[0-9a-f]{32}").encode())
 found = []
@@ -81,9 +83,12 @@ for pid in [p.split("/")[2] for p in glob.glob("/proc/[0-9]*/maps")]:
                 pass
 print(json.dumps({"found": sorted(set(found)), "regions": scanned}))
 """.replace("PREFIX", repr(PREFIX))
+)
 
 # Requests to the lab upstream carrying the placeholders in a header and in the query string.
-REQUESTS = PRELUDE + r"""
+REQUESTS = (
+    PRELUDE
+    + r"""
 def call(url, headers):
     request = urllib.request.Request(url, headers=headers)
     try:
@@ -110,10 +115,14 @@ results = {
 }
 print(json.dumps(results))
 """
+)
 
-UNLISTED = PRELUDE + r"""
+UNLISTED = (
+    PRELUDE
+    + r"""
 print(json.dumps(raw("CONNECT unlisted.test:443 HTTP/1.1\r\nHost: unlisted.test:443\r\n\r\n")))
 """
+)
 
 
 def new_value() -> str:
@@ -152,7 +161,9 @@ def check_sandbox_and_upstream(
     run(client, container_id, PRELUDE + setup)
     result = run(client, container_id, REQUESTS)
     placeholder = result["placeholder"]
-    assert placeholder and placeholder != value and PREFIX not in placeholder
+    assert placeholder
+    assert placeholder != value
+    assert PREFIX not in placeholder
     assert result["ssl_cert_file"] == result["requests_ca_bundle"]
     assert result["own"][0] == 200, result["own"]
     assert result["elsewhere"][0] == 200, result["elsewhere"]
@@ -172,11 +183,13 @@ def check_sandbox_and_upstream(
         echoed = dict((k.lower(), v) for k, v in json.loads(result[case][1])[1:])
         line = json.loads(result[case][1])[0]
         assert f"key={placeholder}" in line, (case, line)
-        assert value not in result[case][1] and other_value not in result[case][1]
+        assert value not in result[case][1]
+        assert other_value not in result[case][1]
         if case == "elsewhere":
             assert echoed["x-api-key"] == placeholder
     http = [line for line in lab.log("upstream") if "/record/http" in line]
-    assert http and all(value not in line for line in http)
+    assert http
+    assert all(value not in line for line in http)
     assert any(placeholder in line for line in http)
     # Nothing the sandbox can read holds the value (or the other secret's).
     search = run(client, container_id, SEARCH)
@@ -184,7 +197,8 @@ def check_sandbox_and_upstream(
     assert search["regions"] > 10, search
     # A refused CONNECT is still the readable plain 403.
     refused = run(client, container_id, UNLISTED)
-    assert refused[0] == 403 and "blocked by network policy" in refused[1], refused
+    assert refused[0] == 403, refused
+    assert "blocked by network policy" in refused[1], refused
 
 
 def test_a_secret_reaches_only_its_domain_and_never_the_sandbox(
@@ -209,7 +223,8 @@ def test_a_secret_reaches_only_its_domain_and_never_the_sandbox(
     secrets_dir = home / "egress" / "config" / "secrets"
     assert (secrets_dir.stat().st_mode & 0o777) == 0o700
     holders = [p for p in home.rglob("*") if p.is_file() and value.encode() in p.read_bytes()]
-    assert holders and all(p.parent == secrets_dir for p in holders), holders
+    assert holders
+    assert all(p.parent == secrets_dir for p in holders), holders
     assert all((p.stat().st_mode & 0o777) == 0o600 and p.stat().st_uid == 13 for p in holders)
     proxy_log = _docker_logs(f"jsbx-egress-{secret_client.settings.store_id}")
     assert value not in proxy_log
@@ -234,13 +249,15 @@ def test_the_official_sdk_creates_a_sandbox_with_secrets(
             name="sdk-secrets",
             network_policy=policy(value, other_value),  # type: ignore[arg-type]
         )
-        assert container.id and container.status in ("running", "ready")
+        assert container.id
+        assert container.status in ("running", "ready")
         for answer in (
             container.model_dump_json(),
             sdk.containers.retrieve(container.id).model_dump_json(),
             sdk.containers.list().model_dump_json(),
         ):
-            assert value not in answer and other_value not in answer
+            assert value not in answer
+            assert other_value not in answer
         client = Client(home=home, project="alice", **secret_settings(lab))
         try:
             check_sandbox_and_upstream(client, container.id, lab, value, other_value)
@@ -265,7 +282,8 @@ def test_the_official_sdk_creates_a_sandbox_with_secrets(
         assert value not in caught.value.response.text
         sdk.containers.delete(container.id)
         log_text = "".join(server.log)
-    assert value not in log_text and other_value not in log_text
+    assert value not in log_text
+    assert other_value not in log_text
 
 
 def _docker_logs(name: str) -> str:
@@ -283,4 +301,4 @@ def _egress_image_present() -> Iterator[None]:
     probe = subprocess.run(["docker", "image", "inspect", image], capture_output=True, check=False)
     if probe.returncode != 0:
         pytest.skip(f"the egress image {image} is missing")
-    yield
+    return

@@ -22,9 +22,12 @@ VALUE = "sk-unit-4f9c2b7e1d0a6c3e8b5f"
 
 def test_placeholders_are_random_and_hint_nothing() -> None:
     one, two = new_placeholder("API_KEY"), new_placeholder("API_KEY")
-    assert one != two and one.startswith("jsbx-secret-api_key-") and len(one) > 40
+    assert one != two
+    assert one.startswith("jsbx-secret-api_key-")
+    assert len(one) > 40
     entry = SecretEntry("api.example.com", "API_KEY", one, VALUE)
-    assert VALUE not in repr(entry) and VALUE not in str(entry)
+    assert VALUE not in repr(entry)
+    assert VALUE not in str(entry)
 
 
 def test_a_bump_port_serves_one_sandbox_and_its_secret_domains_only() -> None:
@@ -68,7 +71,8 @@ def test_secret_files_are_private_and_go_with_their_sandbox(tmp_path: Path) -> N
     assert secrets["secrets"][0]["value"] == VALUE
     # The sandbox's bundle holds its CA's certificate, never the CA's key.
     bundle = config.bundle_path("cntr_a").read_text()
-    assert "BEGIN CERTIFICATE" in bundle and "PRIVATE KEY" not in bundle
+    assert "BEGIN CERTIFICATE" in bundle
+    assert "PRIVATE KEY" not in bundle
     assert "PRIVATE KEY" in (config.directory / f"{port_a}.pem").read_text()
     assert config.drop(keep={"cntr_b"}) is True
     assert config.owners() == {port_b: "cntr_b"}

@@ -83,7 +83,9 @@ class SecretsConfig:
         _chown_proxy(self.directory)
         base = self.directory / _BASE_CONF
         if not base.exists():
-            _write_private(base, "# squid's `include` needs one match; the sandboxes' files follow.\n")
+            _write_private(
+                base, "# squid's `include` needs one match; the sandboxes' files follow.\n"
+            )
 
     def owners(self) -> dict[int, str]:
         """Bump port → container id, for every sandbox with secrets."""
@@ -108,7 +110,9 @@ class SecretsConfig:
                 domain = str(data["secrets"][0]["domain"])
             except (OSError, ValueError, KeyError, IndexError, TypeError):
                 continue
-            targets.append((port, "jsbx-warmup" + domain[1:] if domain.startswith("*.") else domain))
+            targets.append(
+                (port, "jsbx-warmup" + domain[1:] if domain.startswith("*.") else domain)
+            )
         return targets
 
     def bundle_path(self, container_id: str) -> Path:
@@ -221,7 +225,7 @@ def _make_ca(container_id: str, days: int) -> tuple[str, str]:
         )
     with tempfile.TemporaryDirectory(prefix="jsbx-ca-") as scratch:
         key_path, cert_path = Path(scratch) / "key.pem", Path(scratch) / "cert.pem"
-        result = subprocess.run(  # noqa: S603
+        result = subprocess.run(
             [
                 openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-sha256",
                 "-days", str(max(1, days)), "-keyout", str(key_path), "-out", str(cert_path),

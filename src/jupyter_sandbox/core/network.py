@@ -72,6 +72,7 @@ class NetworkAttachment:
 CA_STORE = "/etc/ssl/certs/ca-certificates.crt"
 """The kernel image's system CA bundle (Debian's path), which `ca_bundle` replaces."""
 
+
 def covers(ceiling: str, requested: str) -> bool:
     """Whether one ceiling entry permits one requested entry (both normalized)."""
     if not ceiling.startswith("*."):
