@@ -235,11 +235,17 @@ def test_squid_conf_refuses_the_proxy_itself_before_anything_is_allowed() -> Non
     (test_network_proxy.py) prove the behaviour; this pins the order and the audit's choices."""
     lines = _rendered_squid_conf()
     access = [line for line in lines if line.startswith("http_access")]
-    # First, whatever reached a domain_secrets bump port (loopback) and no sandbox's own
-    # rules (included just before) allowed; front-port requests never match it.
-    assert access[0] == "http_access deny jsbx_bumped"
+    # First, domain_secrets: the host's own warm-up CONNECTs (from the proxy's loopback only,
+    # and never direct), then whatever reached a bump port (loopback) and no sandbox's own
+    # rules (included just before) allowed; sandbox requests to the front port match neither.
+    assert access[:2] == [
+        "http_access allow jsbx_front jsbx_loopback CONNECT tls_port",
+        "http_access deny jsbx_bumped",
+    ]
+    assert "acl jsbx_loopback src 127.0.0.1" in lines
+    assert "never_direct allow jsbx_front jsbx_loopback" in lines
     assert lines.index("include /etc/jsbx/secrets/*.conf") < lines.index(access[0])
-    access = access[1:]
+    access = access[2:]
     assert access[:4] == [
         "http_access deny sandbox_named manager",
         "http_access deny proxy_internal",
