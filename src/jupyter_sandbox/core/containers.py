@@ -23,18 +23,43 @@ from jupyter_sandbox.core.pool import POOL_PROJECT, WarmPool, pool_idle_minutes,
 from jupyter_sandbox.core.validation import parse
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.container import (
+    LARGE_MEMORY_LIMITS,
     MEMORY_LIMIT_BYTES,
     Container,
     ContainerCreateParams,
     ContainerDeleted,
     ExpiresAfter,
     NetworkPolicyAllowlist,
+    normalize_memory,
 )
-from jupyter_sandbox.types.page import CursorPage, ListParams
+from jupyter_sandbox.types.page import CursorPage, ListParams, invalid_after
 
 logger = logging.getLogger(__name__)
 
-_LARGE_LIMITS = ("16g", "64g")
+
+def check_memory(value: object, settings: Settings) -> str:
+    """The tier `value` names (`1G`, `1gb`, `1024m` are `1g`) if this host allows it.
+
+    Raises:
+        BadRequestError: naming `memory_limit` and the tiers allowed here.
+    """
+    allowed = settings.memory_limits()
+    hint = f"allowed on this host: {', '.join(allowed)}"
+    if not settings.allow_large_memory:
+        hint += f"; the operator can allow {', '.join(LARGE_MEMORY_LIMITS)}"
+    try:
+        tier = normalize_memory(value)
+    except ValueError:
+        raise BadRequestError(
+            f"Invalid memory_limit: {value!r:.40} is not a memory size ({hint})",
+            param="memory_limit",
+        ) from None
+    if tier not in allowed:
+        raise BadRequestError(
+            f"Invalid memory_limit: {tier!r} is not enabled on this host ({hint})",
+            param="memory_limit",
+        )
+    return tier
 
 
 def to_container(record: ContainerRecord) -> Container:
@@ -83,6 +108,12 @@ class ContainerService:
         A request of the default configuration is a claim on the warm pool when one is set
         and holds a ready sandbox; otherwise (or when it is empty) the sandbox boots now.
         """
+        if isinstance(params, dict) and params.get("memory_limit") is not None:
+            # Before the model, whose error cannot know the tiers this host allows.
+            params = {
+                **params,
+                "memory_limit": check_memory(params["memory_limit"], self._settings),
+            }
         request = parse(ContainerCreateParams, params)
         memory_limit = self._check_memory(request.memory_limit)
         lifetime = self._check_lifetime(request.lifetime_seconds)
@@ -196,19 +227,16 @@ class ContainerService:
                 container_id, status="ready", docker_id=docker_id, extra=extra
             )
         except BaseException as exc:
-            self.destroy(record, status="failed", error=str(exc) or type(exc).__name__)
+            # The caller gets the error and never the id: like the hosted API, nothing is
+            # left to list. The record stays (deleted) with the reason, for diagnosis.
+            self.destroy(
+                record, status="failed", deleted=True, error=str(exc) or type(exc).__name__
+            )
             raise
         return record
 
     def _check_memory(self, requested: str | None) -> str:
-        limit = requested or self._settings.default_memory_limit
-        if limit in _LARGE_LIMITS and not self._settings.allow_large_memory:
-            raise BadRequestError(
-                f"Invalid memory_limit: {limit!r} is not enabled on this host "
-                "(allowed: 512m, 1g, 2g, 4g; the operator can allow 16g and 64g)",
-                param="memory_limit",
-            )
-        return limit
+        return check_memory(requested or self._settings.default_memory_limit, self._settings)
 
     def _check_lifetime(self, requested: int | None) -> int:
         lifetime = requested or self._settings.default_lifetime_seconds
@@ -284,9 +312,7 @@ class ContainerService:
                 project=project, limit=query.limit, order=query.order, after=query.after, name=name
             )
         except LookupError:
-            raise NotFoundError(
-                f"Invalid after: no container {query.after!r} to page from", param="after"
-            ) from None
+            raise invalid_after(query.after, "container") from None
         data = [to_container(r) for r in records]
         page = CursorPage[Container](
             data=data,

@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jupyter_sandbox.backends import deadline_file, disk, kernel
+from jupyter_sandbox.backends.host_scan import sweep_uploads
 from jupyter_sandbox.backends.runtime.base import Runtime
+from jupyter_sandbox.backends.sandbox_files import STALE_UPLOAD_SECONDS
 from jupyter_sandbox.backends.store import ContainerRecord, Store
 from jupyter_sandbox.core.network import EgressService
 from jupyter_sandbox.core.pool import POOL_PROJECT
@@ -33,6 +35,8 @@ class ReconcileReport:
     """Storage folders (and mounted disk images) that no live sandbox owned."""
     egress: list[str] = field(default_factory=list)
     """What happened to the egress proxy (restarted while needed, removed when idle)."""
+    uploads: list[str] = field(default_factory=list)
+    """Upload temporary files left by a killed process (`<sandbox id>/<name>`), removed."""
 
 
 def _creator_alive(record: ContainerRecord) -> bool:
@@ -76,8 +80,13 @@ def reconcile(
         runtime.remove(record.id)
         kernel.remove_socket_dir(Path(record.socket_dir))
         deadline_file.remove(settings.deadlines_root / record.id)
-        store.update(record.id, status=status, error=error)
+        # A create that never finished returned no id to anyone: nothing to list.
+        store.update(record.id, status=status, error=error, deleted=status == "failed")
         report.marked.append(record.id)
+    for record in store.all(statuses=("failed",)):
+        if not record.deleted:  # left visible by an older version
+            store.update(record.id, deleted=True)
+            report.marked.append(record.id)
     # Snapshot the engine and the folder first, then the records: anything a concurrent
     # create makes after its record was inserted is then always seen as owned.
     owners = {i for ids in runtime.labelled(settings.store_id).values() for i in ids if i}
@@ -101,11 +110,22 @@ def reconcile(
         if folder.name not in live:
             disk.remove_folder(folder)
             report.storage.append(folder.name)
+        else:
+            uploads = disk.SandboxStorage(folder, True).uploads
+            for name in sweep_uploads(uploads, older_than=STALE_UPLOAD_SECONDS):
+                report.uploads.append(f"{folder.name}/{name}")
     for folder in deadlines:
         if folder.name not in live:
             deadline_file.remove(folder)
     if egress is not None:
         report.egress = egress.reconcile()
-    if report.marked or report.removed or report.socket_dirs or report.storage or report.egress:
+    if (
+        report.marked
+        or report.removed
+        or report.socket_dirs
+        or report.storage
+        or report.egress
+        or report.uploads
+    ):
         logger.info("reconcile: %s", report)
     return report

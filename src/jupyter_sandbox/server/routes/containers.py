@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse, Response
 
 from jupyter_sandbox._exceptions import APIError, ConflictError, NotFoundError
+from jupyter_sandbox.core.validation import MAX_TIMEOUT_SECONDS
 from jupyter_sandbox.server.errors import (
     INTERNAL_MESSAGE,
     QuotaExceededError,
@@ -44,8 +45,11 @@ class ExecuteParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     code: str = Field(max_length=MAX_CODE_CHARS)
     """Python source run in the sandbox's kernel; state persists between calls."""
-    timeout: float | None = Field(default=None, gt=0, le=24 * 3600)
-    """Seconds before the run is interrupted (then the kernel restarted if it stays busy)."""
+    timeout: float | None = Field(
+        default=None, gt=0, le=MAX_TIMEOUT_SECONDS, strict=True, allow_inf_nan=False
+    )
+    """Seconds before the run is interrupted (then the kernel restarted if it stays busy):
+    a JSON number, finite, in (0, 86400]; strings and booleans are refused."""
     stream: bool = False
     """Answer with server-sent events: `output` per output, then `done` (the Execution) or
     `error`."""
