@@ -99,6 +99,19 @@ def call(url, headers):
     except Exception as exc:
         return ["error", f"{type(exc).__name__}: {exc}"]
 key, other = os.environ["API_KEY"], os.environ["OTHER_KEY"]
+def steered(connect_host, host_header, path):
+    # Inside a tunnel to one secret domain, a request whose Host header names the other one.
+    with socket.create_connection((PROXY_HOST, int(PROXY_PORT)), timeout=30) as sock:
+        sock.sendall(f"CONNECT {connect_host}:443 HTTP/1.1\r\nHost: {connect_host}:443\r\n\r\n".encode())
+        assert sock.recv(4096).split(b" ")[1] == b"200"
+        context = ssl.create_default_context()
+        with context.wrap_socket(sock, server_hostname=connect_host) as tls:
+            tls.sendall(f"GET {path}?key={other} HTTP/1.1\r\nHost: {host_header}\r\n"
+                        f"X-Api-Key: {other}\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := tls.recv(65536):
+                data += chunk
+    return [int(data.split(b" ", 2)[1]), data.partition(b"\r\n\r\n")[2].decode(errors="replace")]
 results = {
     "placeholder": key,
     "ssl_cert_file": os.environ.get("SSL_CERT_FILE"),
@@ -112,6 +125,8 @@ results = {
     "tunnel": fetch("https://a.wild.test/headers?key=" + key),
     # Plain HTTP is never touched, even to the secret's domain.
     "http": call(f"http://allowed.test/record/http?key={key}", {"X-Api-Key": key}),
+    # A tunnel to allowed.test whose request names other.test (OTHER_KEY's domain).
+    "steered": steered("allowed.test", "other.test", "/record/steered"),
 }
 print(json.dumps(results))
 """
@@ -187,6 +202,10 @@ def check_sandbox_and_upstream(
         assert other_value not in result[case][1]
         if case == "elsewhere":
             assert echoed["x-api-key"] == placeholder
+    # A Host header cannot steer a request inside one secret domain's tunnel to another
+    # secret domain (which would get that domain's secret): refused at the bump port.
+    assert result["steered"][0] == 403, result["steered"]
+    assert not [line for line in lab.log("upstream") if "/record/steered" in line]
     http = [line for line in lab.log("upstream") if "/record/http" in line]
     assert http
     assert all(value not in line for line in http)

@@ -50,6 +50,11 @@ def test_a_bump_port_serves_one_sandbox_and_its_secret_domains_only() -> None:
     ]
     assert "http_access deny jsbx_port_40007 !jsbx_dst_40007" in access
     assert "http_access deny jsbx_port_40007 blocked_address" in access
+    # Inside a tunnel, a request for the other secret domain (Host header, absolute URI).
+    assert (
+        "http_access deny jsbx_port_40007 !CONNECT jsbx_dst_40007_1 !jsbx_tunnel_40007_1" in access
+    )
+    assert "acl jsbx_tunnel_40007_1 ssl::server_name .wild.example" in lines
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the files are given to squid's uid (13)")

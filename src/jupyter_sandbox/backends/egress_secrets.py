@@ -207,7 +207,15 @@ def render_sandbox_conf(container_id: str, port: int, sandbox_ip: str, domains: 
         # On the bump port: the peer's CONNECT, then the decrypted requests, to these domains
         # only, never to a blocked address or the proxy's own pages.
         f"http_access deny jsbx_port_{p} !jsbx_dst_{p}\n"
-        f"http_access deny jsbx_port_{p} blocked_address\n"
+        + "".join(
+            # A request inside a tunnel goes to the tunnel's own domain: a Host header naming
+            # another secret domain would otherwise get that domain's secret.
+            f"acl jsbx_dst_{p}_{i} dstdomain {domain}\n"
+            f"acl jsbx_tunnel_{p}_{i} ssl::server_name {domain}\n"
+            f"http_access deny jsbx_port_{p} !CONNECT jsbx_dst_{p}_{i} !jsbx_tunnel_{p}_{i}\n"
+            for i, domain in enumerate(domains)
+        )
+        + f"http_access deny jsbx_port_{p} blocked_address\n"
         f"http_access deny jsbx_port_{p} proxy_internal\n"
         f"http_access deny jsbx_port_{p} !safe_methods\n"
         f"http_access allow jsbx_port_{p} tls_port\n"
