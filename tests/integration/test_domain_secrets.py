@@ -102,7 +102,8 @@ key, other = os.environ["API_KEY"], os.environ["OTHER_KEY"]
 def steered(connect_host, host_header, path):
     # Inside a tunnel to one secret domain, a request whose Host header names the other one.
     with socket.create_connection((PROXY_HOST, int(PROXY_PORT)), timeout=30) as sock:
-        sock.sendall(f"CONNECT {connect_host}:443 HTTP/1.1\r\nHost: {connect_host}:443\r\n\r\n".encode())
+        target = f"{connect_host}:443"
+        sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
         assert sock.recv(4096).split(b" ")[1] == b"200"
         context = ssl.create_default_context()
         with context.wrap_socket(sock, server_hostname=connect_host) as tls:

@@ -105,3 +105,29 @@ def test_the_egress_log_names_secrets_never_values() -> None:
         ),
     ]
     assert all(d.decision == "allowed" and d.container_id == "cntr_a" for d in decisions)
+
+
+def test_without_root_secrets_are_refused_not_left_readable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Only root can give the files to squid's user alone: otherwise a clear 400."""
+    from typing import Any, cast
+
+    from jupyter_sandbox import BadRequestError
+    from jupyter_sandbox.core.network import EgressService
+    from jupyter_sandbox.settings import Settings
+    from jupyter_sandbox.types.container import NetworkPolicyAllowlist
+
+    policy = NetworkPolicyAllowlist.model_validate(
+        {
+            "type": "allowlist",
+            "allowed_domains": ["api.example.com"],
+            "domain_secrets": [{"domain": "api.example.com", "name": "K", "value": VALUE}],
+        }
+    )
+    service = EgressService(Settings(home=tmp_path), cast(Any, None), cast(Any, None))
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(BadRequestError) as caught:
+        service.check(policy)
+    assert caught.value.param == "network_policy.domain_secrets"
+    assert VALUE not in str(caught.value)

@@ -170,6 +170,14 @@ class EgressService:
 
     def check(self, policy: NetworkPolicyAllowlist) -> None:
         """Refuse an allowlist the operator's ceiling does not permit."""
+        if policy.domain_secrets and os.geteuid() != 0:
+            # The secret files must belong to squid's user alone; only root can arrange that.
+            raise BadRequestError(
+                "Invalid network_policy.domain_secrets: this service does not run as root, so "
+                "the egress proxy cannot keep secrets private to itself; leave domain_secrets "
+                "out or run the service as root",
+                param="network_policy.domain_secrets",
+            )
         ceiling = self._settings.egress_allowed_domains
         if ceiling is None:
             return
