@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     """TEST ONLY: CIDRs the proxy may reach although private (a test's own upstream)."""
     test_egress_networks: list[str] = Field(default_factory=list)
     """TEST ONLY: Docker networks the proxy joins (where a test's upstream and DNS live)."""
+    test_egress_upstream_ca: str | None = None
+    """TEST ONLY: a PEM certificate the proxy also trusts for upstreams it decrypts for
+    domain_secrets (a test's own HTTPS upstream); the system CAs are always trusted."""
     file_size_limit: int = Field(default=512 * 2**20, ge=1, le=2**50)
     """Largest single upload (a file or a container file), in bytes; more is refused (413)."""
     disk_limit: int = Field(default=10 * 2**30, ge=16 * 2**20, le=2**50)

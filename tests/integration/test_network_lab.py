@@ -41,6 +41,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.rfile.read(length)
         if self.path.startswith("/keepalive"):  # this answer keeps the connection open
             self.protocol_version, self.close_connection = "HTTP/1.1", False
+        if self.path.startswith("/record"):  # what arrived, in the lab's log only
+            log("HEADERS", json.dumps([self.requestline, *self.headers.items()]))
         if self.path.startswith("/headers"):  # what the proxy forwarded, as JSON pairs
             body = json.dumps([self.requestline, *self.headers.items()]).encode()
         else:

@@ -191,8 +191,9 @@ class Probed:
 
 def _listening(proxy: str) -> dict[str, list[int]]:
     """The proxy's listening TCP ports and bound UDP ports, from its own /proc/net; not
-    Docker's embedded DNS (127.0.0.11, on a random port in every container's namespace)."""
-    found: dict[str, list[int]] = {}
+    Docker's embedded DNS (127.0.0.11, on a random port in every container's namespace).
+    TCP listeners on 127.0.0.1 (unreachable from any sandbox) are listed apart."""
+    found: dict[str, list[int]] = {"tcp_loopback": []}
     for kind in ("tcp", "udp"):
         text = subprocess.run(
             ["docker", "exec", proxy, "cat", f"/proc/net/{kind}"],
@@ -206,7 +207,9 @@ def _listening(proxy: str) -> dict[str, list[int]]:
             address, port = (int(part, 16) for part in fields[1].split(":"))
             if address == 0x0B00007F:  # 127.0.0.11, little-endian
                 continue
-            if kind == "udp" or fields[3] == "0A":  # TCP LISTEN
+            if kind == "tcp" and fields[3] == "0A" and address == 0x0100007F:  # 127.0.0.1
+                found["tcp_loopback"].append(port)
+            elif kind == "udp" or fields[3] == "0A":  # TCP LISTEN
                 ports.append(port)
         found[kind] = sorted(ports)
     return found
@@ -369,10 +372,12 @@ def test_each_request_on_one_connection_is_judged_alone(probed: Probed) -> None:
 
 def test_the_proxy_listens_on_its_port_only(probed: Probed) -> None:
     """No ICP, HTCP or SNMP service: nothing answers their queries from the sandbox, and the
-    proxy's own socket table holds TCP 3128 as its only listener and none of their ports."""
+    proxy's own socket table holds TCP 3128 as its only listener and none of their ports.
+    On loopback only: the domain_secrets ICAP adapter (1344) and bump ports (none here)."""
     for service, answer in probed.result["udp"].items():
         assert answer in ("TimeoutError", "ConnectionRefusedError"), (service, answer)
     assert probed.listening["tcp"] == [3128], probed.listening
+    assert probed.listening["tcp_loopback"] == [1344], probed.listening
     assert not set(probed.listening["udp"]) & {3130, 4827, 3401, 161}, probed.listening
 
 

@@ -82,6 +82,10 @@ def test_the_sdk_shape_is_accepted_and_never_dumped() -> None:
          "network_policy.domain_secrets.domain", "IP address"),
         ({"domain": "api.example.com", "name": "K", "value": ["x", SECRET]},
          "network_policy.domain_secrets.value", "valid string"),
+        ({"domain": "api.example.com", "name": "K", "value": SECRET + "\r\nX-Evil: 1"},
+         "network_policy.domain_secrets.value", "printable ASCII"),
+        ({"domain": "api.example.com", "name": "K", "value": SECRET + "\u00e9"},
+         "network_policy.domain_secrets.value", "printable ASCII"),
     ],
 )  # fmt: skip
 def test_bad_secrets_are_refused_without_echoing_the_value(

@@ -220,7 +220,11 @@ def _rendered_squid_conf() -> list[str]:
     from jupyter_sandbox.backends.egress_image import squid_conf_template
 
     text = Template(squid_conf_template()).substitute(
-        dns_nameservers="", max_connections=64, blocked_addresses="10.0.0.0/8"
+        dns_nameservers="",
+        max_connections=64,
+        blocked_addresses="10.0.0.0/8",
+        bump_ports="40000-40999",
+        tls_outgoing="",
     )
     return [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
 
@@ -231,6 +235,17 @@ def test_squid_conf_refuses_the_proxy_itself_before_anything_is_allowed() -> Non
     (test_network_proxy.py) prove the behaviour; this pins the order and the audit's choices."""
     lines = _rendered_squid_conf()
     access = [line for line in lines if line.startswith("http_access")]
+    # First, domain_secrets: the host's own warm-up CONNECTs (from the proxy's loopback only,
+    # and never direct), then whatever reached a bump port (loopback) and no sandbox's own
+    # rules (included just before) allowed; sandbox requests to the front port match neither.
+    assert access[:2] == [
+        "http_access allow jsbx_front jsbx_loopback CONNECT tls_port",
+        "http_access deny jsbx_bumped",
+    ]
+    assert "acl jsbx_loopback src 127.0.0.1" in lines
+    assert "never_direct allow jsbx_front jsbx_loopback" in lines
+    assert lines.index("include /etc/jsbx/secrets/*.conf") < lines.index(access[0])
+    access = access[2:]
     assert access[:4] == [
         "http_access deny sandbox_named manager",
         "http_access deny proxy_internal",
@@ -243,7 +258,7 @@ def test_squid_conf_refuses_the_proxy_itself_before_anything_is_allowed() -> Non
     for directive in (
         "via off", "forwarded_for delete", "httpd_suppress_version_string on", "icp_port 0",
         "htcp_port 0", "snmp_port 0", "pinger_enable off", "digest_generation off",
-        "icap_enable off", "ecap_enable off", "cachemgr_passwd disable all",
+        "ecap_enable off", "cachemgr_passwd disable all",
         "global_internal_static off", "cache deny all", "email_err_data off",
         "reply_header_access X-Cache deny all", "reply_header_access X-Squid-Error deny all",
         "half_closed_clients off", "pipeline_prefetch 0", "request_header_max_size 64 KB",
@@ -251,8 +266,21 @@ def test_squid_conf_refuses_the_proxy_itself_before_anything_is_allowed() -> Non
         "server_persistent_connections off",
     ):  # fmt: skip
         assert directive in lines, directive
-    never = ("url_rewrite_program", "ftp_port", "cache_peer", "icap_service", "ecap_service")
+    never = ("url_rewrite_program", "ftp_port", "cache_peer", "ecap_service")
     assert not [line for line in lines if line.split()[0] in never]
+    # ICAP only for domain_secrets: one loopback service, fail closed, bump ports only.
+    assert [line for line in lines if line.startswith(("icap_service", "adaptation_"))] == [
+        "icap_service jsbx_inject reqmod_precache icap://127.0.0.1:1344/inject bypass=off "
+        "on-overload=block",
+        'adaptation_meta X-Jsbx-Port "%>lp" jsbx_bumped',
+        "adaptation_access jsbx_inject allow jsbx_bumped",
+        "adaptation_access jsbx_inject deny all",
+    ]
+    assert [line for line in lines if line.startswith("ssl_bump")] == [
+        "ssl_bump bump jsbx_bumped",
+        "ssl_bump terminate all",
+    ]
+    assert [line for line in lines if line.startswith("http_port")] == ["http_port 3128"]
     # Every page a deny_info names ships in the image.
     from jupyter_sandbox.backends.egress_image import RECIPE_FILES
 

@@ -32,6 +32,7 @@ from jupyter_sandbox._exceptions import APIConnectionError, InternalServerError
 from jupyter_sandbox._version import __version__
 from jupyter_sandbox.backends import labels
 from jupyter_sandbox.backends.egress_image import squid_conf_template
+from jupyter_sandbox.backends.egress_secrets import BUMP_PORTS, SecretsConfig
 from jupyter_sandbox.backends.runtime.docker import docker_errors, network_name
 from jupyter_sandbox.settings import Settings
 
@@ -121,11 +122,17 @@ class EgressProxy:
         self.policy_dir = self.config_dir / "policies"
         self.log_dir = self.folder / "log"
         self.resolv_conf = self.folder / "resolv.conf"
+        self.secrets = SecretsConfig(self.config_dir, self.folder)
 
     @property
     def access_log(self) -> Path:
         """Squid's access log on the host: one line per decision."""
         return self.log_dir / "access.log"
+
+    @property
+    def inject_log(self) -> Path:
+        """egress-inject's log: which secret went into which request, by name only."""
+        return self.log_dir / "inject.log"
 
     def _labels(self, role: str) -> dict[str, str]:
         return {
@@ -148,6 +155,12 @@ class EgressProxy:
             os.chmod(self.log_dir, 0o755)  # noqa: S103
         else:  # squid runs as uid 13 and must write here; the state folder guards the path
             os.chmod(self.log_dir, 0o777)  # noqa: S103
+        self.secrets.prepare()
+        upstream_ca = self.config_dir / "test-upstream-ca.pem"
+        if self._settings.test_egress_upstream_ca:
+            _write_atomic(upstream_ca, self._settings.test_egress_upstream_ca, 0o644)
+        else:
+            upstream_ca.unlink(missing_ok=True)
         _write_atomic(self.config_dir / "squid.conf", self.render_config(), 0o644)
         _write_atomic(
             self.resolv_conf,
@@ -168,6 +181,12 @@ class EgressProxy:
             ),
             max_connections=settings.egress_max_connections,
             blocked_addresses=" ".join(blocked_networks(settings.test_egress_exempt)),
+            bump_ports=f"{BUMP_PORTS.start}-{BUMP_PORTS.stop - 1}",
+            tls_outgoing=(
+                "tls_outgoing_options cafile=/etc/jsbx/test-upstream-ca.pem"
+                if settings.test_egress_upstream_ca
+                else "# tls_outgoing_options: the system CAs only"
+            ),
         )
 
     def state(self) -> str | None:
@@ -197,6 +216,7 @@ class EgressProxy:
             with docker_errors(f"starting egress proxy {self.name}"):
                 self._api.start(self.name)
             self._wait_listening(deadline)
+            self.warm_up(deadline)
         except EgressUnavailableError:
             raise
         except Exception as exc:
@@ -289,6 +309,50 @@ class EgressProxy:
             return "(no log)"
         return " | ".join(line for line in text.splitlines() if line.strip())
 
+    def reconfigure(self, deadline: float) -> None:
+        """Make squid re-read its configuration (SIGHUP), then warm up every bump port's peer.
+
+        Raises:
+            EgressUnavailableError: squid did not come back in time.
+        """
+        started = time.time() - 0.5  # the engine's log clock is this host's clock
+        with docker_errors(f"reconfiguring egress proxy {self.name}"):
+            self._api.kill(self.name, signal="HUP")
+            # Warming up before squid has taken the new configuration would warm the old one.
+            while b"Accepting HTTP Socket connections" not in self._api.logs(
+                self.name, stdout=True, stderr=True, since=started
+            ):
+                if time.monotonic() > deadline:
+                    raise EgressUnavailableError(
+                        f"the proxy did not reconfigure in time: {self._tail()}"
+                    )
+                time.sleep(0.05)
+        self.warm_up(deadline)
+
+    def warm_up(self, deadline: float) -> None:
+        """Until each bump port's peer answers a CONNECT sent through it (squid counts a peer
+        as down until it has probed it, and refuses with a 500 meanwhile); a no-op without
+        secrets.
+
+        Raises:
+            EgressUnavailableError: a peer did not come up in time.
+        """
+        targets = self.secrets.warm_targets()
+        if not targets:
+            return
+        command = ["python3", "-I", "-c", _WARM_UP, *(f"{port}:{host}" for port, host in targets)]
+        while True:
+            with docker_errors(f"warming up egress proxy {self.name}"):
+                run = self._api.exec_create(self.name, command, user="proxy")
+                output = self._api.exec_start(run["Id"]).decode(errors="replace")
+                if self._api.exec_inspect(run["Id"]).get("ExitCode") == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise EgressUnavailableError(
+                    f"the proxy's secret ports did not come up in time: {output.strip()[-300:]}"
+                )
+            time.sleep(0.2)
+
     def connect(self, network: SandboxNetwork) -> None:
         """Put the proxy at `.2` on a sandbox network (idempotent)."""
         try:
@@ -365,6 +429,28 @@ class EgressProxy:
             with contextlib.suppress(docker.errors.NotFound):
                 self._api.remove_network(self.name)
         logger.info("removed egress proxy %s", self.name)
+
+
+# Run inside the proxy (its loopback): one CONNECT per `port:host` through the front port,
+# each sent to that port's peer; exit 1 unless all were answered 200.
+_WARM_UP = f"""
+import socket, sys
+failed = []
+for target in sys.argv[1:]:
+    port, host = target.split(":", 1)
+    try:
+        with socket.create_connection(("127.0.0.1", {PROXY_PORT}), 2) as sock:
+            sock.settimeout(2)
+            sock.sendall(f"CONNECT {{host}}:443 HTTP/1.1\\r\\nHost: {{host}}:443\\r\\n"
+                         f"X-Jsbx-Warm: {{port}}\\r\\n\\r\\n".encode())
+            status = sock.recv(256).split(b" ")[1:2]
+    except OSError as exc:
+        status = [repr(exc).encode()]
+    if status != [b"200"]:
+        failed.append(f"{{target}}: {{status}}")
+print(" ".join(failed))
+sys.exit(1 if failed else 0)
+"""
 
 
 def _write_atomic(path: Path, text: str, mode: int) -> None:

@@ -45,6 +45,7 @@ RECIPE_FILES = (
     "Dockerfile.egress",
     "egress-entrypoint",
     "egress-policy",
+    "egress-inject",
     "errors/ERR_JSBX_POLICY",
     "errors/ERR_JSBX_PORT",
     "errors/ERR_JSBX_ADDRESS",
@@ -53,7 +54,7 @@ RECIPE_FILES = (
     "errors/ERR_JSBX_SCHEME",
     "errors/ERR_JSBX_METHOD",
 )
-_EXECUTABLES = ("egress-entrypoint", "egress-policy")
+_EXECUTABLES = ("egress-entrypoint", "egress-policy", "egress-inject")
 
 
 def recipe_files() -> dict[str, bytes]:

@@ -21,12 +21,20 @@ from dataclasses import dataclass
 
 from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox.backends.egress import PROXY_PORT, EgressProxy, SandboxNetwork
+from jupyter_sandbox.backends.egress_secrets import SecretEntry, new_placeholder
 from jupyter_sandbox.backends.store import ContainerRecord, Store
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.container import NetworkPolicyAllowlist
 from jupyter_sandbox.types.egress import EgressDecision
 
-__all__ = ["EgressService", "NetworkAttachment", "covers", "parse_access_log", "proxy_environment"]
+__all__ = [
+    "EgressService",
+    "NetworkAttachment",
+    "covers",
+    "parse_access_log",
+    "parse_inject_log",
+    "proxy_environment",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +64,13 @@ class NetworkAttachment:
     resolv_conf: str
     """Host file bound over /etc/resolv.conf: no nameserver at all."""
     environment: dict[str, str]
+    ca_bundle: str | None = None
+    """Host file bound read-only over the system CA store: the system CAs and the sandbox's
+    own CA (domain_secrets only)."""
+
+
+CA_STORE = "/etc/ssl/certs/ca-certificates.crt"
+"""The kernel image's system CA bundle (Debian's path), which `ca_bundle` replaces."""
 
 
 def covers(ceiling: str, requested: str) -> bool:
@@ -109,6 +124,42 @@ def parse_access_log(lines: Sequence[str], container_id: str) -> list[EgressDeci
     return decisions
 
 
+def parse_inject_log(lines: Sequence[str], container_id: str) -> list[EgressDecision]:
+    """egress-inject's lines about one sandbox (`TIME ID injected|placeholder-elsewhere NAME
+    HOST`): which secret went into a request, by name; the log never holds a value."""
+    decisions: list[EgressDecision] = []
+    for line in lines:
+        fields = line.split()
+        if len(fields) != 5 or fields[1] != container_id:
+            continue
+        stamp, owner, verb, name, host = fields
+        if verb == "injected":
+            reason = f"secret {name} injected"
+        elif verb == "placeholder-elsewhere":
+            reason = f"placeholder of secret {name} sent to another domain, left unchanged"
+        else:
+            continue
+        try:
+            when = float(stamp)
+        except ValueError:
+            continue
+        decisions.append(
+            EgressDecision(
+                time=when,
+                container_id=owner,
+                method="HTTPS",
+                host=host,
+                port=443,
+                decision="allowed",
+                reason=reason,
+                status=None,
+                server_ip=None,
+                secret=name,
+            )
+        )
+    return decisions
+
+
 class EgressService:
     """Allowlist sandboxes' side of create, destroy and reconcile."""
 
@@ -119,6 +170,14 @@ class EgressService:
 
     def check(self, policy: NetworkPolicyAllowlist) -> None:
         """Refuse an allowlist the operator's ceiling does not permit."""
+        if policy.domain_secrets and os.geteuid() != 0:
+            # The secret files must belong to squid's user alone; only root can arrange that.
+            raise BadRequestError(
+                "Invalid network_policy.domain_secrets: this service does not run as root, so "
+                "the egress proxy cannot keep secrets private to itself; leave domain_secrets "
+                "out or run the service as root",
+                param="network_policy.domain_secrets",
+            )
         ceiling = self._settings.egress_allowed_domains
         if ceiling is None:
             return
@@ -158,10 +217,24 @@ class EgressService:
             network = self._proxy.create_sandbox_network(record.id, labels)
             self._proxy.connect(network)
             self._write_policy(network.sandbox_ip, record.id, policy.allowed_domains)
+            environment = proxy_environment(network.proxy_ip)
+            if not policy.domain_secrets:
+                return NetworkAttachment(network, str(self._proxy.resolv_conf), environment)
+            placeholders = {s.name: new_placeholder(s.name) for s in policy.domain_secrets}
+            entries = [
+                SecretEntry(s.domain, s.name, placeholders[s.name], s.value.get_secret_value())
+                for s in policy.domain_secrets
+            ]
+            days = self._settings.max_lifetime_seconds // 86400 + 2
+            self._proxy.secrets.add(record.id, network.sandbox_ip, entries, days)
+            self._proxy.reconfigure(deadline)
+        environment.update(placeholders)
+        environment.update({"SSL_CERT_FILE": CA_STORE, "REQUESTS_CA_BUNDLE": CA_STORE})
         return NetworkAttachment(
             network=network,
             resolv_conf=str(self._proxy.resolv_conf),
-            environment=proxy_environment(network.proxy_ip),
+            environment=environment,
+            ca_bundle=str(self._proxy.secrets.bundle_path(record.id)),
         )
 
     def _write_policy(self, address: str, container_id: str, domains: list[str]) -> None:
@@ -176,8 +249,10 @@ class EgressService:
         if record.network_policy.get("type") != "allowlist":
             return
         with self._locked():
-            self._drop_policies(keep=self._live_allowlist_ids(exclude=record.id))
-            if not self._live_allowlist_ids(exclude=record.id):
+            keep = self._live_allowlist_ids(exclude=record.id)
+            self._drop_policies(keep=keep)
+            self._drop_secrets(keep)
+            if not keep:
                 self._proxy.remove()
 
     def _live_allowlist_ids(self, exclude: str | None = None) -> set[str]:
@@ -199,6 +274,14 @@ class EgressService:
             if owner not in keep:
                 path.unlink(missing_ok=True)
 
+    def _drop_secrets(self, keep: set[str]) -> bool:
+        """Remove the secret files of sandboxes not in `keep`; squid forgets them at once."""
+        if not self._proxy.secrets.drop(keep):
+            return False
+        if keep and self._proxy.state() == "running":
+            self._proxy.reconfigure(time.monotonic() + self._settings.egress_start_timeout)
+        return True
+
     def reconcile(self) -> list[str]:
         """Proxy up (restarted if it died) while needed, gone otherwise; stale lists dropped."""
         actions: list[str] = []
@@ -207,6 +290,8 @@ class EgressService:
         with self._locked():
             needed = self._live_allowlist_ids()
             self._drop_policies(keep=needed)
+            if self._drop_secrets(needed):
+                actions.append("dropped domain secrets of ended sandboxes")
             state = self._proxy.state()
             if needed and state != "running":
                 deadline = time.monotonic() + self._settings.egress_start_timeout
@@ -219,8 +304,14 @@ class EgressService:
 
     def log(self, container_id: str) -> list[EgressDecision]:
         """Every decision the proxy logged about one sandbox, oldest first."""
-        try:
-            text = self._proxy.access_log.read_text(errors="replace")
-        except FileNotFoundError:
-            return []
-        return parse_access_log(text.splitlines(), container_id)
+        decisions: list[EgressDecision] = []
+        for path, parse in (
+            (self._proxy.access_log, parse_access_log),
+            (self._proxy.inject_log, parse_inject_log),
+        ):
+            try:
+                text = path.read_text(errors="replace")
+            except FileNotFoundError:
+                continue
+            decisions.extend(parse(text.splitlines(), container_id))
+        return sorted(decisions, key=lambda d: d.time)

@@ -132,6 +132,15 @@ class DomainSecret(BaseModel):
     def _domain(cls, domain: str) -> str:
         return normalize_domain(domain)
 
+    @field_validator("value")
+    @classmethod
+    def _value(cls, value: SecretStr) -> SecretStr:
+        # It goes into header values and query strings at the proxy: printable ASCII only, so
+        # it can neither split a header nor be mangled on the wire.
+        if not all(" " <= char <= "~" for char in value.get_secret_value()):
+            raise ValueError("value must be printable ASCII (no control or non-ASCII characters)")
+        return value
+
     @field_validator("name")
     @classmethod
     def _name(cls, name: str) -> str:

@@ -19,8 +19,11 @@ class EgressDecision(BaseModel):
     port: int | None
     decision: Literal["allowed", "denied"]
     reason: str | None
-    """Why it was refused; None when allowed."""
+    """Why it was refused, or what the proxy did to an allowed request (a domain secret
+    injected, by name); None for a plain allowed request."""
     status: int | None
     """The status the sandbox got (403 on refusal; upstream's status, or 200 for a tunnel)."""
     server_ip: str | None
     """The address the proxy connected to, if it connected at all."""
+    secret: str | None = None
+    """The name of the domain secret this entry is about (never its value), if any."""

@@ -43,6 +43,9 @@ class SandboxNetworkSpec:
     DNS, so a query sent there directly dies inside the network (CVE-2024-29018)."""
     resolv_conf: str
     """Host file bound read-only over /etc/resolv.conf: no nameserver."""
+    ca_bundle: str | None = None
+    """domain_secrets only: host file bound read-only over the system CA bundle (the system
+    CAs and the sandbox's own egress CA); see `ca_bundle_mounts`."""
 
 
 @dataclass(frozen=True)

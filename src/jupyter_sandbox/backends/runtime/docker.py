@@ -19,7 +19,7 @@ from jupyter_sandbox._exceptions import (
     NotFoundError,
 )
 from jupyter_sandbox.backends import deadline_file, labels
-from jupyter_sandbox.backends.runtime.base import SandboxSpec, SandboxState
+from jupyter_sandbox.backends.runtime.base import SandboxNetworkSpec, SandboxSpec, SandboxState
 from jupyter_sandbox.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -318,7 +318,23 @@ def _network_mounts(spec: SandboxSpec) -> list[Mount]:
     """An allowlist sandbox gets a resolv.conf with no nameserver: names resolve nowhere."""
     if spec.network is None:
         return []
-    return [Mount("/etc/resolv.conf", spec.network.resolv_conf, type="bind", read_only=True)]
+    return [
+        Mount("/etc/resolv.conf", spec.network.resolv_conf, type="bind", read_only=True),
+        *ca_bundle_mounts(spec.network),
+    ]
+
+
+# --- domain_secrets hook (kept apart for the Backend refactor): the sandbox's CA bundle ---
+CA_BUNDLE_PATHS = ("/etc/ssl/certs/ca-certificates.crt",)
+"""Where the kernel image keeps its system CA bundle (Debian's, which curl, pip and
+SSL_CERT_FILE read); a sandbox with domain secrets sees its own bundle there."""
+
+
+def ca_bundle_mounts(network: SandboxNetworkSpec) -> list[Mount]:
+    """Read-only binds of the sandbox's CA bundle over the system store (none without one)."""
+    if network.ca_bundle is None:
+        return []
+    return [Mount(path, network.ca_bundle, type="bind", read_only=True) for path in CA_BUNDLE_PATHS]
 
 
 def network_name(container_id: str) -> str:
