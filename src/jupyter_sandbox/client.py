@@ -126,7 +126,7 @@ class Containers:
     def interrupt(self, container_id: str) -> None:
         """Send SIGINT to the sandbox's kernel (what Jupyter's interrupt button does)."""
         record = self._client._containers.get_record(container_id, self._client.project)
-        self._client._kernels.interrupt(record)
+        self._client._executions.interrupt(record)
 
     def restart(self, container_id: str) -> None:
         """Kill every process in the sandbox and start a fresh kernel; files are kept."""
@@ -201,13 +201,21 @@ class Client:
             settings, self._store, self._runtime, self._kernels, content, self._egress
         )
         self._container_files = ContainerFileService(
-            settings, self._store, records, content, self._files, self._containers.get_record
+            settings,
+            self._store,
+            records,
+            content,
+            self._files,
+            self._containers.get_checked,
+            self._containers.failure,
         )
         self._pool = WarmPool(
             settings, self._store, self._containers.boot_for_pool, self._destroy_pooled
         )
         self._containers.attach_pool(self._pool)
-        self._executions = ExecutionService(settings, self._store, self._kernels)
+        self._executions = ExecutionService(
+            settings, self._store, self._kernels, self._containers.failure
+        )
         self._expiry = Expiry(self._store, self._containers)
         self.containers = Containers(self)
         self.files = Files(self)
@@ -216,7 +224,8 @@ class Client:
         self._pool.start()
 
     def _destroy_pooled(self, record: ContainerRecord) -> None:
-        self._containers.destroy(record, status="terminated", deleted=True)
+        # Only while it is still where `record` saw it: a claim by another process must win.
+        self._containers.destroy(record, status="terminated", deleted=True, project=record.project)
 
     def wait_for_pool(self, timeout: float = 60.0) -> bool:
         """Block until the warm pool (`pool_size` > 0) holds its sandboxes; False on timeout."""

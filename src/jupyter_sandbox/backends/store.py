@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -216,6 +217,46 @@ class Store:
             if row is None:
                 return None
             return _apply(db, row, changes)
+
+    def end(
+        self,
+        container_id: str,
+        *,
+        status: ContainerStatus,
+        deleted: bool = False,
+        error: str | None = None,
+        project: str | None = None,
+    ) -> ContainerRecord | None:
+        """Move a record to an end status, once: atomic across threads and processes.
+
+        Returns the record as it was before, or None when there is nothing to do here: no
+        such record (in `project`, if given), already deleted, or already ended and this is
+        no delete. Only the caller that saw it live tears the sandbox down; `extra.ended_at`
+        and `extra.ended_by` (host, pid) let reconcile leave a teardown in progress alone.
+        """
+        with self._transaction() as db:
+            row = db.execute("SELECT * FROM containers WHERE id = ?", (container_id,)).fetchone()
+            if row is None:
+                return None
+            before = _from_row(row)
+            if (project is not None and before.project != project) or before.deleted:
+                return None
+            if not before.is_live and not deleted:
+                return None
+            changes: dict[str, Any] = {
+                "status": status if before.is_live else before.status,
+                "deleted": deleted,
+            }
+            if before.is_live:
+                changes["extra"] = {
+                    **before.extra,
+                    "ended_at": time.time(),
+                    "ended_by": [socket.gethostname(), os.getpid()],
+                }
+                if error is not None:
+                    changes["error"] = error[:2000]
+            _apply(db, row, changes)
+            return before
 
     def touch(self, container_id: str, now: float | None = None) -> None:
         """Move `last_active_at` to now."""
