@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from jupyter_sandbox._boundary import api_errors
 from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox.backends.blobs import BlobStore
 from jupyter_sandbox.backends.disk import Disks
@@ -39,6 +40,7 @@ from jupyter_sandbox.types.page import CursorPage
 _OMIT: Any = object()
 
 
+@api_errors
 class Containers:
     """`client.containers`: create, retrieve, list, delete, and execute code."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from jupyter_sandbox._boundary import api_errors
 from jupyter_sandbox.backends.transfer import BinaryContent
 from jupyter_sandbox.types.container_file import ContainerFile, ContainerFileDeleted
 from jupyter_sandbox.types.file import FileDeleted, FileObject
@@ -32,6 +33,7 @@ def _list_params(limit: int, order: str, after: str | None) -> dict[str, Any]:
     return params
 
 
+@api_errors
 class FilesContent:
     """`client.files.content`."""
 
@@ -43,6 +45,7 @@ class FilesContent:
         return self._client._files.content(file_id, project=self._client.project)
 
 
+@api_errors
 class Files:
     """`client.files`: upload once, then copy into sandboxes by id (`file_ids=[...]`)."""
 
@@ -90,6 +93,7 @@ class Files:
         return self._client._files.delete(file_id, project=self._client.project)
 
 
+@api_errors
 class ContainerFilesContent:
     """`client.containers.files.content`."""
 
@@ -104,6 +108,7 @@ class ContainerFilesContent:
         )
 
 
+@api_errors
 class ContainerFiles:
     """`client.containers.files`: files under /mnt/data and /workspace of one sandbox."""
 
@@ -164,6 +169,7 @@ class ContainerFiles:
         )
 
 
+@api_errors
 class _PositionalContent(ContainerFilesContent):
     """Accepts the seed's `content.retrieve(container_id, file_id)` and the SDK's
     `content.retrieve(file_id, container_id=...)`."""
@@ -183,6 +189,7 @@ class _PositionalContent(ContainerFilesContent):
         return super().retrieve(file_id, container_id=container_id)
 
 
+@api_errors
 class SkillContent:
     """`client.skills.content`."""
 
@@ -194,6 +201,7 @@ class SkillContent:
         return self._client._skills.content(skill_id, project=self._client.project)
 
 
+@api_errors
 class SkillVersions:
     """`client.skills.versions`."""
 
@@ -229,6 +237,7 @@ class SkillVersions:
         return self._client._skills.content(skill_id, version=version, project=self._client.project)
 
 
+@api_errors
 class Skills:
     """`client.skills`: folders with a SKILL.md, installed by id at container creation."""
 
