@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -98,6 +99,30 @@ def clear_sockets(path: Path) -> None:
     for name in CHANNELS:
         with contextlib.suppress(FileNotFoundError):
             (path / f"{SOCKET_PREFIX}-{_PORTS[name]}").unlink()
+
+
+def kernel_listening(path: Path, uid: int) -> bool:
+    """Whether something in the sandbox listens on its heartbeat socket: a cheap first sign
+    of life (one local connect) before asking the engine. Only a real socket of the sandbox
+    user counts; a dead container leaves its socket file refusing connections."""
+    hb = path / f"{SOCKET_PREFIX}-{_PORTS['hb']}"
+    try:
+        info = os.lstat(hb)
+    except OSError:
+        return False
+    if not stat.S_ISSOCK(info.st_mode) or (os.geteuid() == 0 and info.st_uid != uid):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.setblocking(False)
+        probe.connect(str(hb))
+    except BlockingIOError:
+        return True  # a listener with a full backlog
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
 
 
 def _libc() -> ctypes.CDLL:

@@ -286,10 +286,13 @@ class ContainerService:
         return record
 
     def get_checked(self, container_id: str, project: str = "default") -> ContainerRecord:
-        """`get_record`, after asking the engine whether a ready sandbox's container still
-        runs: one that died (its PID 1 was killed) is marked `failed` with the reason."""
+        """`get_record`, after checking that a ready sandbox still runs (its kernel's heartbeat
+        socket accepts a connection, else the engine says): one whose container died (its
+        PID 1 was killed) is marked `failed` with the reason."""
         record = self.get_record(container_id, project)
-        if record.status == "ready":
+        if record.status == "ready" and not kernel.kernel_listening(
+            Path(record.socket_dir), SANDBOX_UID
+        ):
             state = self._runtime.state(record.id)
             if state is None or not state.running:
                 self._mark_died(record)
@@ -313,12 +316,14 @@ class ContainerService:
             raise NotFoundError(
                 f"Invalid after: no container {query.after!r} to page from", param="after"
             ) from None
-        if any(r.status == "ready" for r in records):
-            running = self._runtime.running(self._settings.store_id)
-            records = [
-                self._mark_died(r) if r.status == "ready" and r.id not in running else r
-                for r in records
-            ]
+        quiet = [
+            r
+            for r in records
+            if r.status == "ready" and not kernel.kernel_listening(Path(r.socket_dir), SANDBOX_UID)
+        ]
+        if quiet:  # one engine call tells which of them still run
+            dead = {r.id for r in quiet} - self._runtime.running(self._settings.store_id)
+            records = [self._mark_died(r) if r.id in dead else r for r in records]
         data = [to_container(r) for r in records]
         page = CursorPage[Container](
             data=data,
