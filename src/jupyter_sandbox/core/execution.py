@@ -196,6 +196,12 @@ class ExecutionService:
 
     def interrupt(self, record: ContainerRecord) -> None:
         """Send SIGINT to the sandbox's kernel."""
+        if record.status != "ready":
+            raise ConflictError(
+                f"Container {record.id} is {record.status}{_reason(record)}; only a ready "
+                "container can be interrupted",
+                param="container_id",
+            )
         with self._errors(record):
             self._kernels.interrupt(record)
 

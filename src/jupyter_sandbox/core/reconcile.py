@@ -54,7 +54,11 @@ def _process_alive(host: str, pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed process its parent has not reaped yet is dead too
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
 
 
 def _being_torn_down(record: ContainerRecord, now: float) -> bool:
