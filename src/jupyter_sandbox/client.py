@@ -30,7 +30,7 @@ from jupyter_sandbox.core.network import EgressService
 from jupyter_sandbox.core.pool import POOL_PROJECT, WarmPool
 from jupyter_sandbox.core.reconcile import ReconcileReport, reconcile
 from jupyter_sandbox.core.skills import SkillService
-from jupyter_sandbox.core.validation import bad_request
+from jupyter_sandbox.core.validation import bad_request, check_seconds
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.container import Container, ContainerDeleted
 from jupyter_sandbox.types.egress import EgressDecision
@@ -121,6 +121,7 @@ class Containers:
                 stays busy); None waits as long as it takes.
             on_output: called with each output as it arrives.
         """
+        timeout = check_seconds(timeout, "timeout")  # before anything else: fail fast
         self._client.sweep()
         record = self._client._containers.get_record(container_id, self._client.project)
         return self._client._executions.execute(record, code, timeout=timeout, on_output=on_output)
@@ -231,7 +232,9 @@ class Client:
 
     def wait_for_pool(self, timeout: float = 60.0) -> bool:
         """Block until the warm pool (`pool_size` > 0) holds its sandboxes; False on timeout."""
-        return self._pool.wait_full(timeout)
+        seconds = check_seconds(timeout, "timeout")
+        assert seconds is not None  # None is refused by the type; check_seconds passes it
+        return self._pool.wait_full(seconds)
 
     def for_project(self, project: str) -> Client:
         """A view of this client for another project (tenant), sharing its engine, store and

@@ -6,7 +6,11 @@ from typing import TYPE_CHECKING, Any
 
 from jupyter_sandbox._boundary import api_errors
 from jupyter_sandbox.backends.transfer import BinaryContent
-from jupyter_sandbox.types.container_file import ContainerFile, ContainerFileDeleted
+from jupyter_sandbox.types.container_file import (
+    ContainerFile,
+    ContainerFileDeleted,
+    ContainerFilePage,
+)
 from jupyter_sandbox.types.file import FileDeleted, FileObject
 from jupyter_sandbox.types.page import CursorPage
 from jupyter_sandbox.types.skill import Skill, SkillDeleted, SkillVersion, SkillVersionDeleted
@@ -154,8 +158,11 @@ class ContainerFiles:
         limit: int = 20,
         order: str = "desc",
         after: str | None = None,
-    ) -> CursorPage[ContainerFile]:
-        """A page of the sandbox's files, including those its code wrote (`source="assistant"`)."""
+    ) -> ContainerFilePage:
+        """A page of the sandbox's files, including those its code wrote (`source="assistant"`).
+
+        The first page walks the sandbox's folders; if the walk reached a cap (100,000 files
+        and folders), `truncated` on that page says so and only the files seen are listed."""
         self._client.sweep()
         return self._client._container_files.list(
             container_id, _list_params(limit, order, after), project=self._client.project

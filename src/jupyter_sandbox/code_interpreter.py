@@ -36,6 +36,7 @@ from jupyter_sandbox.code_interpreter_outputs import (
 )
 from jupyter_sandbox.code_interpreter_outputs import image_url as image_url
 from jupyter_sandbox.code_interpreter_outputs import strip_ansi as strip_ansi
+from jupyter_sandbox.core.validation import check_seconds
 from jupyter_sandbox.types.code_interpreter import (
     CodeInterpreterCall,
     CodeInterpreterCallCodeDeltaEvent,
@@ -83,9 +84,11 @@ class CodeInterpreter(AutoContainers):
         name: str = AUTO_NAME,
         history: int = 100,
     ) -> None:
+        self.timeout = check_seconds(timeout, "timeout")
+        if isinstance(history, bool) or not isinstance(history, int) or history < 1:
+            raise BadRequestError("Invalid history: must be a positive integer", param="history")
         self._owns_client = client is None
         self.client = client if client is not None else Client()
-        self.timeout = timeout
         self.idle_minutes = idle_minutes
         self.lifetime_seconds = lifetime_seconds
         self.name = name

@@ -8,6 +8,7 @@ and replaced once it has ended; `file_ids` are copied into it once each. `CodeIn
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
@@ -22,6 +23,7 @@ from jupyter_sandbox.types.code_interpreter import (
     CodeInterpreterContainerAuto,
     CodeInterpreterContainerRef,
 )
+from jupyter_sandbox.types.container import NetworkPolicyAllowlist
 
 __all__ = ["AutoContainers"]
 
@@ -79,8 +81,15 @@ class AutoContainers:
 
     def _resolve_auto(self, params: CodeInterpreterContainerAuto) -> str:
         memory_limit = params.memory_limit or self.client.settings.default_memory_limit
-        policy = params.network_policy.model_dump() if params.network_policy else None
-        key = json.dumps([memory_limit, policy], sort_keys=True)
+        policy = None
+        if isinstance(params.network_policy, NetworkPolicyAllowlist):
+            policy = params.network_policy.create_params()  # secrets included, in process
+        elif params.network_policy is not None:
+            policy = params.network_policy.model_dump()
+        # A digest: the configuration may hold domain secrets, which no key should keep.
+        key = hashlib.sha256(
+            json.dumps([memory_limit, policy], sort_keys=True).encode()
+        ).hexdigest()
         with self._lock:
             container_id = self._auto.get(key)
             if container_id is not None and not self._is_ready(container_id):

@@ -59,8 +59,19 @@ def kernel_json(
             raise BadRequestError(
                 f"Invalid network policy: {message}", param="network_policy"
             ) from None
+        if getattr(checked, "domain_secrets", None):
+            raise BadRequestError(
+                "Invalid network policy: domain_secrets cannot be kept in a kernelspec (it is a "
+                "file on disk); create the sandbox through the API instead",
+                param="network_policy.domain_secrets",
+            )
         provisioner_config["network_policy"] = checked.model_dump(mode="json")
     if lifetime is not None:
+        if isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime < 5:
+            raise BadRequestError(
+                f"Invalid lifetime {lifetime!r}: a whole number of seconds, at least 5",
+                param="lifetime_seconds",
+            )
         provisioner_config["lifetime"] = lifetime
     provisioner_config.update({k: v for k, v in config.items() if v is not None})
     return {

@@ -18,7 +18,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import display
 
-from jupyter_sandbox._exceptions import JupyterSandboxError
+from jupyter_sandbox._exceptions import BadRequestError, JupyterSandboxError
 from jupyter_sandbox._options import (
     NETWORK_HELP,
     describe_network,
@@ -27,7 +27,10 @@ from jupyter_sandbox._options import (
     parse_network,
     seconds_left,
 )
+from jupyter_sandbox._terminal import inert
 from jupyter_sandbox.client import Client
+from jupyter_sandbox.core.validation import check_seconds
+from jupyter_sandbox.output_safety import safe_bundle
 from jupyter_sandbox.types.container import Container
 from jupyter_sandbox.types.execution import (
     DisplayDataOutput,
@@ -78,10 +81,13 @@ def cell_error(execution: Execution) -> SandboxCellError | None:
 
 
 class RichResult:
-    """A sandbox cell's last value, shown by IPython as this cell's `Out[n]`."""
+    """A sandbox cell's last value, shown by IPython as this cell's `Out[n]`.
+
+    Only its safe part is shown (`output_safety.safe_bundle`): the sandbox chose every byte.
+    """
 
     def __init__(self, data: dict[str, Any], metadata: dict[str, Any]) -> None:
-        self.data, self.metadata = data, metadata
+        self.data, self.metadata = safe_bundle(data, metadata)
 
     def _repr_mimebundle_(
         self, include: Any = None, exclude: Any = None
@@ -93,13 +99,14 @@ class RichResult:
 
 
 def show_output(output: ExecutionOutput) -> None:
-    """Render one output from the sandbox in this notebook, as it arrives."""
+    """Render one output from the sandbox in this notebook, as it arrives (made safe first)."""
     if isinstance(output, StreamOutput):
         stream = sys.stdout if output.name == "stdout" else sys.stderr
         stream.write(output.text)
         stream.flush()
     elif isinstance(output, DisplayDataOutput):
-        display(output.data, raw=True, metadata=output.metadata)  # type: ignore[no-untyped-call]
+        data, metadata = safe_bundle(output.data, output.metadata)
+        display(data, raw=True, metadata=metadata)  # type: ignore[no-untyped-call]
 
 
 class _ArgumentParser(argparse.ArgumentParser):
@@ -243,7 +250,7 @@ class SandboxMagics(Magics):
             network_policy=parse_network(args.network),
         )
         self.current = container.id
-        print(f"Created sandbox {container.id} ({container.name}); now in use.")  # noqa: T201
+        print(f"Created sandbox {container.id} ({inert(container.name)}); now in use.")  # noqa: T201
         for path in args.file:
             self._upload(container.id, Path(path), None)
 
@@ -257,7 +264,7 @@ class SandboxMagics(Magics):
             (
                 "*" if c.id == self.current else "",
                 c.id,
-                c.name,
+                inert(c.name),
                 c.status,
                 c.memory_limit,
                 describe_network(c.network_policy),
@@ -272,7 +279,7 @@ class SandboxMagics(Magics):
     def _do_use(self, args: argparse.Namespace) -> None:
         container = self.client.containers.retrieve(args.id)
         self.current = container.id
-        print(f"Using sandbox {container.id} ({container.name}).")  # noqa: T201
+        print(f"Using sandbox {container.id} ({inert(container.name)}).")  # noqa: T201
 
     def _do_delete(self, args: argparse.Namespace) -> None:
         container_id = args.id or self._require_current("delete")
@@ -295,7 +302,7 @@ class SandboxMagics(Magics):
             ("idle expiry", f"{container.expires_after.minutes} min"),
             ("time left", describe_seconds(time_left(container))),
         ):
-            print(f"{label + ':':<13}{value}")  # noqa: T201
+            print(f"{label + ':':<13}{inert(value)}")  # noqa: T201
 
     def _do_panel(self, args: argparse.Namespace) -> Any:
         from jupyter_sandbox.widgets import Panel
@@ -322,20 +329,23 @@ class SandboxMagics(Magics):
             target = target / Path(args.remote).name
         content = files.content.retrieve(match.id, container_id=container_id).read()
         target.write_bytes(content)
-        print(f"Downloaded {args.remote} to {target} ({len(content)} bytes).")  # noqa: T201
+        print(f"Downloaded {inert(args.remote)} to {inert(str(target))} ({len(content)} bytes).")  # noqa: T201
 
     def _do_files(self, args: argparse.Namespace) -> None:
         container_id = self._require_current("files")
-        found = list(self._files_api("files").list(container_id))
+        page = self._files_api("files").list(container_id)
+        found = list(page)
         if not found:
             print(f"No files in {container_id}.")  # noqa: T201
         for item in found:
-            print(f"{item.bytes:>10}  {item.path}")  # noqa: T201
+            print(f"{item.bytes:>10}  {inert(item.path)}")  # noqa: T201
+        if getattr(page, "truncated", None):
+            print(f"The listing stopped early ({page.truncated}): some files are not shown.")  # noqa: T201
 
     def _upload(self, container_id: str, local: Path, remote: str | None) -> None:
         path = remote or f"/mnt/data/{local.name}"
         created = self._files_api("upload").create(container_id, file=local, path=path)
-        print(f"Uploaded {local} to {created.path} ({created.bytes} bytes).")  # noqa: T201
+        print(f"Uploaded {local} to {inert(created.path)} ({created.bytes} bytes).")  # noqa: T201
 
     def _files_api(self, command: str) -> Any:
         files = getattr(self.client.containers, "files", None)
@@ -357,14 +367,16 @@ class SandboxMagics(Magics):
             args = self._cell_parser.parse_args(shlex.split(line))
         except ValueError as exc:
             raise UsageError(f"%%sandbox: {exc}") from None
-        if args.timeout is not None and args.timeout <= 0:
-            raise UsageError("%%sandbox: --timeout must be a positive number of seconds")
+        try:
+            timeout = check_seconds(args.timeout, "timeout")
+        except BadRequestError as exc:
+            raise UsageError(f"%%sandbox: --timeout: {exc.message}") from None
         container_id = args.id or self.current
         if container_id is None:
             raise UsageError(
                 "%%sandbox: no sandbox in use; run %sandbox create first, or name one: %%sandbox ID"
             )
-        return self.run_cell(container_id, cell, timeout=args.timeout)
+        return self.run_cell(container_id, cell, timeout=timeout)
 
     def run_cell(self, container_id: str, code: str, *, timeout: float | None = None) -> Any:
         """Run `code` in the sandbox, showing outputs live; raise if it failed."""

@@ -6,15 +6,19 @@ group; a kernelspec selects it with
     "metadata": {"kernel_provisioner": {"provisioner_name": "jupyter-sandbox",
                  "config": {"memory_limit": "1g", "network_policy": "disabled"}}}
 
-and each `config` key becomes a trait below. The kernel manager talks to the kernel with its
-own ZeroMQ sockets over the `ipc` paths `client.containers.connection_info()` gives; this
-class only maps the manager's process lifecycle onto the Client API:
+and each `config` key becomes a trait below. The kernel manager never dials the sandbox: it
+gets the sockets and key of a `KernelRelay` (a thread of this process, sockets in a private
+0700 folder) that alone connects to the kernel's `ipc` sockets, checks and re-signs every
+message, and filters what the sandbox sends (outputs made safe, comms and unknown types
+dropped; see `kernel_relay`). Otherwise this class maps the manager's process lifecycle onto
+the Client API:
 
-    launch_kernel   first start: containers.create;  restart: containers.restart (files kept)
+    launch_kernel   first start: containers.create;  restart: containers.restart (files kept);
+                    then the relay dials the (new) kernel
     send_signal     SIGINT: containers.interrupt
     poll / wait     the sandbox is live and the kernel's heartbeat echoes
     kill/terminate  mark the kernel stopped; the cleanup or relaunch that follows stops it
-    cleanup         shutdown: containers.delete (idempotent), close the Client
+    cleanup         shutdown: containers.delete (idempotent), stop the relay, close the Client
 
 The kernelspec's `env` and the launch `cwd` are deliberately not passed into the sandbox: the
 host's environment stays on the host.
@@ -40,6 +44,7 @@ from traitlets import Dict, Int, List, Unicode
 from jupyter_sandbox._exceptions import ConflictError, NotFoundError
 from jupyter_sandbox._options import parse_memory, parse_network
 from jupyter_sandbox.client import Client
+from jupyter_sandbox.kernel_relay import KernelRelay
 
 _T = TypeVar("_T")
 _HEARTBEAT_TIMEOUT = 1.0
@@ -79,6 +84,7 @@ class SandboxProvisioner(KernelProvisionerBase):
     container_id: str | None = None
     _client: Client | None = None
     _exit_code: int | None = None
+    _relay: KernelRelay | None = None
 
     @property
     def has_process(self) -> bool:
@@ -112,10 +118,26 @@ class SandboxProvisioner(KernelProvisionerBase):
                 ) from exc
         self._exit_code = None
         container_id = self.container_id
-        info = await self._call(lambda client: client.containers.connection_info(container_id))
+        try:
+            await self._relay_to(container_id)
+        except BaseException:
+            await self.cleanup()  # fail closed: no relay, no sandbox
+            raise
+        return self.connection_info
+
+    async def _relay_to(self, container_id: str, key: str | None = None) -> None:
+        """Point the relay (started on first use) at the sandbox's current kernel."""
+        kernel = await self._call(lambda client: client.containers.connection_info(container_id))
+        relay = self._relay
+        if relay is None or not relay.is_alive:
+            if relay is not None:
+                key = relay.key
+                await asyncio.to_thread(relay.close)
+            relay = self._relay = await asyncio.to_thread(self._new_relay, key)
+        await asyncio.to_thread(relay.connect_kernel, kernel)
+        info = relay.connection_info()
         info["key"] = str(info["key"]).encode()  # the kernel manager compares bytes keys
         self.connection_info = cast(KernelConnectionInfo, info)
-        return self.connection_info
 
     def _params(self) -> dict[str, Any]:
         params: dict[str, Any] = {
@@ -140,6 +162,10 @@ class SandboxProvisioner(KernelProvisionerBase):
         if self.container_id is None:
             return _EXIT_DELETED
         if self._exit_code is not None:
+            return self._exit_code
+        if self._relay is not None and not self._relay.is_alive:
+            self.log.error("the kernel relay of sandbox %s stopped", self.container_id)
+            self._exit_code = _EXIT_DIED  # the restart that follows starts a new relay
             return self._exit_code
         container_id = self.container_id
 
@@ -206,6 +232,9 @@ class SandboxProvisioner(KernelProvisionerBase):
             return
         await self._delete()
         self.container_id = None
+        if self._relay is not None:
+            relay, self._relay = self._relay, None
+            await asyncio.to_thread(relay.close)
         if self._client is not None:
             client, self._client = self._client, None
             await asyncio.to_thread(client.close)
@@ -249,8 +278,20 @@ class SandboxProvisioner(KernelProvisionerBase):
         self.home = provisioner_info.get("home")
         self.project = provisioner_info.get("project") or "default"
         self.extra_labels = provisioner_info.get("extra_labels") or {}
+        if self.container_id is not None:
+            # This process needs its own relay; the loaded key keeps the clients' sessions valid.
+            key = (provisioner_info.get("connection_info") or {}).get("key")
+            if isinstance(key, bytes):
+                key = key.decode()
+            await self._relay_to(self.container_id, key if isinstance(key, str) else None)
 
     # -- plumbing -----------------------------------------------------------------------
+
+    def _new_relay(self, key: str | None) -> KernelRelay:
+        from jupyter_sandbox.backends.runtime.docker import SANDBOX_UID
+        from jupyter_sandbox.core.kernels import max_message
+
+        return KernelRelay(SANDBOX_UID, max_message(self._get_client().settings), key)
 
     def _settings_start_timeout(self) -> float:
         return self._client.settings.start_timeout if self._client is not None else 30.0

@@ -20,6 +20,8 @@ from jupyter_sandbox._version import __version__
 # A Unix socket path must fit in sun_path (108 bytes with the NUL); keep a margin for
 # "<run dir>/<sandbox>/k-<n>".
 _MAX_RUN_ROOT = 70
+# Every number has a ceiling: a huge value must not overflow a deadline or mean "never".
+_YEAR = 365 * 24 * 3600
 
 
 def _default_home() -> Path:
@@ -27,9 +29,13 @@ def _default_home() -> Path:
 
 
 class Settings(BaseSettings):
-    """Operator settings: where state lives, defaults and ceilings for every sandbox."""
+    """Operator settings: where state lives, defaults and ceilings for every sandbox.
 
-    model_config = SettingsConfigDict(env_prefix="JUPYTER_SANDBOX_", extra="forbid")
+    Every number is finite (NaN and infinities are refused) and has a ceiling."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="JUPYTER_SANDBOX_", extra="forbid", allow_inf_nan=False
+    )
 
     home: Path = Field(default_factory=_default_home)
     """State folder: the SQLite store, blobs and the kernels' socket folders."""
@@ -41,20 +47,20 @@ class Settings(BaseSettings):
     allow_large_memory: bool = False
     """Allow the SDK's 16g and 64g tiers."""
     default_idle_minutes: int = Field(default=20, ge=1, le=24 * 60)
-    default_lifetime_seconds: int = Field(default=3600, ge=5)
-    max_lifetime_seconds: int = Field(default=24 * 3600, ge=5)
-    pids_limit: int = Field(default=256, ge=16)
-    cpu_shares: int = Field(default=512, ge=2)
-    cpus: float = Field(default=1.0, gt=0)
+    default_lifetime_seconds: int = Field(default=3600, ge=5, le=_YEAR)
+    max_lifetime_seconds: int = Field(default=24 * 3600, ge=5, le=_YEAR)
+    pids_limit: int = Field(default=256, ge=16, le=4_194_304)
+    cpu_shares: int = Field(default=512, ge=2, le=262_144)
+    cpus: float = Field(default=1.0, gt=0, le=1024)
     """CPU ceiling per sandbox (shared cores, never dedicated)."""
     tmp_size: str = "256m"
     """Size of the /tmp tmpfs (charged to the sandbox's memory)."""
     shm_size: str = "64m"
-    output_limit_bytes: int = Field(default=10 * 2**20, ge=1024)
+    output_limit_bytes: int = Field(default=10 * 2**20, ge=1024, le=2**30)
     """Output kept per execution; the rest is dropped and the result says so."""
-    start_timeout: float = Field(default=30.0, gt=0)
+    start_timeout: float = Field(default=30.0, gt=0, le=3600)
     """Seconds a kernel has to answer after its container starts."""
-    interrupt_grace: float = Field(default=3.0, gt=0)
+    interrupt_grace: float = Field(default=3.0, gt=0, le=3600)
     """Seconds a timed-out execution has to stop after SIGINT before the kernel restarts."""
     extra_labels: dict[str, str] = Field(default_factory=dict)
     """Labels added to every Docker object (tests use them to find leaks)."""
@@ -67,9 +73,9 @@ class Settings(BaseSettings):
     None lets a sandbox ask for any domain."""
     egress_subnet_pool: str = "198.18.0.0/16"
     """Where each allowlist sandbox's internal /29 network is carved from."""
-    egress_max_connections: int = Field(default=64, ge=1)
+    egress_max_connections: int = Field(default=64, ge=1, le=65_536)
     """Open connections one sandbox may hold through the proxy."""
-    egress_start_timeout: float = Field(default=20.0, gt=0)
+    egress_start_timeout: float = Field(default=20.0, gt=0, le=3600)
     """Seconds the egress proxy has to start listening."""
     test_egress_resolver: str | None = None
     """TEST ONLY: the proxy resolves names with this server instead of the engine's."""
@@ -77,31 +83,31 @@ class Settings(BaseSettings):
     """TEST ONLY: CIDRs the proxy may reach although private (a test's own upstream)."""
     test_egress_networks: list[str] = Field(default_factory=list)
     """TEST ONLY: Docker networks the proxy joins (where a test's upstream and DNS live)."""
-    file_size_limit: int = Field(default=512 * 2**20, ge=1)
+    file_size_limit: int = Field(default=512 * 2**20, ge=1, le=2**50)
     """Largest single upload (a file or a container file), in bytes; more is refused (413)."""
-    disk_limit: int = Field(default=10 * 2**30, ge=16 * 2**20)
+    disk_limit: int = Field(default=10 * 2**30, ge=16 * 2**20, le=2**50)
     """Cap on what a sandbox writes to /mnt/data and /workspace together, in bytes."""
     disk_mechanism: Literal["auto", "loop", "volume"] = "auto"
     """How the cap is enforced: `loop` (a sparse ext4 image per sandbox; needs root),
     `volume` (plain Docker volumes: NO cap), `auto` (loop when possible, else volume)."""
-    skill_size_limit: int = Field(default=50 * 2**20, ge=1024)
+    skill_size_limit: int = Field(default=50 * 2**20, ge=1024, le=2**40)
     """Largest skill, in bytes of unpacked files."""
-    skill_max_files: int = Field(default=1000, ge=1)
+    skill_max_files: int = Field(default=1000, ge=1, le=1_000_000)
     """Most files in one skill."""
     pool_size: int = Field(default=0, ge=0, le=100)
     """Warm pool: started sandboxes of the default configuration (default memory, network
     disabled, no files or skills) kept ready per process, so such a `create` is a claim, not
     a boot. 0 turns it off."""
-    pool_max_age_seconds: int = Field(default=3600, ge=60)
+    pool_max_age_seconds: int = Field(default=3600, ge=60, le=_YEAR)
     """A pooled sandbox not claimed within this many seconds is replaced."""
-    server_max_live_sandboxes: int = Field(default=10, ge=1)
+    server_max_live_sandboxes: int = Field(default=10, ge=1, le=100_000)
     """`serve`: live (initializing or ready) sandboxes one project may hold; more is a 429."""
-    server_rate_limit: int = Field(default=600, ge=0)
+    server_rate_limit: int = Field(default=600, ge=0, le=10_000_000)
     """`serve`: requests per minute per API key (bursts up to that many); 0 turns it off."""
-    server_max_body_bytes: int | None = Field(default=None, ge=1024)
+    server_max_body_bytes: int | None = Field(default=None, ge=1024, le=2**50)
     """`serve`: largest request body; default `file_size_limit` plus 1 MiB of form framing.
     A bigger body is refused with 413 while it streams in, never held whole."""
-    server_sweep_interval: float = Field(default=10.0, gt=0)
+    server_sweep_interval: float = Field(default=10.0, gt=0, le=3600)
     """`serve`: seconds between idle-expiry sweeps (reconcile runs every 30 sweeps too)."""
 
     @field_validator("default_memory_limit")

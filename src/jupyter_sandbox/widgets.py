@@ -21,6 +21,7 @@ import ipywidgets as widgets
 from jupyter_sandbox._exceptions import JupyterSandboxError
 from jupyter_sandbox._options import describe_network, describe_seconds, parse_network
 from jupyter_sandbox.client import Client
+from jupyter_sandbox.core.validation import check_seconds
 from jupyter_sandbox.types.container import Container
 
 if TYPE_CHECKING:
@@ -58,6 +59,8 @@ class Panel(widgets.VBox):  # type: ignore[misc]
         self.containers: list[Container] = []
         self._lock = threading.RLock()
         self._closed = threading.Event()
+        if refresh_seconds:  # None or 0: only on demand
+            refresh_seconds = check_seconds(refresh_seconds, "refresh_seconds", maximum=3600)
 
         self.message = widgets.HTML()
         self.name_input = widgets.Text(placeholder="name", value="notebook")
@@ -156,7 +159,7 @@ class Panel(widgets.VBox):  # type: ignore[misc]
             local = Path(staging) / Path(name).name
             local.write_bytes(content)
             self._files_api().create(container_id, file=local, path=f"/mnt/data/{local.name}")
-        self._say(f"Uploaded {html.escape(name)}.")
+        self._say(f"Uploaded {name}.")  # _say escapes
 
     def refresh(self) -> None:
         """Read the sandboxes (and the selected one's files) again."""

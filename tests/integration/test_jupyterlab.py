@@ -6,11 +6,14 @@ also replace the ones in docs/img/.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.request import Request, urlopen
 
 import pytest
@@ -128,3 +131,136 @@ def test_jupyterlab_runs_a_cell_in_the_sandbox_kernel(
         DOCS_IMG.mkdir(parents=True, exist_ok=True)
         for shot in shots.iterdir():
             shutil.copy(shot, DOCS_IMG / shot.name)
+
+
+# Each attack sets a marker in the page and creates a file through the server's REST API, as
+# the user; the same script run by the test itself (the control) proves it would work.
+def attack_script(name: str) -> str:
+    """JavaScript that marks the page and PUTs `name` through /api/contents."""
+    return (
+        "window.__pwned = 1; document.title = 'PWNED';"
+        "var x = (document.cookie.match(/_xsrf=([^;]+)/) || [])[1] || '';"
+        f"fetch('/api/contents/{name}', {{method: 'PUT', credentials: 'same-origin',"
+        " headers: {'Content-Type': 'application/json', 'X-XSRFToken': x},"
+        " body: JSON.stringify({type: 'file', format: 'text', content: 'pwned'})});"
+    )
+
+
+def attack_cell(name: str) -> str:
+    """Sandbox code that tries every way to get `attack_script(name)` to run in the page."""
+    encoded = base64.b64encode(attack_script(name).encode()).decode()
+    run = f"eval(atob('{encoded}'))"
+    return (
+        "from IPython.display import HTML, Javascript, Markdown, display\n"
+        f'run = "{run}"\n'
+        "display(Javascript(run))\n"
+        "display(HTML('<script>' + run + '</script>'))\n"
+        "display(HTML('<img src=x onerror=\"' + run + '\">'))\n"
+        "display(HTML('<iframe srcdoc=\"<script>parent.' + run + '</script>\"></iframe>'))\n"
+        "display(Markdown('md <img src=x onerror=\"' + run + '\">'))\n"
+        "display(Markdown(r'$\\href{javascript:' + run + '}{clickme}$'))\n"
+        "display({'image/svg+xml': '<svg xmlns=\"http://www.w3.org/2000/svg\" onload=\"'"
+        " + run + '\"/>'}, raw=True)\n"
+        "k = get_ipython().kernel\n"
+        "k.session.send(k.iopub_socket, 'display_data', {'data': {'application/javascript':"
+        " run, 'text/html': '<script>' + run + '</script>forged'}, 'metadata': {}},"
+        " parent=k.get_parent())\n"
+        "print('attack done')"
+    )
+
+
+RICH_CELL = (
+    "import matplotlib.pyplot as plt, pandas as pd\n"
+    "plt.plot([1, 3, 2]); plt.show()\n"
+    "pd.DataFrame({'a': [1, 2], 'b': ['x', 'y']})"
+)
+
+
+@pytest.fixture
+def lab_for_magics(
+    request: pytest.FixtureRequest, home: Path, test_label: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[str, str]:
+    """The `lab` server, whose local kernels' `%sandbox` magics use this test's state folder."""
+    monkeypatch.setenv("JUPYTER_SANDBOX_HOME", str(home))
+    monkeypatch.setenv("JUPYTER_SANDBOX_EXTRA_LABELS", json.dumps({TEST_LABEL: test_label}))
+    return request.getfixturevalue("lab")  # type: ignore[no-any-return]
+
+
+def _run_cell(page: Any, code: str, index: int) -> None:
+    editor = page.locator(".jp-Notebook .jp-Cell .cm-content").nth(index)
+    editor.click()
+    page.keyboard.insert_text(code)
+    page.keyboard.press("Shift+Enter")
+
+
+def _open_notebook(page: Any, base: str, token: str, kernel_title: str, workspace: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/lab/workspaces/{workspace}?token={token}")  # its own launcher
+    card = page.locator(f".jp-LauncherCard[title='{kernel_title}']").first
+    expect(card).to_be_visible(timeout=60_000)
+    news = page.get_by_role("button", name="No", exact=True)
+    if news.count():
+        news.click()
+    card.click()
+    expect(page.locator(".jp-Notebook .jp-Cell .cm-content").first).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(f"{kernel_title} | Idle")).to_be_visible(timeout=90_000)
+
+
+def _assert_nothing_ran(page: Any, root: Path, name: str, control: str) -> None:
+    """No marker, no file; then the control script proves the check could have failed."""
+    assert page.locator("[href^='javascript' i]").count() == 0  # no link to click
+    assert page.evaluate("window.__pwned") is None
+    assert page.title() != "PWNED"
+    page.evaluate(attack_script(control))
+    deadline = time.monotonic() + 30
+    while not (root / control).exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert (root / control).read_text() == "pwned", "the control script did not run"
+    assert page.evaluate("window.__pwned") == 1
+    assert not (root / name).exists(), f"sandbox output created {name} on the host"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+def test_sandbox_outputs_run_no_script_in_jupyterlab(
+    lab_for_magics: tuple[str, str], tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    base, token = lab_for_magics
+    root = tmp_path / "work"
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+        )
+        # The sandbox kernel, chosen in the launcher: outputs come through the relay.
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        _open_notebook(page, base, token, "Python 3 (sandbox)", "kernel")
+        _run_cell(page, attack_cell("pwned-kernel.txt"), 0)
+        outputs = page.locator(".jp-OutputArea-output")
+        expect(outputs.get_by_text("attack done")).to_be_visible(timeout=90_000)
+        _run_cell(page, RICH_CELL, 1)
+        expect(outputs.locator("table.dataframe")).to_be_visible(timeout=90_000)
+        expect(outputs.locator("img[src^='data:image/png']").first).to_be_visible()
+        assert outputs.locator("table.dataframe td").first.inner_text() == "1"
+        page.screenshot(path=str(shots / "jupyterlab-output-safety.png"), full_page=True)
+        _assert_nothing_ran(page, root, "pwned-kernel.txt", "control-kernel.txt")
+        expect(outputs.get_by_text("forged")).to_be_visible()  # forged, but only its safe part
+
+        # A local kernel whose %%sandbox cells run in a sandbox: outputs come through magics.
+        magics = browser.new_page(viewport={"width": 1280, "height": 900})
+        _open_notebook(magics, base, token, "Python 3 (ipykernel)", "magics")
+        _run_cell(magics, "%load_ext jupyter_sandbox\n%sandbox create --memory 512m", 0)
+        magic_outputs = magics.locator(".jp-OutputArea-output")
+        expect(magic_outputs.get_by_text("now in use")).to_be_visible(timeout=90_000)
+        _run_cell(magics, "%%sandbox\n" + attack_cell("pwned-magics.txt"), 1)
+        expect(magic_outputs.get_by_text("attack done")).to_be_visible(timeout=90_000)
+        _run_cell(magics, "%%sandbox\n" + RICH_CELL, 2)
+        expect(magic_outputs.locator("table.dataframe")).to_be_visible(timeout=90_000)
+        expect(magic_outputs.locator("img[src^='data:image/png']").first).to_be_visible()
+        _assert_nothing_ran(magics, root, "pwned-magics.txt", "control-magics.txt")
+        _run_cell(magics, "%sandbox delete", 3)
+        expect(magic_outputs.get_by_text("Deleted sandbox")).to_be_visible(timeout=60_000)
+        browser.close()

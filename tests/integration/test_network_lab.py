@@ -36,11 +36,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         host = self.headers.get("Host")
         log("REQUEST", self.command, self.path, "host=%s" % host)
-        body = ("hello from %s host=%s\n" % (role, host)).encode()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        if self.path.startswith("/keepalive"):  # this answer keeps the connection open
+            self.protocol_version, self.close_connection = "HTTP/1.1", False
+        if self.path.startswith("/headers"):  # what the proxy forwarded, as JSON pairs
+            body = json.dumps([self.requestline, *self.headers.items()]).encode()
+        else:
+            body = ("hello from %s host=%s\n" % (role, host)).encode()
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_TRACE = do_GET
     def log_message(self, *args):
         pass
 

@@ -200,3 +200,40 @@ def test_upload_over_the_limit_is_413(tmp_path: Path, test_label: str) -> None:
         assert [f.path for f in client.containers.files.list(container.id)] == []
         small = client.containers.files.create(container.id, file=("ok.bin", b"k" * 1000))
         assert small.bytes == 1000
+
+
+def test_domain_secrets_are_refused_clearly_and_never_echoed(server: RunningServer) -> None:
+    """Issue 17: the SDK's `domain_secrets` shape is understood (no more "unknown parameter"
+    echoing the value); a secret for an unlisted domain names the parameter; while injection
+    at the proxy is not built, a valid one is refused naming `network_policy.domain_secrets`
+    (never a sandbox whose secret silently does not work). No answer and no server log line
+    holds the value."""
+    client = server.sdk()
+    secret = "sk-test-secret-0d6f3a9b8c7e"
+    attempts = {
+        "valid": [{"domain": "allowed.test", "name": "API_KEY", "value": secret}],
+        "unlisted": [{"domain": "other.test", "name": "API_KEY", "value": secret}],
+        "extra": [{"domain": "allowed.test", "name": "API_KEY", "value": secret, "x": secret}],
+    }
+    for case, secrets in attempts.items():
+        with pytest.raises(openai.BadRequestError) as caught:
+            client.containers.create(
+                name="secrets",
+                network_policy={
+                    "type": "allowlist",
+                    "allowed_domains": ["allowed.test"],
+                    "domain_secrets": secrets,  # type: ignore[typeddict-item]
+                },
+            )
+        assert (caught.value.param or "").startswith("network_policy"), case
+        assert secret not in caught.value.message, case
+        assert secret not in caught.value.response.text, case
+        if case != "extra":
+            assert caught.value.param in ("network_policy.domain_secrets", "network_policy"), case
+    # An unknown top-level parameter holding a secret is not echoed either.
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.containers.create(name="secrets", extra_body={"api_key": secret})
+    assert caught.value.param == "api_key"
+    assert secret not in caught.value.response.text
+    assert client.containers.list().data == []
+    assert not [line for line in server.log if secret in line]

@@ -117,6 +117,11 @@ def test_no_arguments_shows_help() -> None:
             ["exec", "cntr_x", "1", "--timeout", "0"],
             "Input should be greater than or equal to 0.001",
         ),
+        (["exec", "cntr_x", "1", "--timeout", "nan"], "Invalid value for '--timeout'"),
+        (["exec", "cntr_x", "1", "--timeout", "inf"], "Invalid value for '--timeout'"),
+        (["exec", "cntr_x", "1", "--timeout", "-1"], "Invalid value for '--timeout'"),
+        (["exec", "cntr_x", "1", "--timeout", "1e400"], "Invalid value for '--timeout'"),
+        (["exec", "cntr_x", "1", "--timeout", "86401"], "Invalid value for '--timeout'"),
         (["nonsense"], "No such command 'nonsense'"),
     ],
 )

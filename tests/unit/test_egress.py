@@ -212,3 +212,62 @@ def test_operator_ceiling_bounds_every_allowlist() -> None:
         service.check(NetworkPolicyAllowlist(type="allowlist", allowed_domains=["evil.example"]))
     assert caught.value.param == "network_policy"
     assert "evil.example not permitted on this host" in caught.value.message
+
+
+def _rendered_squid_conf() -> list[str]:
+    from string import Template
+
+    from jupyter_sandbox.backends.egress_image import squid_conf_template
+
+    text = Template(squid_conf_template()).substitute(
+        dns_nameservers="", max_connections=64, blocked_addresses="10.0.0.0/8"
+    )
+    return [line.strip() for line in text.splitlines() if line.strip() and line[0] != "#"]
+
+
+def test_squid_conf_refuses_the_proxy_itself_before_anything_is_allowed() -> None:
+    """The deny chain starts with the manager (after naming the sandbox), then the internal
+    URLs, methods and schemes; the only allow is the last line. The integration tests
+    (test_network_proxy.py) prove the behaviour; this pins the order and the audit's choices."""
+    lines = _rendered_squid_conf()
+    access = [line for line in lines if line.startswith("http_access")]
+    assert access[:4] == [
+        "http_access deny sandbox_named manager",
+        "http_access deny proxy_internal",
+        "http_access deny !safe_methods",
+        "http_access deny !CONNECT !http_scheme",
+    ]
+    assert [line for line in access if " allow " in line] == ["http_access allow all"]
+    assert access[-1] == "http_access allow all"
+    assert "acl safe_methods method GET HEAD POST PUT PATCH DELETE OPTIONS CONNECT" in lines
+    for directive in (
+        "via off", "forwarded_for delete", "httpd_suppress_version_string on", "icp_port 0",
+        "htcp_port 0", "snmp_port 0", "pinger_enable off", "digest_generation off",
+        "icap_enable off", "ecap_enable off", "cachemgr_passwd disable all",
+        "global_internal_static off", "cache deny all", "email_err_data off",
+        "reply_header_access X-Cache deny all", "reply_header_access X-Squid-Error deny all",
+        "half_closed_clients off", "pipeline_prefetch 0", "request_header_max_size 64 KB",
+        "reply_header_max_size 64 KB", "netdb_filename none",
+        "server_persistent_connections off",
+    ):  # fmt: skip
+        assert directive in lines, directive
+    never = ("url_rewrite_program", "ftp_port", "cache_peer", "icap_service", "ecap_service")
+    assert not [line for line in lines if line.split()[0] in never]
+    # Every page a deny_info names ships in the image.
+    from jupyter_sandbox.backends.egress_image import RECIPE_FILES
+
+    pages = {line.split()[1] for line in lines if line.startswith("deny_info")}
+    assert {f"errors/{page}" for page in pages} <= set(RECIPE_FILES)
+
+
+def test_log_parser_names_the_proxy_itself_refusals() -> None:
+    lines = [
+        "1.000 198.18.0.3 cntr_a%20allowed GET allowed.test 80 403 ERR_JSBX_PROXY -",
+        "2.000 198.18.0.3 cntr_a%20allowed GET allowed.test 80 403 ERR_JSBX_SCHEME -",
+        "3.000 198.18.0.3 cntr_a%20allowed TRACE allowed.test 80 403 ERR_JSBX_METHOD -",
+    ]
+    assert [d.reason for d in parse_access_log(lines, "cntr_a")] == [
+        "the proxy's own pages (cache manager, internal URLs) are not reachable",
+        "only http:// requests, and CONNECT to 443, are allowed",
+        "the request method is not allowed",
+    ]

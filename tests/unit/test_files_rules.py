@@ -119,7 +119,7 @@ def test_host_files_refuse_links_fifos_and_escape(tmp_path: Path) -> None:
     workspace.mkdir()
     secret = tmp_path / "secret"
     secret.write_text("host secret")
-    host = HostFiles({"/mnt/data": data, "/workspace": workspace})
+    host = HostFiles({"/mnt/data": data, "/workspace": workspace}, uploads=tmp_path / "uploads")
     assert host.write("/mnt/data/a/b.txt", io.BytesIO(b"hi"), limit=10, size=2) == 2
     assert host.open("/mnt/data/a/b.txt").read() == b"hi"
     (data / "link").symlink_to(secret)
@@ -137,7 +137,7 @@ def test_host_files_refuse_links_fifos_and_escape(tmp_path: Path) -> None:
     assert (data / "link").is_symlink()
     with pytest.raises(RequestTooLargeError):
         host.write("/mnt/data/big", io.BytesIO(b"x" * 20), limit=10, size=None)
-    assert sorted(f.path for f in host.scan()) == ["/mnt/data/a/b.txt"]
+    assert sorted(f.path for f in host.scan().files) == ["/mnt/data/a/b.txt"]
     host.delete("/mnt/data/a/b.txt")
     with pytest.raises(NotFoundError):
         host.delete("/mnt/data/a/b.txt")

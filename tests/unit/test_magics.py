@@ -45,7 +45,11 @@ def test_bad_line_arguments_are_usage_errors(
     ("line", "message"),
     [
         ("", "no sandbox in use"),
-        ("--timeout 0 cntr_x", "--timeout must be a positive"),
+        ("--timeout 0 cntr_x", "--timeout: Invalid timeout: must be a number of seconds"),
+        ("--timeout nan cntr_x", "--timeout: Invalid timeout"),
+        ("--timeout inf cntr_x", "--timeout: Invalid timeout"),
+        ("--timeout -1 cntr_x", "--timeout: Invalid timeout"),
+        ("--timeout 1e400 cntr_x", "--timeout: Invalid timeout"),
         ("--timeout soon", "invalid float value"),
         ("a b", "unrecognized arguments"),
     ],

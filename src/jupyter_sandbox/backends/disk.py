@@ -75,6 +75,12 @@ class SandboxStorage:
         """Host folder bind-mounted read-only at /mnt/skills."""
         return self.folder / "skills"
 
+    @property
+    def uploads(self) -> Path:
+        """Host-only folder on the image for uploads in flight (loop mode; not mounted in the
+        sandbox, so its code never sees a half-written file)."""
+        return self.mount / "uploads"
+
     def host_dirs(self) -> dict[str, Path] | None:
         """Host folders for /mnt/data and /workspace (loop mode), or None (volumes)."""
         if not self.is_capped:

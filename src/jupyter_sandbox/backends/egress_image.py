@@ -49,6 +49,9 @@ RECIPE_FILES = (
     "errors/ERR_JSBX_PORT",
     "errors/ERR_JSBX_ADDRESS",
     "errors/ERR_JSBX_LIMIT",
+    "errors/ERR_JSBX_PROXY",
+    "errors/ERR_JSBX_SCHEME",
+    "errors/ERR_JSBX_METHOD",
 )
 _EXECUTABLES = ("egress-entrypoint", "egress-policy")
 

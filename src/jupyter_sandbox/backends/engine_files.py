@@ -9,7 +9,9 @@ sandbox as its own user, so any link resolves inside the container, never on the
 
 from __future__ import annotations
 
+import contextlib
 import io
+import secrets
 import stat
 import tarfile
 import tempfile
@@ -24,15 +26,50 @@ import docker.errors
 from jupyter_sandbox._exceptions import BadRequestError, InternalServerError, NotFoundError
 from jupyter_sandbox.backends.blobs import CHUNK, too_large
 from jupyter_sandbox.backends.sandbox_files import (
-    MAX_SCAN_FILES,
+    MAX_SCAN_ENTRIES,
+    MAX_SCAN_PATH_BYTES,
     SANDBOX_UID,
+    STALE_UPLOAD_SECONDS,
     UPLOAD_PREFIX,
     BinaryContent,
     FoundFile,
+    Scan,
     bad_path,
     copy_stream,
 )
 from jupyter_sandbox.types.container_file import ROOTS, check_path, split_root
+
+# Paths plus their sizes and times: the path budget, with room for the other fields.
+_SCAN_OUTPUT_BYTES = MAX_SCAN_PATH_BYTES + 64 * (MAX_SCAN_ENTRIES + 1)
+
+
+def parse_find(out: bytes) -> Scan:
+    """The files in `find`'s NUL-separated `type\\tsize\\tmtime\\tpath` records, within the caps."""
+    found: list[FoundFile] = []
+    records = out.split(b"\0")
+    # A last record without its NUL was cut by `head -c`: the output reached the byte cap.
+    truncated = f"more than {MAX_SCAN_PATH_BYTES} bytes of paths" if records[-1] else None
+    entries = path_bytes = 0
+    for record in records[:-1]:
+        kind, _, rest = record.partition(b"\t")
+        size, _, rest = rest.partition(b"\t")
+        mtime, _, raw_path = rest.partition(b"\t")
+        entries += 1
+        path_bytes += len(raw_path)
+        if entries > MAX_SCAN_ENTRIES:
+            truncated = f"more than {MAX_SCAN_ENTRIES} files and folders"
+            break
+        if path_bytes > MAX_SCAN_PATH_BYTES:
+            truncated = f"more than {MAX_SCAN_PATH_BYTES} bytes of paths"
+            break
+        if kind != b"f":
+            continue
+        try:
+            path = check_path(raw_path.decode("utf-8"))
+            found.append(FoundFile(path, int(size), float(mtime)))
+        except (UnicodeDecodeError, ValueError):
+            continue
+    return Scan(found, truncated)
 
 
 class _ChunkReader(io.RawIOBase):
@@ -100,18 +137,31 @@ class EngineFiles:
         return int(code or 0), stdout or b"", stderr or b""
 
     def write(self, path: str, source: IO[bytes], *, limit: int, size: int | None) -> int:
-        """Send an uncompressed tar that we build, member by member, as a stream."""
+        """Send an uncompressed tar that we build, member by member, as a stream, to a
+        temporary name beside the target, then `mv` it into place in the sandbox, as its
+        user. An interrupted upload (the engine extracts as it receives) is removed at once;
+        one left by a killed process is removed by the next listing once 10 minutes stale."""
         root, parts = split_root(check_path(path))
         if size is None:
             return self._write_spooled(path, source, limit=limit)
         if size > limit:
             raise too_large(limit)
+        staged = [*parts[:-1], UPLOAD_PREFIX + secrets.token_hex(8)]
+        staged_path = f"{root}/{'/'.join(staged)}"
         try:
-            self._api.put_archive(
-                self._name, root, tar_stream(parts, source, size, mtime=time.time())
-            )
-        except docker.errors.APIError as exc:
-            raise bad_path(path, f"the engine refused: {exc.explanation}") from None
+            try:
+                self._api.put_archive(
+                    self._name, root, tar_stream(staged, source, size, mtime=time.time())
+                )
+            except docker.errors.APIError as exc:
+                raise bad_path(path, f"the engine refused: {exc.explanation}") from None
+            code, _, err = self._exec("/bin/mv", "-fT", "--", staged_path, path)
+            if code != 0:
+                raise bad_path(path, err.decode(errors="replace").strip() or "cannot replace it")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._exec("/bin/rm", "-f", "--", staged_path)
+            raise
         return size
 
     def _write_spooled(self, path: str, source: IO[bytes], *, limit: int) -> int:
@@ -172,25 +222,24 @@ class EngineFiles:
         if code != 0:
             raise InternalServerError(f"cannot delete {path!r}: {err.decode(errors='replace')}")
 
-    def scan(self) -> list[FoundFile]:
-        """`find` in the sandbox, as its user (links are not followed: `-type f`)."""
-        _, out, _ = self._exec(
-            "/usr/bin/find", *ROOTS, "-xdev", "-type", "f", "-printf", "%s\\t%T@\\t%p\\0"
+    def scan(self) -> Scan:
+        """`find` in the sandbox, as its user (links are not followed: `-type f`).
+
+        Upload temporaries (`.jsbx-upload-*`, a reserved prefix) are not listed, and removed
+        once 10 minutes stale (a killed uploader's). Folders count toward the caps as files
+        do; `head` in the sandbox bounds what the host reads to one record more than
+        `MAX_SCAN_ENTRIES` and `MAX_SCAN_PATH_BYTES` plus a margin, so a flood costs the host
+        a bounded amount of memory.
+        """
+        script = (
+            f'find "$@" -xdev -mindepth 1 \\( -type f -name "{UPLOAD_PREFIX}*" '
+            f"\\( -mmin +{STALE_UPLOAD_SECONDS // 60} -delete -o -true \\) \\) "
+            '-o \\( -type d -printf "d\\t0\\t0\\t%p\\0" \\) '
+            '-o \\( -type f -printf "f\\t%s\\t%T@\\t%p\\0" \\) 2>/dev/null'
+            f" | head -z -n {MAX_SCAN_ENTRIES + 1} | head -c {_SCAN_OUTPUT_BYTES}"
         )
-        found: list[FoundFile] = []
-        for record in out.split(b"\0"):
-            size, _, rest = record.partition(b"\t")
-            mtime, _, raw_path = rest.partition(b"\t")
-            try:
-                path = check_path(raw_path.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                continue
-            if path.rpartition("/")[2].startswith(UPLOAD_PREFIX):
-                continue
-            found.append(FoundFile(path, int(size), float(mtime)))
-            if len(found) >= MAX_SCAN_FILES:
-                break
-        return found
+        _, out, _ = self._exec("/bin/sh", "-c", script, "find", *ROOTS)
+        return parse_find(out)
 
 
 def _go_mode(mode: int) -> int:

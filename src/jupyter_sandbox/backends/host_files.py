@@ -5,7 +5,9 @@ disk image directly. Every path is walked one name at a time from the root folde
 `O_NOFOLLOW` relative to the parent's descriptor, so a symbolic link planted by sandbox code
 is refused (never followed, on the host or anywhere), even if it is swapped in mid-walk.
 FIFOs and devices are refused (`O_NONBLOCK`, then `fstat` must say regular file).
-Bytes move with `sendfile` or 1 MiB chunks: nothing is held in memory whole.
+Bytes move with `sendfile` or 1 MiB chunks: nothing is held in memory whole. An upload is
+written in a host-only folder on the same disk image, then renamed into place: sandbox code
+never sees it half-written, and a leftover (the host process was killed) is found in one place.
 """
 
 from __future__ import annotations
@@ -20,27 +22,38 @@ from typing import IO
 
 from jupyter_sandbox._exceptions import NotFoundError, RequestTooLargeError
 from jupyter_sandbox.backends.blobs import too_large
+from jupyter_sandbox.backends.host_scan import DIR_FLAGS as _DIR_FLAGS
+from jupyter_sandbox.backends.host_scan import scan_roots, sweep_uploads
 from jupyter_sandbox.backends.sandbox_files import (
-    MAX_SCAN_FILES,
     SANDBOX_UID,
+    STALE_UPLOAD_SECONDS,
     UPLOAD_PREFIX,
     BinaryContent,
     FoundFile,
+    Scan,
     bad_path,
     copy_stream,
     path_refusal,
 )
-from jupyter_sandbox.types.container_file import ROOTS, check_path, is_valid_name, split_root
-
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+from jupyter_sandbox.types.container_file import check_path, split_root
 
 
 class HostFiles:
     """Files of a sandbox whose roots are host folders (the mounted, capped disk image)."""
 
-    def __init__(self, roots: dict[str, Path], *, disk_limit: int | None = None) -> None:
+    def __init__(
+        self, roots: dict[str, Path], *, uploads: Path, disk_limit: int | None = None
+    ) -> None:
+        """`roots`: host folder of each API root; `uploads`: a host-only folder on the same
+        file system (not mounted in the sandbox) for uploads in flight."""
         self._roots = roots
+        self._uploads = uploads
         self._disk_limit = disk_limit
+
+    def _uploads_descriptor(self) -> int:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(self._uploads, 0o700)
+        return os.open(self._uploads, _DIR_FLAGS)
 
     def _walk(self, path: str, *, create: bool) -> tuple[int, str]:
         """(descriptor of the parent folder, final name); every step refuses links."""
@@ -65,11 +78,18 @@ class HostFiles:
         return descriptor, parts[-1]
 
     def write(self, path: str, source: IO[bytes], *, limit: int, size: int | None) -> int:
-        """Write through a temporary name, then rename over the target (never through it)."""
+        """Write a temporary file in the host-only uploads folder, then rename it over the
+        target (never written through). The temporary file is removed on any failure,
+        KeyboardInterrupt included; one left by a killed process is swept (`sweep_uploads`)."""
         if size is not None and size > limit:
             raise too_large(limit)
         parent, name = self._walk(path, create=True)
         temporary = UPLOAD_PREFIX + secrets.token_hex(8)
+        try:
+            uploads = self._uploads_descriptor()
+        except BaseException:
+            os.close(parent)
+            raise
         try:
             with contextlib.suppress(FileNotFoundError):
                 mode = os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode
@@ -80,16 +100,16 @@ class HostFiles:
                 if stat.S_ISDIR(mode):
                     raise OSError(errno.EISDIR, "a folder")
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-            descriptor = os.open(temporary, flags, 0o644, dir_fd=parent)
+            descriptor = os.open(temporary, flags, 0o644, dir_fd=uploads)
             try:
                 os.fchown(descriptor, SANDBOX_UID, SANDBOX_UID)
                 written = copy_stream(source, descriptor, limit=limit, size=size)
             finally:
                 os.close(descriptor)
-            os.rename(temporary, name, src_dir_fd=parent, dst_dir_fd=parent)
+            os.rename(temporary, name, src_dir_fd=uploads, dst_dir_fd=parent)
         except BaseException as exc:
             with contextlib.suppress(OSError):
-                os.unlink(temporary, dir_fd=parent)
+                os.unlink(temporary, dir_fd=uploads)
             if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise RequestTooLargeError(
                     f"The container's disk is full (cap {self._disk_limit} bytes)", param="file"
@@ -98,6 +118,7 @@ class HostFiles:
                 raise path_refusal(path, exc) from None
             raise
         finally:
+            os.close(uploads)
             os.close(parent)
         return written
 
@@ -144,32 +165,10 @@ class HostFiles:
         finally:
             os.close(parent)
 
-    def scan(self) -> list[FoundFile]:
-        """Regular files under both roots, walked by descriptor without following links."""
-        found: list[FoundFile] = []
-        for root in ROOTS:
-            stack = [(os.open(self._roots[root], _DIR_FLAGS), root)]
-            while stack:
-                descriptor, prefix = stack.pop()
-                try:
-                    with os.scandir(descriptor) as entries:
-                        for entry in entries:
-                            if len(found) >= MAX_SCAN_FILES:
-                                break
-                            if not is_valid_name(entry.name, len(prefix.encode())):
-                                continue  # not addressable through the API
-                            path = f"{prefix}/{entry.name}"
-                            try:
-                                if entry.is_dir(follow_symlinks=False):
-                                    child = os.open(entry.name, _DIR_FLAGS, dir_fd=descriptor)
-                                    stack.append((child, path))
-                                elif entry.is_file(follow_symlinks=False):
-                                    if entry.name.startswith(UPLOAD_PREFIX):
-                                        continue
-                                    info = entry.stat(follow_symlinks=False)
-                                    found.append(FoundFile(path, info.st_size, info.st_mtime))
-                            except (ValueError, OSError):
-                                continue  # unaddressable name, or it changed under us
-                finally:
-                    os.close(descriptor)
-        return found
+    def scan(self) -> Scan:
+        """Regular files under both roots: a bounded walk by descriptor (see `host_scan`)."""
+        return scan_roots(self._roots)
+
+    def sweep_uploads(self, *, older_than: float = STALE_UPLOAD_SECONDS) -> list[str]:
+        """Remove leftover upload temporary files (a host process killed mid-upload)."""
+        return sweep_uploads(self._uploads, older_than=older_than)

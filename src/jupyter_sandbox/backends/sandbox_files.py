@@ -22,8 +22,13 @@ from jupyter_sandbox.backends.blobs import CHUNK, too_large
 
 SANDBOX_UID = 1000
 UPLOAD_PREFIX = ".jsbx-upload-"
-MAX_SCAN_FILES = 100_000
-"""A listing stops after this many files (an inode flood cannot stall the host)."""
+"""Name prefix of an upload in flight (in a host-only folder, see `HostFiles`)."""
+STALE_UPLOAD_SECONDS = 600
+"""An upload temporary file untouched this long is a leftover (a killed host process)."""
+MAX_SCAN_ENTRIES = 100_000
+"""A listing stops after this many files and folders (an inode flood cannot stall the host)."""
+MAX_SCAN_PATH_BYTES = 16 * 2**20
+"""... or after this many bytes of paths (bounds the memory one listing holds)."""
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,15 @@ class FoundFile:
     path: str
     bytes: int
     mtime: float
+
+
+@dataclass
+class Scan:
+    """What one walk of a sandbox's folders found."""
+
+    files: list[FoundFile]
+    truncated: str | None = None
+    """Why the walk stopped early (a cap was reached), or None if it saw everything."""
 
 
 class SandboxFiles(Protocol):
@@ -54,8 +68,8 @@ class SandboxFiles(Protocol):
         """Remove the file at `path` (NotFoundError if absent)."""
         ...
 
-    def scan(self) -> list[FoundFile]:
-        """Every regular file under the roots."""
+    def scan(self) -> Scan:
+        """The regular files under the roots, up to the caps (`Scan.truncated` says so)."""
         ...
 
 

@@ -23,17 +23,20 @@ from __future__ import annotations
 from jupyter_sandbox.backends.engine_files import EngineFiles, tar_stream
 from jupyter_sandbox.backends.host_files import HostFiles
 from jupyter_sandbox.backends.sandbox_files import (
-    MAX_SCAN_FILES,
+    MAX_SCAN_ENTRIES,
+    MAX_SCAN_PATH_BYTES,
     SANDBOX_UID,
     UPLOAD_PREFIX,
     BinaryContent,
     FoundFile,
     SandboxFiles,
+    Scan,
     copy_stream,
 )
 
 __all__ = [
-    "MAX_SCAN_FILES",
+    "MAX_SCAN_ENTRIES",
+    "MAX_SCAN_PATH_BYTES",
     "SANDBOX_UID",
     "UPLOAD_PREFIX",
     "BinaryContent",
@@ -41,6 +44,7 @@ __all__ = [
     "FoundFile",
     "HostFiles",
     "SandboxFiles",
+    "Scan",
     "copy_stream",
     "tar_stream",
 ]

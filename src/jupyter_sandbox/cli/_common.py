@@ -19,8 +19,8 @@ import typer
 from pydantic import BaseModel, ValidationError
 from pydantic_settings import SettingsError
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from jupyter_sandbox._exceptions import (
     APIConnectionError,
@@ -28,6 +28,7 @@ from jupyter_sandbox._exceptions import (
     JupyterSandboxError,
     NotFoundError,
 )
+from jupyter_sandbox._terminal import inert, program_output
 from jupyter_sandbox._version import __version__
 
 if TYPE_CHECKING:
@@ -40,9 +41,12 @@ __all__ = [
     "Order",
     "app",
     "image_app",
+    "inert",
     "parse_network",
     "print_container",
     "print_containers",
+    "program_output",
+    "shown",
 ]
 
 app = typer.Typer(
@@ -80,8 +84,23 @@ def _console(*, stderr: bool = False) -> Console:
     return Console(file=stream, width=width, highlight=False, soft_wrap=False)
 
 
+def shown(value: object) -> Text:
+    """Untrusted text (a sandbox's file name, path, output, error; any name or log line) for
+    rich: a `Text`, never parsed as markup (`[/]` cannot crash a table, `[link=...]` is no
+    hyperlink), with every terminal control character shown escaped (see `_terminal`).
+    Every print of such text in the CLI goes through this, `inert` or `program_output`."""
+    return Text(inert(str(value)))
+
+
+def print_error(message: str) -> None:
+    """`error: <message>` in red on stderr; the message is untrusted (newlines kept)."""
+    _console(stderr=True).print(
+        Text.assemble(("error:", "red"), " ", inert(message, keep="\n")), soft_wrap=True
+    )
+
+
 def _fail(message: str, code: int) -> NoReturn:
-    _console(stderr=True).print(f"[red]error:[/] {escape(message)}", soft_wrap=True)
+    print_error(message)
     raise typer.Exit(code)
 
 
@@ -185,7 +204,7 @@ def print_container(container: Container, *, as_json: bool = False) -> None:
         ("expires_at", _time(container.expires_at)),
     ]
     for key, value in rows:
-        table.add_row(key, escape(value))
+        table.add_row(key, shown(value))
     _print_table(table)
 
 
@@ -202,7 +221,7 @@ def print_containers(containers: Iterable[Container]) -> int:
     for container in containers:
         table.add_row(
             container.id,
-            escape(container.name),
+            shown(container.name),
             container.status,
             container.memory_limit,
             _time(container.created_at),

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.markup import escape
 from rich.table import Table
 
 from jupyter_sandbox._exceptions import BadRequestError, JupyterSandboxError, NotFoundError
+from jupyter_sandbox._terminal import RESET
 from jupyter_sandbox.cli._common import (
     JsonOption,
     Order,
@@ -26,14 +25,16 @@ from jupyter_sandbox.cli._common import (
     parse_network,
     print_container,
     print_containers,
+    print_error,
+    program_output,
+    shown,
 )
+from jupyter_sandbox.core.validation import MAX_TIMEOUT_SECONDS, check_seconds
 
 if TYPE_CHECKING:
     from jupyter_sandbox.types.execution import ExecutionOutput
 
 __all__ = ["create", "delete", "exec_", "gc", "get", "list_", "logs"]
-
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @app.command()
@@ -147,7 +148,7 @@ def delete(
                 deleted = client.containers.delete(container_id)
             except (BadRequestError, NotFoundError) as exc:
                 # Keep going: one unknown id must not spare the others.
-                _console(stderr=True).print(f"[red]error:[/] {escape(exc.message)}", soft_wrap=True)
+                print_error(exc.message)
                 failures.append(exc)
                 continue
             if as_json:
@@ -179,12 +180,12 @@ def logs(
     for d in decisions:
         table.add_row(
             _time(int(d.time)),
-            d.decision,
-            d.method,
-            escape(d.host),
+            shown(d.decision),
+            shown(d.method),
+            shown(d.host),
             str(d.port or ""),
             str(d.status or ""),
-            escape(d.reason or ""),
+            shown(d.reason or ""),
         )
     _print_table(table)
 
@@ -208,26 +209,31 @@ def _read_code(code: str | None, file: Path | None) -> str:
     return sys.stdin.read()
 
 
-def _stream(output: ExecutionOutput, *, color: bool) -> None:
-    """Print one output as it arrives: streams to their file, text displays to stdout."""
+def _stream(output: ExecutionOutput) -> None:
+    """Print one output as it arrives: streams to their file, text displays to stdout.
+
+    The program's text passes through `program_output`: colours only on a terminal, every
+    other control sequence (screen clears, OSC hyperlinks, clipboard, titles, BEL) escaped.
+    """
     from jupyter_sandbox.types.execution import ErrorOutput, StreamOutput
 
     if isinstance(output, StreamOutput):
         stream = sys.stdout if output.name == "stdout" else sys.stderr
-        stream.write(output.text)
-        stream.flush()
+        text = output.text if isinstance(output.text, str) else str(output.text)
     elif isinstance(output, ErrorOutput):
-        text = "\n".join(output.traceback) or f"{output.ename}: {output.evalue}"
         sys.stdout.flush()
-        sys.stderr.write((text if color else _ANSI.sub("", text)) + "\n")
-        sys.stderr.flush()
+        stream = sys.stderr
+        text = "\n".join(map(str, output.traceback)) or f"{output.ename}: {output.evalue}"
+        text += "\n"
     else:
+        stream = sys.stdout
         plain = output.data.get("text/plain")
-        if plain is None:
+        if not isinstance(plain, str):
             kinds = ", ".join(sorted(output.data)) or "no data"
             plain = f"<{output.type}: {kinds}>"
-        sys.stdout.write(f"{plain}\n")
-        sys.stdout.flush()
+        text = f"{plain}\n"
+    stream.write(program_output(text, colors=stream.isatty()))
+    stream.flush()
 
 
 @app.command("exec")
@@ -244,26 +250,38 @@ def exec_(
     ] = None,
     timeout: Annotated[
         float | None,
-        typer.Option("--timeout", min=0.001, help="Seconds before the run is interrupted."),
+        typer.Option(
+            "--timeout",
+            min=0.001,
+            max=MAX_TIMEOUT_SECONDS,
+            help="Seconds before the run is interrupted (at most a day).",
+        ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Run code in a sandbox's kernel, streaming its output; exit 1 if it fails."""
+    try:
+        timeout = check_seconds(timeout, "timeout")  # click's range lets NaN through
+    except BadRequestError as exc:
+        raise typer.BadParameter(exc.message, param_hint="--timeout") from None
     source = _read_code(code, file)
-    color = sys.stderr.isatty()
     with _client(ctx) as client:
-        execution = client.containers.execute(
-            container_id,
-            source,
-            timeout=timeout,
-            on_output=None if as_json else lambda output: _stream(output, color=color),
-        )
+        try:
+            execution = client.containers.execute(
+                container_id,
+                source,
+                timeout=timeout,
+                on_output=None if as_json else _stream,
+            )
+        finally:
+            for stream in (sys.stdout, sys.stderr):
+                if stream.isatty():  # end any colour the program left on
+                    stream.write(RESET)
+                    stream.flush()
     if as_json:
         _print_json(execution)
     elif execution.status in ("timeout", "died"):
-        _console(stderr=True).print(
-            f"[red]error:[/] {escape(execution.message or execution.status)}", soft_wrap=True
-        )
+        print_error(execution.message or execution.status)
     if execution.status != "ok":
         raise typer.Exit(1)
 

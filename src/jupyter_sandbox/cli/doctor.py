@@ -8,7 +8,15 @@ import typer
 from rich.markup import escape
 
 from jupyter_sandbox._exceptions import APIConnectionError
-from jupyter_sandbox.cli._common import JsonOption, _console, _errors, _print_json, _settings, app
+from jupyter_sandbox.cli._common import (
+    JsonOption,
+    _console,
+    _errors,
+    _print_json,
+    _settings,
+    app,
+    inert,
+)
 
 if TYPE_CHECKING:
     from jupyter_sandbox.doctor import Check
@@ -73,7 +81,7 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
             style = _LEVEL_STYLE[check.level]
             console.print(
                 f"{check.name:<{width}}  [{style}]{check.level.upper():<4}[/]  "
-                f"{escape(check.detail)}",
+                f"{escape(inert(check.detail, keep=chr(10)))}",
                 soft_wrap=True,
             )
     if code:

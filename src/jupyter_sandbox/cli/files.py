@@ -16,6 +16,9 @@ from jupyter_sandbox.cli._common import (
     _print_table,
     _time,
     app,
+    inert,
+    print_error,
+    shown,
 )
 
 __all__ = ["cp", "files", "skills_app"]
@@ -53,7 +56,7 @@ def cp(
             if path.endswith("/"):
                 path += local.name
             made = client.containers.files.create(container_id, file=local, path=path)
-            typer.echo(f"{made.path}\t{made.bytes} bytes\t{made.id}")
+            typer.echo(f"{inert(made.path)}\t{made.bytes} bytes\t{made.id}")
             return
         assert inside_source is not None
         container_id, path = inside_source
@@ -68,7 +71,7 @@ def cp(
         written = client.containers.files.content.retrieve(container_id, found.id).write_to_file(
             local
         )
-        typer.echo(f"{local}\t{written} bytes")
+        typer.echo(f"{inert(str(local))}\t{written} bytes")
 
 
 @app.command("files")
@@ -79,7 +82,10 @@ def files(
 ) -> None:
     """List the files under /mnt/data and /workspace of a sandbox (code's files included)."""
     with _client(ctx) as client:
-        found = list(client.containers.files.list(container_id, limit=100))
+        page = client.containers.files.list(container_id, limit=100)
+        found = list(page)
+    if page.truncated is not None:
+        print_error(f"the listing stopped early ({page.truncated}): some files are not shown")
     if as_json:
         _print_json([f.model_dump(mode="json") for f in found])
         return
@@ -87,7 +93,9 @@ def files(
     for column in ("PATH", "BYTES", "SOURCE", "CREATED", "ID"):
         table.add_column(column, justify="right" if column == "BYTES" else "left")
     for item in sorted(found, key=lambda f: f.path):
-        table.add_row(item.path, str(item.bytes), item.source, _time(item.created_at), item.id)
+        table.add_row(
+            shown(item.path), str(item.bytes), item.source, _time(item.created_at), item.id
+        )
     _print_table(table)
 
 
@@ -122,11 +130,11 @@ def skills_list(ctx: typer.Context, as_json: JsonOption = False) -> None:
     for skill in found:
         table.add_row(
             skill.id,
-            skill.name,
-            skill.default_version,
-            skill.latest_version,
+            shown(skill.name),
+            shown(skill.default_version),
+            shown(skill.latest_version),
             _time(skill.created_at),
-            skill.description,
+            shown(skill.description),
         )
     _print_table(table)
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from jupyter_sandbox.cli._common import _console, _errors, _fail, _settings, app
+from jupyter_sandbox.cli._common import _console, _errors, _fail, _settings, app, shown
 
 __all__ = ["serve"]
 
@@ -71,8 +71,10 @@ def serve(
 
         allowed = {*(default_allowed_hosts(host) or set()), *allow_host}
     _console(stderr=True).print(
-        f"serving {len(keys)} key(s) for project(s) {', '.join(keys.projects)} on "
-        f"http://{host}:{port}/v1",
+        shown(
+            f"serving {len(keys)} key(s) for project(s) {', '.join(keys.projects)} on "
+            f"http://{host}:{port}/v1"
+        ),
         soft_wrap=True,
     )
     with _errors():

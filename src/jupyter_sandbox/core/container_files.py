@@ -33,9 +33,10 @@ from jupyter_sandbox.types.container_file import (
     DEFAULT_DIR,
     ContainerFile,
     ContainerFileDeleted,
+    ContainerFilePage,
     check_path,
 )
-from jupyter_sandbox.types.page import CursorPage, ListParams
+from jupyter_sandbox.types.page import ListParams
 from jupyter_sandbox.types.skill import SKILLS_ROOT, InstalledSkill
 
 logger = logging.getLogger(__name__)
@@ -125,11 +126,9 @@ class SandboxContent:
         """Make the storage (the capped disk when possible), install skills, copy files in."""
         storage = self.disks.create(container_id)
         prepared = Prepared(storage, install(plan.skills, storage.skills))
-        host_dirs = storage.host_dirs()
-        if host_dirs is not None:
-            self._copy_files(
-                HostFiles(host_dirs, disk_limit=self._settings.disk_limit), plan, container_id
-            )
+        host_files = self._host_files(storage)
+        if host_files is not None:
+            self._copy_files(host_files, plan, container_id)
         return prepared
 
     def finish(self, container_id: str, plan: Plan, prepared: Prepared) -> None:
@@ -166,12 +165,18 @@ class SandboxContent:
             self._engine, f"jsbx-{container_id}", spool=self._settings.home / "blobs" / "tmp"
         )
 
+    def _host_files(self, storage: SandboxStorage) -> HostFiles | None:
+        host_dirs = storage.host_dirs()
+        if host_dirs is None:
+            return None
+        return HostFiles(host_dirs, uploads=storage.uploads, disk_limit=self._settings.disk_limit)
+
     def channel(self, record: ContainerRecord) -> SandboxFiles:
         """How to reach this sandbox's files."""
         if record.extra.get("storage") == "loop":
-            host_dirs = SandboxStorage(self.disks.folder(record.id), True).host_dirs()
-            assert host_dirs is not None
-            return HostFiles(host_dirs, disk_limit=self._settings.disk_limit)
+            host_files = self._host_files(SandboxStorage(self.disks.folder(record.id), True))
+            assert host_files is not None
+            return host_files
         return self._engine_files(record.id)
 
 
@@ -309,9 +314,21 @@ class ContainerFileService:
         self._records.delete_container_file(found.id)
         return ContainerFileDeleted(id=found.id)
 
-    def sync(self, record: ContainerRecord) -> None:
-        """Reconcile the records with the files present (one walk, one transaction)."""
-        found = self._content.channel(record).scan()
+    def sync(self, record: ContainerRecord) -> str | None:
+        """Reconcile the records with the files present (one walk, one transaction).
+
+        Returns why the walk was truncated (a cap was reached), or None. A truncated walk
+        adds and resizes what it saw but forgets nothing (unseen files may still exist).
+        """
+        scan = self._content.channel(record).scan()
+        found = scan.files
+        if scan.truncated is not None:
+            logger.warning(
+                "listing %s stopped early: %s (%d files listed)",
+                record.id,
+                scan.truncated,
+                len(found),
+            )
         known = self._records.container_files(record.id)
         now = time.time()
         add: list[ContainerFileRecord] = []
@@ -332,19 +349,19 @@ class ContainerFileService:
                 )
             elif existing.bytes != item.bytes:
                 resize.append((existing.id, item.bytes))
-        self._records.sync_container_files(
-            record.id, add=add, resize=resize, drop=[r.id for r in known.values()]
-        )
+        drop = [r.id for r in known.values()] if scan.truncated is None else []
+        self._records.sync_container_files(record.id, add=add, resize=resize, drop=drop)
+        return scan.truncated
 
     @_sandbox_errors
     def list(
         self, container_id: str, params: dict[str, Any], *, project: str = "default"
-    ) -> CursorPage[ContainerFile]:
-        """A page of the sandbox's files (newest first); the first page looks at the disk."""
+    ) -> ContainerFilePage:
+        """A page of the sandbox's files (newest first); the first page looks at the disk
+        (and says in `truncated` if the walk reached a cap)."""
         query = parse(ListParams, params)
         record = self._ready(container_id, project)
-        if query.after is None:
-            self.sync(record)
+        truncated = self.sync(record) if query.after is None else None
         try:
             records, more = self._records.container_files_page(
                 record.id, limit=query.limit, order=query.order, after=query.after
@@ -352,15 +369,17 @@ class ContainerFileService:
         except LookupError:
             raise NotFoundError(f"Invalid after: no file {query.after!r}", param="after") from None
         data = [to_container_file(r) for r in records]
-        page = CursorPage[ContainerFile](
+        page = ContainerFilePage(
             data=data,
             first_id=data[0].id if data else None,
             last_id=data[-1].id if data else None,
             has_more=more,
+            truncated=truncated,
         )
-        return page.with_next(
+        page.with_next(
             lambda after: self.list(container_id, {**params, "after": after}, project=project)
         )
+        return page
 
 
 __all__ = ["SKILLS_ROOT", "ContainerFileService", "Plan", "Prepared", "SandboxContent"]

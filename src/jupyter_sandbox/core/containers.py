@@ -251,6 +251,15 @@ class ContainerService:
                     param="network_policy",
                 )
             self._egress.check(request.network_policy)
+            if request.network_policy.domain_secrets:
+                # Fail closed: the proxy cannot inject them yet (no TLS interception), and a
+                # sandbox whose secrets silently do not work is worse than a clear refusal.
+                raise BadRequestError(
+                    "Invalid network_policy.domain_secrets: injecting secrets at the egress "
+                    "proxy is not available on this host yet; pass the secret to the sandbox "
+                    "some other way or leave domain_secrets out",
+                    param="network_policy.domain_secrets",
+                )
 
     def _attach_network(
         self, record: ContainerRecord, request: ContainerCreateParams

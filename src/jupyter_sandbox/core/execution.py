@@ -18,6 +18,7 @@ from jupyter_sandbox.backends import kernel
 from jupyter_sandbox.backends.store import ContainerRecord, Store
 from jupyter_sandbox.core import kernel_messages
 from jupyter_sandbox.core.kernels import Kernels, Session, SessionClosed, max_message
+from jupyter_sandbox.core.validation import check_seconds
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.container import MEMORY_LIMIT_BYTES
 from jupyter_sandbox.types.execution import (
@@ -139,10 +140,7 @@ class ExecutionService:
         """Run `code`; a timeout interrupts it, then restarts the kernel if it stays busy."""
         if not isinstance(code, str):
             raise BadRequestError("Invalid code: must be a string", param="code")
-        if timeout is not None and (not isinstance(timeout, int | float) or timeout <= 0):
-            raise BadRequestError(
-                "Invalid timeout: must be a positive number of seconds", param="timeout"
-            )
+        timeout = check_seconds(timeout, "timeout")
         if record.status != "ready":
             raise ConflictError(
                 f"Container {record.id} is {record.status}{_reason(record)}; only a ready "

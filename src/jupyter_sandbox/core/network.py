@@ -42,6 +42,9 @@ _REASONS = {
     "ERR_JSBX_PORT": "only port 80, and CONNECT to 443, are allowed",
     "ERR_JSBX_ADDRESS": "the name resolves to a private, loopback, link-local or metadata address",
     "ERR_JSBX_LIMIT": "too many open connections",
+    "ERR_JSBX_PROXY": "the proxy's own pages (cache manager, internal URLs) are not reachable",
+    "ERR_JSBX_SCHEME": "only http:// requests, and CONNECT to 443, are allowed",
+    "ERR_JSBX_METHOD": "the request method is not allowed",
 }
 
 

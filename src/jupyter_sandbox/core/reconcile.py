@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jupyter_sandbox.backends import deadline_file, disk, kernel
+from jupyter_sandbox.backends.host_scan import sweep_uploads
 from jupyter_sandbox.backends.runtime.base import Runtime
+from jupyter_sandbox.backends.sandbox_files import STALE_UPLOAD_SECONDS
 from jupyter_sandbox.backends.store import ContainerRecord, Store
 from jupyter_sandbox.core.network import EgressService
 from jupyter_sandbox.core.pool import POOL_PROJECT
@@ -37,6 +39,8 @@ class ReconcileReport:
     """Storage folders (and mounted disk images) that no live sandbox owned."""
     egress: list[str] = field(default_factory=list)
     """What happened to the egress proxy (restarted while needed, removed when idle)."""
+    uploads: list[str] = field(default_factory=list)
+    """Upload temporary files left by a killed process (`<sandbox id>/<name>`), removed."""
 
 
 def _creator_alive(record: ContainerRecord) -> bool:
@@ -135,11 +139,22 @@ def reconcile(
         if folder.name not in live:
             disk.remove_folder(folder)
             report.storage.append(folder.name)
+        else:
+            uploads = disk.SandboxStorage(folder, True).uploads
+            for name in sweep_uploads(uploads, older_than=STALE_UPLOAD_SECONDS):
+                report.uploads.append(f"{folder.name}/{name}")
     for folder in deadlines:
         if folder.name not in live:
             deadline_file.remove(folder)
     if egress is not None:
         report.egress = egress.reconcile()
-    if report.marked or report.removed or report.socket_dirs or report.storage or report.egress:
+    if (
+        report.marked
+        or report.removed
+        or report.socket_dirs
+        or report.storage
+        or report.egress
+        or report.uploads
+    ):
         logger.info("reconcile: %s", report)
     return report

@@ -11,6 +11,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -65,6 +67,57 @@ class NetworkPolicyDisabled(BaseModel):
     type: Literal["disabled"] = "disabled"
 
 
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+# Variables the sandbox's own setup owns: a secret may not shadow them.
+_RESERVED_ENV = re.compile(
+    r"^(PATH|HOME|USER|SHELL|PWD|LANG|LC_.*|PYTHON.*|JPY_.*|JUPYTER.*|JSBX_.*|"
+    r"(HTTP|HTTPS|ALL|NO)_PROXY|SSL_CERT_.*|REQUESTS_CA_BUNDLE|CURL_CA_BUNDLE|LD_.*)$",
+    re.IGNORECASE,
+)
+MAX_SECRET_LENGTH = 8192
+
+
+class DomainSecret(BaseModel):
+    """One `{domain, name, value}` of an allowlist's `domain_secrets` (the hosted API's shape).
+
+    The value is a `SecretStr`: it never shows in a repr, a dump or an error message."""
+
+    model_config = ConfigDict(extra="forbid")
+    domain: str
+    """A domain of the same policy's `allowed_domains` (or one of its wildcards covers it)."""
+    name: str
+    """The environment variable that holds a placeholder for the secret in the sandbox."""
+    value: SecretStr = Field(min_length=1, max_length=MAX_SECRET_LENGTH)
+    """The secret itself; only the egress proxy would ever put it on the wire."""
+
+    @field_validator("domain")
+    @classmethod
+    def _domain(cls, domain: str) -> str:
+        return normalize_domain(domain)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        if not _ENV_NAME.match(name):
+            raise ValueError(
+                "name must be an environment variable name (letters, digits, '_'; "
+                "not starting with a digit; at most 128 characters)"
+            )
+        if _RESERVED_ENV.match(name):
+            raise ValueError(f"name {name} is reserved for the sandbox's own setup")
+        return name
+
+
+def _domain_allowed(domain: str, allowed: list[str]) -> bool:
+    """Whether `domain` (normalized, maybe `*.x`) is reached through the list `allowed`."""
+    for entry in allowed:
+        if entry == domain:
+            return True
+        if entry.startswith("*.") and domain.removeprefix("*.").endswith(entry[1:]):
+            return True
+    return False
+
+
 class NetworkPolicyAllowlist(BaseModel):
     """Only HTTP(S) to the listed domains, through the egress proxy."""
 
@@ -74,11 +127,41 @@ class NetworkPolicyAllowlist(BaseModel):
         validation_alias=AliasChoices("allowed_domains", "domains"), min_length=1, max_length=100
     )
     """Exact hosts, or `*.example.com` for subdomains. The seed's `domains` is accepted too."""
+    domain_secrets: list[DomainSecret] = Field(default_factory=list, max_length=100, exclude=True)
+    """Secrets for listed domains (write-only: never dumped, stored or returned)."""
 
     @field_validator("allowed_domains")
     @classmethod
     def _normalize(cls, domains: list[str]) -> list[str]:
         return list(dict.fromkeys(normalize_domain(d) for d in domains))
+
+    @field_validator("domain_secrets")
+    @classmethod
+    def _secrets_on_listed_domains(
+        cls, secrets: list[DomainSecret], info: ValidationInfo
+    ) -> list[DomainSecret]:
+        allowed = info.data.get("allowed_domains") or []
+        seen: set[tuple[str, str]] = set()
+        for secret in secrets:
+            if not _domain_allowed(secret.domain, allowed):
+                raise ValueError(
+                    f"domain {secret.domain} of secret {secret.name} is not in allowed_domains"
+                )
+            if (secret.domain, secret.name) in seen:
+                raise ValueError(f"secret {secret.name} is given twice for {secret.domain}")
+            seen.add((secret.domain, secret.name))
+        return secrets
+
+    def create_params(self) -> dict[str, Any]:
+        """This policy as `containers.create` takes it, secret values included: for handing a
+        validated request on inside this process only (the server to the client)."""
+        params: dict[str, Any] = self.model_dump(mode="json")
+        if self.domain_secrets:
+            params["domain_secrets"] = [
+                {"domain": s.domain, "name": s.name, "value": s.value.get_secret_value()}
+                for s in self.domain_secrets
+            ]
+        return params
 
 
 NetworkPolicy = Annotated[
@@ -103,7 +186,7 @@ class ExpiresAfter(BaseModel):
                 raise ValueError("give either minutes or seconds, not both")
             if isinstance(seconds, bool) or not isinstance(seconds, int | float):
                 raise ValueError("seconds must be a number")
-            if seconds <= 0 or seconds > MAX_IDLE_MINUTES * 60:
+            if not math.isfinite(seconds) or seconds <= 0 or seconds > MAX_IDLE_MINUTES * 60:
                 raise ValueError(f"seconds must be between 1 and {MAX_IDLE_MINUTES * 60}")
             data["minutes"] = max(1, math.ceil(seconds / 60))
         return data

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, computed_field
 
+from jupyter_sandbox.types.page import CursorPage
+
 ROOTS = ("/mnt/data", "/workspace")
 """The only sandbox folders files can be uploaded to, listed from or downloaded from."""
 DEFAULT_DIR = "/mnt/data"
@@ -38,6 +40,15 @@ class ContainerFile(BaseModel):
     def size(self) -> int:
         """The seed's name for `bytes`."""
         return self.bytes
+
+
+class ContainerFilePage(CursorPage[ContainerFile]):
+    """A page of a sandbox's files, with why the walk stopped early, if it did."""
+
+    truncated: str | None = None
+    """Extension, first page only: set when the walk of the sandbox's folders reached a cap
+    (100,000 files and folders, or 16 MiB of paths); the listing then holds only the files seen
+    (a warning is logged too). None when every file was seen."""
 
 
 class ContainerFileDeleted(BaseModel):

@@ -21,8 +21,11 @@ from jupyter_sandbox.server.routes.common import (
     list_params,
 )
 from jupyter_sandbox.server.state import TenantDep, run
-from jupyter_sandbox.types.container_file import ContainerFile, ContainerFileDeleted
-from jupyter_sandbox.types.page import CursorPage
+from jupyter_sandbox.types.container_file import (
+    ContainerFile,
+    ContainerFileDeleted,
+    ContainerFilePage,
+)
 
 router = APIRouter(
     prefix="/v1/containers/{container_id}/files",
@@ -115,15 +118,16 @@ async def create_container_file(
     )
 
 
-@router.get("", response_model=CursorPage[ContainerFile], summary="List container files")
+@router.get("", response_model=ContainerFilePage, summary="List container files")
 async def list_container_files(
     container_id: ContainerId,
     tenant: TenantDep,
     limit: Limit = 20,
     order: Order = "desc",
     after: After = None,
-) -> CursorPage[ContainerFile]:
-    """A page of the sandbox's files, including those its code wrote (`source: assistant`)."""
+) -> ContainerFilePage:
+    """A page of the sandbox's files, including those its code wrote (`source: assistant`).
+    On the first page, `truncated` (extension) says why the walk stopped early, if it did."""
     return await run(
         tenant.client.containers.files.list, container_id, **list_params(limit, order, after)
     )

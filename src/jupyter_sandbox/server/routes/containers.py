@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import JSONResponse, Response
 
 from jupyter_sandbox._exceptions import APIError, ConflictError, NotFoundError
+from jupyter_sandbox.core.validation import MAX_TIMEOUT_SECONDS
 from jupyter_sandbox.server.errors import (
     INTERNAL_MESSAGE,
     QuotaExceededError,
@@ -23,7 +24,12 @@ from jupyter_sandbox.server.routes import ERROR_RESPONSES
 from jupyter_sandbox.server.routes.common import After, Limit, Order, list_params
 from jupyter_sandbox.server.sse import ExecutionEvents
 from jupyter_sandbox.server.state import StateDep, TenantDep, run, run_long
-from jupyter_sandbox.types.container import Container, ContainerCreateParams, ContainerDeleted
+from jupyter_sandbox.types.container import (
+    Container,
+    ContainerCreateParams,
+    ContainerDeleted,
+    NetworkPolicyAllowlist,
+)
 from jupyter_sandbox.types.execution import Execution
 from jupyter_sandbox.types.page import CursorPage
 
@@ -39,8 +45,11 @@ class ExecuteParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     code: str = Field(max_length=MAX_CODE_CHARS)
     """Python source run in the sandbox's kernel; state persists between calls."""
-    timeout: float | None = Field(default=None, gt=0, le=24 * 3600)
-    """Seconds before the run is interrupted (then the kernel restarted if it stays busy)."""
+    timeout: float | None = Field(
+        default=None, gt=0, le=MAX_TIMEOUT_SECONDS, strict=True, allow_inf_nan=False
+    )
+    """Seconds before the run is interrupted (then the kernel restarted if it stays busy):
+    a JSON number, finite, in (0, 86400]; strings and booleans are refused."""
     stream: bool = False
     """Answer with server-sent events: `output` per output, then `done` (the Execution) or
     `error`."""
@@ -59,6 +68,8 @@ async def create_container(
     `X-Stainless-Retry-Count` > 0) with the same body returns the container its first attempt
     made instead of starting another."""
     body: dict[str, Any] = params.model_dump(mode="json", exclude_unset=True)
+    if isinstance(params.network_policy, NetworkPolicyAllowlist):  # dumps leave secrets out
+        body["network_policy"] = params.network_policy.create_params()
     fingerprint = state.ledger.fingerprint(tenant.project, body)
     if _retry_count(request) > 0:
         earlier = state.ledger.earlier(fingerprint)
