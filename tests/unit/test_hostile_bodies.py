@@ -80,6 +80,8 @@ def test_every_json_route_answers_hostile_bodies_with_400(
             error = response.json()["error"]
             assert error["type"] == "invalid_request_error"
             assert "JSON body" in error["message"]
+            if error["param"] is not None:
+                assert error["message"].startswith(f"Invalid {error['param']} ")
             assert response.headers["x-request-id"].startswith("req_")
 
 
@@ -109,6 +111,25 @@ def test_strict_parser_accepts_ordinary_json(raw: bytes, value: Any) -> None:
         assert depth == strict_json.MAX_DEPTH - 1
     else:
         assert parsed == value
+
+
+@pytest.mark.parametrize(
+    ("raw", "param"),
+    [
+        (b'{"code": "1", "timeout": NaN}', "timeout"),
+        (b'{"name": "x", "expires_after": {"minutes": -Infinity}}', "expires_after.minutes"),
+        (b'{"name": "x", "lifetime_seconds": 1e999999}', "lifetime_seconds"),
+        (b'{"limit": ' + b"9" * 5000 + b"}", "limit"),
+        (b'{"skills": [{"name": "\\ud800"}]}', "skills.name"),
+        (b'{"name": "x", "name": "y"}', "name"),
+        (b'{"a": ' + b"[" * 40 + b"]" * 40 + b"}", "a"),
+        (b"[NaN]", None),
+    ],
+)
+def test_strict_parser_names_the_parameter(raw: bytes, param: str | None) -> None:
+    with pytest.raises(BadRequestError) as caught:
+        strict_json.parse(raw)
+    assert caught.value.param == param
 
 
 @pytest.mark.parametrize(("what", "body"), HOSTILE, ids=[h[0] for h in HOSTILE])
