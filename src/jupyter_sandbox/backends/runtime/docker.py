@@ -281,12 +281,11 @@ class DockerRuntime:
     def exit_code(self, container_id: str, since: float) -> int | None:
         """How the sandbox's container last exited after `since` (epoch seconds), from the
         engine's events (it is auto-removed, so inspect no longer knows); None if unknown."""
-        until = time.time() + 0.5
         try:
             with docker_errors(f"reading the events of sandbox {container_id}"):
-                events = self._api.events(
+                events = self._api.events(  # type: ignore[call-overload]  # until: str ok
                     since=int(since) - 1,
-                    until=int(until) + 1,
+                    until=f"{time.time():.3f}",  # now: the stream ends at once
                     filters={"container": _container_name(container_id), "event": "die"},
                     decode=True,
                 )
