@@ -11,7 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from jupyter_sandbox._exceptions import BadRequestError
+from jupyter_sandbox.types.container import normalize_memory
 
+MEMORY_HELP = (
+    "Memory limit: 512m, 1g, 2g or 4g (16g and 64g only where the operator allows them); "
+    "1G, 1GB and 1024m mean 1g."
+)
 NETWORK_HELP = "'disabled', or 'allow=DOMAIN[,DOMAIN...]' (HTTP(S) to those domains only)"
 
 
@@ -39,11 +44,14 @@ def parse_network(value: str | Mapping[str, Any] | None) -> dict[str, Any] | Non
 
 
 def parse_memory(value: str | None) -> str | None:
-    """`1G`, `1gb` or `1g` as the API's `1g` (the Client checks the tier)."""
+    """`1G`, `1gb`, `1024m` or `1g` as the API's `1g`; anything else is passed on as given
+    for the Client to refuse with the tiers this host allows."""
     if value is None:
         return None
-    text = value.strip().lower()
-    return text[:-1] if text.endswith(("gb", "mb")) else text
+    try:
+        return normalize_memory(value)
+    except ValueError:
+        return value
 
 
 def describe_network(policy: Mapping[str, Any]) -> str:

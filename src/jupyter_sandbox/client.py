@@ -145,6 +145,12 @@ class Containers:
         record = self._client._containers.get_record(container_id, self._client.project)
         return self._client._egress.log(record.id)
 
+    def logs(self, container_id: str, *, tail: int = 200) -> str:
+        """The sandbox's own log: its supervisor's and kernel's last `tail` lines (at most
+        256 KiB; what ipykernel captures goes to executions, not here)."""
+        record = self._client._containers.get_record(container_id, self._client.project)
+        return self._client._runtime.logs(record.id, 1.0, tail=tail, max_bytes=256 * 2**10)
+
     def connection_info(self, container_id: str) -> dict[str, Any]:
         """A Jupyter connection dict (ipc transport, host paths) for the sandbox's kernel."""
         record = self._client._containers.get_record(container_id, self._client.project)

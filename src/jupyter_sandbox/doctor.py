@@ -17,6 +17,7 @@ __all__ = [
     "Level",
     "check_cgroup",
     "check_default_runtime",
+    "check_egress_image",
     "check_engine_version",
     "check_image",
     "check_runc_version",
@@ -26,6 +27,7 @@ __all__ = [
     "check_storage_driver",
     "engine_checks",
     "exit_code",
+    "missing",
     "parse_version",
     "runc_version",
     "unreachable",
@@ -234,9 +236,14 @@ def engine_checks(
 
 
 def check_image(tag: str, *, exists: bool, up_to_date: bool, size_bytes: int | None) -> Check:
-    """The kernel image: missing or stale is a warning with the command that fixes it."""
+    """The kernel image: missing fails (no sandbox can start), stale is a warning; both name
+    the command that fixes it."""
     if not exists:
-        return Check("kernel image", "warn", f"{tag} is missing: run `jupyter-sandbox image build`")
+        return Check(
+            "kernel image",
+            "fail",
+            f"{tag} is missing, so no sandbox can start: run `jupyter-sandbox image build`",
+        )
     size = f", {size_bytes / 1e6:.0f} MB" if size_bytes is not None else ""
     if not up_to_date:
         return Check(
@@ -245,6 +252,25 @@ def check_image(tag: str, *, exists: bool, up_to_date: bool, size_bytes: int | N
             f"{tag} is out of date{size}: run `jupyter-sandbox image build`",
         )
     return Check("kernel image", "ok", f"{tag} (up to date{size})")
+
+
+def check_egress_image(tag: str, *, exists: bool) -> Check:
+    """The egress proxy image: only allowlist sandboxes need it, so missing is a warning."""
+    if exists:
+        return Check("egress image", "ok", tag)
+    return Check(
+        "egress image",
+        "warn",
+        f"{tag} is missing: allowlist sandboxes cannot start (run `jupyter-sandbox image build`)",
+    )
+
+
+def missing(checks: Iterable[Check]) -> str | None:
+    """One sentence naming every failed check, or None: what stops sandboxes being made."""
+    failed = [check.name for check in checks if check.level == "fail"]
+    if not failed:
+        return None
+    return "Sandboxes cannot be created here until these are fixed: " + ", ".join(failed)
 
 
 def unreachable(message: str) -> Check:

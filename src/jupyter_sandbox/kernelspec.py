@@ -17,8 +17,8 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from jupyter_sandbox._exceptions import BadRequestError
-from jupyter_sandbox._options import parse_memory, parse_network
-from jupyter_sandbox.types.container import MEMORY_LIMIT_BYTES, NetworkPolicy
+from jupyter_sandbox._options import parse_network
+from jupyter_sandbox.types.container import NetworkPolicy
 
 DEFAULT_NAME = "python3-sandbox"
 DEFAULT_DISPLAY_NAME = "Python 3 (sandbox)"
@@ -39,17 +39,16 @@ def kernel_json(
     """The kernel.json of a sandboxed Python kernel; `config` adds provisioner traits.
 
     Raises:
-        BadRequestError: `network` is not a known spelling.
+        BadRequestError: `memory` is not a tier this host allows, or `network` is not a
+            known spelling.
     """
     provisioner_config: dict[str, Any] = {}
     if memory is not None:
-        limit = parse_memory(memory)
-        if limit not in MEMORY_LIMIT_BYTES:
-            raise BadRequestError(
-                f"Invalid memory limit {memory!r}: use one of {', '.join(MEMORY_LIMIT_BYTES)}",
-                param="memory_limit",
-            )
-        provisioner_config["memory_limit"] = limit
+        from jupyter_sandbox.core.containers import check_memory
+        from jupyter_sandbox.settings import Settings
+
+        # Only tiers this host allows: a kernel asking for another would fail at every start.
+        provisioner_config["memory_limit"] = check_memory(memory, Settings())
     policy = parse_network(network)
     if policy is not None:
         try:

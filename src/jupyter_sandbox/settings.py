@@ -6,8 +6,11 @@ Every field can be set by keyword, or by an environment variable `JUPYTER_SANDBO
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +19,8 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jupyter_sandbox._version import __version__
+
+logger = logging.getLogger(__name__)
 
 # A Unix socket path must fit in sun_path (108 bytes with the NUL); keep a margin for
 # "<run dir>/<sandbox>/k-<n>".
@@ -113,11 +118,19 @@ class Settings(BaseSettings):
     @field_validator("default_memory_limit")
     @classmethod
     def _known_limit(cls, value: str) -> str:
-        from jupyter_sandbox.types.container import MEMORY_LIMIT_BYTES
+        from jupyter_sandbox.types.container import normalize_memory
 
-        if value not in MEMORY_LIMIT_BYTES:
-            raise ValueError(f"must be one of {', '.join(MEMORY_LIMIT_BYTES)}")
-        return value
+        return normalize_memory(value)
+
+    def memory_limits(self) -> tuple[str, ...]:
+        """The memory tiers sandboxes may have on this host (16g and 64g only when allowed)."""
+        from jupyter_sandbox.types.container import LARGE_MEMORY_LIMITS, MEMORY_LIMIT_BYTES
+
+        return tuple(
+            tier
+            for tier in MEMORY_LIMIT_BYTES
+            if self.allow_large_memory or tier not in LARGE_MEMORY_LIMITS
+        )
 
     @field_validator("egress_allowed_domains")
     @classmethod
@@ -143,6 +156,10 @@ class Settings(BaseSettings):
 
         return [str(ipaddress.IPv4Network(cidr)) for cidr in value]
 
+    def model_post_init(self, context: object, /) -> None:
+        """Say (once per name and process) which `JUPYTER_SANDBOX_*` variables mean nothing."""
+        warn_unknown_environment(os.environ)
+
     @property
     def deadlines_root(self) -> Path:
         """Host folders holding each sandbox's deadline file (read-only in the sandbox)."""
@@ -167,3 +184,41 @@ class Settings(BaseSettings):
         if len(str(candidate)) <= _MAX_RUN_ROOT:
             return candidate
         return Path(os.environ.get("TMPDIR", "/tmp")) / f"jsbx-{os.getuid()}-{self.store_id}"
+
+
+ENV_PREFIX = "JUPYTER_SANDBOX_"
+OTHER_VARIABLES = frozenset(
+    {
+        "JUPYTER_SANDBOX_API_KEYS",  # serve's keys (server/auth.py)
+        "JUPYTER_SANDBOX_REQUIRE_DOCKER",  # the test suite: fail instead of skip
+        "JUPYTER_SANDBOX_UPDATE_SCREENSHOTS",  # the test suite: refresh docs/img
+    }
+)
+"""Variables read outside `Settings`."""
+_warned: set[str] = set()
+
+
+def known_variables() -> list[str]:
+    """Every `JUPYTER_SANDBOX_*` name something reads."""
+    fields = {ENV_PREFIX + name.upper() for name in Settings.model_fields}
+    return sorted(fields | OTHER_VARIABLES)
+
+
+def warn_unknown_environment(environ: Mapping[str, str]) -> list[str]:
+    """Log a warning for each `JUPYTER_SANDBOX_*` variable nothing reads (a typo is otherwise
+    silently ignored), naming the closest valid one; each name once per process.
+
+    Returns the warnings logged by this call."""
+    known = known_variables()
+    messages = []
+    for name in sorted(environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in known or name in _warned:
+            continue
+        _warned.add(name)
+        close = difflib.get_close_matches(upper, known, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        message = f"unknown environment variable {name} is ignored{hint}"
+        logger.warning("%s", message)
+        messages.append(message)
+    return messages

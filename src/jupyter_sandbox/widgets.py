@@ -32,8 +32,20 @@ __all__ = ["Panel"]
 logger = logging.getLogger(__name__)
 
 MEMORY_CHOICES = ("512m", "1g", "2g", "4g")
+"""The tiers offered when the client does not say which this host allows."""
 _INLINE_DOWNLOAD_LIMIT = 5 * 2**20
 _ROW = widgets.Layout(align_items="center", width="100%")
+COLUMNS = ("", "ID", "NAME", "STATUS", "MEMORY", "NETWORK", "TIME LEFT", "", "")
+"""The sandbox table's columns (the mark of the selected one first, the buttons last)."""
+# Fixed tracks for short values, shrinkable ones for names and policies: about 640 px at
+# least, so the table fits a notebook's output area whatever the names are.
+_GRID_COLUMNS = "1.2em 9.5em minmax(5em, 1fr) 6.5em 5.5em minmax(6em, 1fr) 6.5em 4.5em 5.5em"
+# Out of the flow (the HTML widget's content box is `position: relative` for this), so a
+# long text never widens its column: it is cut with an ellipsis at the column's edge.
+_ELLIPSIS = (
+    "position:absolute;left:0;right:0;top:0;"
+    "overflow:hidden;text-overflow:ellipsis;white-space:nowrap"
+)
 
 
 class Panel(widgets.VBox):  # type: ignore[misc]
@@ -64,7 +76,7 @@ class Panel(widgets.VBox):  # type: ignore[misc]
 
         self.message = widgets.HTML()
         self.name_input = widgets.Text(placeholder="name", value="notebook")
-        self.memory_input = widgets.Dropdown(options=MEMORY_CHOICES, value="1g")
+        self.memory_input = widgets.Dropdown(options=_memory_choices(self.client), value="1g")
         self.network_input = widgets.Text(value="disabled", placeholder="allow=a.com,b.com")
         self.create_button = widgets.Button(
             description="Create", icon="plus", button_style="success"
@@ -181,27 +193,34 @@ class Panel(widgets.VBox):  # type: ignore[misc]
 
     # -- rendering -----------------------------------------------------------------------
 
-    def _header(self) -> widgets.HTML:
-        return widgets.HTML(
-            _code(_line("", "ID", "NAME", "STATUS", "MEMORY", "NETWORK", "TIME LEFT"))
-        )
+    def _header(self) -> widgets.GridBox:
+        return _grid([_cell(_text(name, bold=True)) for name in COLUMNS])
 
-    def _row(self, container: Container) -> widgets.HBox:
+    def _row(self, container: Container) -> widgets.GridBox:
+        """One sandbox: every value escaped (names and policies are the caller's text)."""
         mark = "*" if container.id == self.selected else ""
-        text = _line(
-            mark,
-            container.id,
-            container.name,
-            container.status,
-            container.memory_limit,
-            describe_network(container.network_policy),
-            describe_seconds(_time_left(container)),
+        cells = [
+            _cell(_text(mark)),
+            # The whole id is in the cell (ellipsised): hover shows it, a click selects it all.
+            _cell(_text(container.id, monospace=True, select_all=True)),
+            _cell(_text(container.name)),
+            _cell(_text(container.status)),
+            _cell(_text(container.memory_limit)),
+            _cell(_text(describe_network(container.network_policy))),
+            _cell(_text(describe_seconds(_time_left(container)))),
+        ]
+        use = widgets.Button(
+            description="Use", tooltip=f"use {container.id}", layout=widgets.Layout(width="auto")
         )
-        use = widgets.Button(description="Use", tooltip=f"use {container.id}")
-        delete = widgets.Button(description="Delete", button_style="danger")
+        delete = widgets.Button(
+            description="Delete",
+            tooltip=f"delete {container.id}",
+            button_style="danger",
+            layout=widgets.Layout(width="auto"),
+        )
         use.on_click(lambda _: self._act(lambda: self.select(container.id)))
         delete.on_click(lambda _: self._act(lambda: self.delete(container.id)))
-        return widgets.HBox([widgets.HTML(_code(text)), use, delete], layout=_ROW)
+        return _grid([*cells, use, delete])
 
     def _refresh_files(self) -> None:
         files = getattr(self.client.containers, "files", None)
@@ -271,9 +290,42 @@ def _time_left(container: Container) -> float:
     return time_left(container)
 
 
-def _line(*cells: str) -> str:
-    widths = (1, 53, 16, 12, 6, 24, 9)
-    return "  ".join(cell[:width].ljust(width) for cell, width in zip(cells, widths, strict=True))
+def _memory_choices(client: Client) -> tuple[str, ...]:
+    settings = getattr(client, "settings", None)
+    return settings.memory_limits() if settings is not None else MEMORY_CHOICES
+
+
+def _grid(children: list[widgets.Widget]) -> widgets.GridBox:
+    """A row of the sandbox table; every row has the same tracks, so the columns line up."""
+    layout = widgets.Layout(
+        grid_template_columns=_GRID_COLUMNS,
+        grid_gap="0 0.5em",
+        align_items="center",
+        width="100%",
+        max_width="100%",
+    )
+    return widgets.GridBox(children, layout=layout)
+
+
+def _cell(value: str) -> widgets.HTML:
+    """A table cell holding `value` (HTML the caller escaped); it may shrink below its text."""
+    return widgets.HTML(value, layout=widgets.Layout(min_width="0", overflow="hidden"))
+
+
+def _text(
+    text: str, *, monospace: bool = False, select_all: bool = False, bold: bool = False
+) -> str:
+    """`text` escaped, cut with an ellipsis where its column ends, whole on hover."""
+    style = _ELLIPSIS
+    if monospace:
+        style += ";font-family:var(--jp-code-font-family, monospace)"
+    if select_all:
+        style += ";user-select:all"
+    if bold:
+        style += ";font-weight:bold"
+    escaped = html.escape(text, quote=True)
+    # The zero-width space gives the cell its line height (the span is out of the flow).
+    return f'<span title="{escaped}" style="{style}">{escaped}</span>&#8203;'
 
 
 def _code(text: str) -> str:

@@ -71,7 +71,7 @@ def test_sigterm_to_pid_1_is_reported_at_the_next_call(sandboxes: Sandboxes) -> 
     with pytest.raises(ConflictError, match=r"container exited \(code 0\)") as caught:
         client.containers.execute(container_id, "print(1)", timeout=30)
     assert container_id in caught.value.message
-    assert client.containers.retrieve(container_id).status == "failed"
+    assert client.containers.retrieve(container_id).status == "terminated"
     record = client._store.get(container_id)
     assert record is not None
     assert record.error == "the sandbox's container exited (code 0)"  # sandbox-init: SIGTERM
@@ -97,7 +97,7 @@ def test_list_and_retrieve_report_a_container_that_died(sandboxes: Sandboxes) ->
         time.sleep(0.1)
     listed = {c.id: c.status for c in client.containers.list()}
     assert listed[container_id] == "failed"
-    assert client.containers.retrieve(container_id).status == "failed"
+    assert client.containers.retrieve(container_id).status == "terminated"
     client.containers.delete(container_id)
 
 

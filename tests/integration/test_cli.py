@@ -73,13 +73,18 @@ def cli(run_id: str, home: Path) -> Run:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JUPYTER_SANDBOX_")}
     env["JUPYTER_SANDBOX_EXTRA_LABELS"] = json.dumps({TEST_LABEL: run_id})
 
-    def run(*args: str, input: str | None = None, home_dir: Path | None = None) -> Result:
+    def run(
+        *args: str,
+        input: str | None = None,
+        home_dir: Path | None = None,
+        extra_env: dict[str, str] | None = None,
+    ) -> Result:
         done = subprocess.run(
             [str(SCRIPT), "--home", str(home_dir or home), *args],
             input=input,
             capture_output=True,
             text=True,
-            env=env,
+            env={**env, **(extra_env or {})},
             timeout=120,
             check=False,
         )
@@ -292,6 +297,57 @@ def test_doctor(cli: Run, home: Path) -> None:
     report = json.loads(cli("doctor", "--json").stdout)
     assert [c["name"] for c in report["checks"]] == [name for name, _, _ in rows]
     assert report["ok"] == (result.code == 0)
+
+
+def test_doctor_fails_and_says_why_when_the_kernel_image_is_missing(cli: Run) -> None:
+    missing = {"JUPYTER_SANDBOX_IMAGE": "jupyter-sandbox-kernel:missing"}
+    result = cli("doctor", extra_env=missing)
+    assert result.code == 1, result.stdout
+    rows = {
+        name: (level, detail)
+        for name, level, detail in (
+            re.split(r"\s{2,}", line, maxsplit=2) for line in result.stdout.splitlines()
+        )
+    }
+    level, detail = rows["kernel image"]
+    assert level == "FAIL"
+    assert detail.startswith("jupyter-sandbox-kernel:missing is missing, so no sandbox can start")
+    assert "Sandboxes cannot be created here until these are fixed: kernel image" in (
+        " ".join(result.stderr.split())
+    )
+    report = json.loads(cli("doctor", "--json", extra_env=missing).stdout)
+    assert report["ok"] is False
+    assert "kernel image" in report["missing"]
+
+
+def test_memory_spellings_and_this_hosts_tiers(cli: Run) -> None:
+    created = cli("create", "--name", "cli-memory", "--memory", "1GB", "--json")
+    assert created.code == 0, created.stderr
+    container = json.loads(created.stdout)
+    try:
+        assert container["memory_limit"] == "1g"
+    finally:
+        assert cli("delete", container["id"]).code == 0
+    refused = cli("create", "--name", "cli-memory", "--memory", "16G")
+    assert refused.code == 2
+    assert "'16g' is not enabled on this host (allowed on this host: 512m, 1g, 2g, 4g;" in (
+        " ".join(refused.stderr.split())
+    )
+
+
+def test_logs_shows_the_sandbox_log_without_terminal_controls(cli: Run, sandbox: str) -> None:
+    ran = cli("exec", sandbox, "import os; os.write(2, b'\\x1b]0;title\\x07[red]marker[/red]\\n')")
+    assert ran.code == 0, ran.stderr
+    result = cli("logs", sandbox)
+    assert result.code == 0, result.stderr
+    assert "sandbox-init: kernel started" in result.stdout
+    assert "\\x1b]0;title\\x07[red]marker[/red]\n" in result.stdout  # shown escaped, no markup
+    assert "\x1b" not in result.stdout
+    assert "\x07" not in result.stdout
+    as_json = json.loads(cli("logs", sandbox, "--json").stdout)
+    assert as_json["id"] == sandbox
+    assert "\x1b]0;title\x07[red]marker[/red]" in as_json["log"]  # JSON keeps the bytes
+    assert cli("logs", "cntr_unknown").code == 2
 
 
 def test_image_status(cli: Run) -> None:

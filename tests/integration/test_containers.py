@@ -248,9 +248,23 @@ def test_missing_image_says_how_to_build_it(home: Path, test_label: str) -> None
             c.containers.create(name="no-image")
         [record] = c._store.all()
         assert record.status == "failed"
+        assert record.deleted  # like the hosted API: the caller got an error, nothing to list
+        assert list(c.containers.list()) == []
     from tests.conftest import labelled_objects
 
     assert labelled_objects(f"org.jupyter-sandbox.test={test_label}") == {}
+
+
+def test_reconcile_hides_failed_records_an_older_version_left_visible(client: Client) -> None:
+    container = client.containers.create(name="soon-failed")
+    client.containers.delete(container.id)
+    client._store.update(container.id, status="failed", deleted=False)  # as before issue 17
+    assert [c.id for c in client.containers.list()] == [container.id]
+    assert container.id in client.reconcile().marked
+    assert list(client.containers.list()) == []
+    record = client._store.get(container.id)
+    assert record is not None
+    assert (record.status, record.deleted) == ("failed", True)
 
 
 def test_list_pages_in_both_orders(client: Client) -> None:

@@ -264,3 +264,89 @@ def test_sandbox_outputs_run_no_script_in_jupyterlab(
         _run_cell(magics, "%sandbox delete", 3)
         expect(magic_outputs.get_by_text("Deleted sandbox")).to_be_visible(timeout=60_000)
         browser.close()
+
+
+PANEL_CELL = "%load_ext jupyter_sandbox\n%sandbox panel"
+PANEL_NAMES = ("analysis", "a-sandbox-with-a-rather-long-descriptive-name-for-the-panel")
+
+
+@pytest.fixture
+def sandbox_env(monkeypatch: pytest.MonkeyPatch, home: Path, test_label: str) -> None:
+    """The lab's plain Python kernels (where `%sandbox panel` runs) see this test's store."""
+    monkeypatch.setenv("JUPYTER_SANDBOX_HOME", str(home))
+    monkeypatch.setenv("JUPYTER_SANDBOX_EXTRA_LABELS", json.dumps({TEST_LABEL: test_label}))
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed")
+def test_panel_fits_a_1280_pixel_jupyterlab(
+    sandbox_env: None, lab: tuple[str, str], tmp_path: Path, home: Path, test_label: str
+) -> None:
+    from playwright.sync_api import expect, sync_playwright
+
+    base, token = lab
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    with Client(home=home, extra_labels={TEST_LABEL: test_label}) as client:
+        ids = [client.containers.create(name=name).id for name in PANEL_NAMES]
+        try:
+            with sync_playwright() as playwright:
+                browser = playwright.chromium.launch(
+                    executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"]
+                )
+                page = browser.new_page(viewport={"width": 1280, "height": 760})
+                page.goto(f"{base}/lab?token={token}")
+                card = page.locator(".jp-LauncherCard[title='Python 3 (ipykernel)']").first
+                expect(card).to_be_visible(timeout=60_000)
+                news = page.get_by_role("button", name="No", exact=True)
+                if news.count():
+                    news.click()
+                card.click()
+                editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+                expect(editor).to_be_visible(timeout=60_000)
+                expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(
+                    timeout=60_000
+                )
+                editor.click()
+                page.keyboard.insert_text(PANEL_CELL)
+                page.keyboard.press("Shift+Enter")
+                output = page.locator(".jp-OutputArea-output").first
+                deletes = output.get_by_role("button", name="Delete", exact=True)
+                expect(deletes).to_have_count(2, timeout=60_000)
+                area = output.bounding_box()
+                assert area is not None
+                header = output.locator(".widget-gridbox").first
+                for column in ("ID", "NAME", "STATUS", "MEMORY", "NETWORK", "TIME LEFT"):
+                    cell = header.get_by_text(column, exact=True)
+                    expect(cell).to_be_visible()
+                    _assert_inside(cell.bounding_box(), area, column)
+                buttons = [*deletes.all(), *output.get_by_role("button", name="Use").all()]
+                assert len(buttons) == 4
+                for button in buttons:
+                    expect(button).to_be_visible()
+                    _assert_inside(button.bounding_box(), area, button.inner_text())
+                page.screenshot(path=str(shots / "jupyterlab-sandbox-panel.png"))
+                for container_id in ids:  # a short id shown, the whole one on hover and copy
+                    cell = output.locator(f"span[title='{container_id}']")
+                    expect(cell).to_have_text(container_id)
+                    box = cell.bounding_box()
+                    _assert_inside(box, area, container_id)
+                    assert cell.evaluate("e => e.scrollWidth > e.clientWidth"), "not shortened"
+
+                output.get_by_role("button", name="Use").first.click()
+                expect(output.get_by_text("Files in cntr_")).to_be_visible(timeout=30_000)
+                browser.close()
+        finally:
+            for container_id in ids:
+                client.containers.delete(container_id)
+    if os.environ.get("JUPYTER_SANDBOX_UPDATE_SCREENSHOTS") == "1":
+        shutil.copy(shots / "jupyterlab-sandbox-panel.png", DOCS_IMG)
+
+
+def _assert_inside(box: dict[str, float] | None, area: dict[str, float], what: str) -> None:
+    """`box` lies within `area` horizontally (a pixel of rounding allowed)."""
+    assert box is not None, f"{what} is not laid out"
+    assert box["x"] >= area["x"] - 1, f"{what} starts left of the output area"
+    assert box["x"] + box["width"] <= area["x"] + area["width"] + 1, (
+        f"{what} ends at {box['x'] + box['width']:.0f} px, past the output area's "
+        f"{area['x'] + area['width']:.0f} px"
+    )

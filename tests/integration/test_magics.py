@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import nbformat
@@ -83,8 +84,11 @@ def test_panel_lists_creates_and_deletes(client: Client) -> None:
         (container,) = list(client.containers.list())
         assert (container.name, container.memory_limit) == ("from-panel", "512m")
         assert panel.selected == container.id
-        _header, row = panel.rows.children
-        text = row.children[0].value
+        header, row = panel.rows.children
+        columns = ("ID", "NAME", "STATUS", "MEMORY", "NETWORK", "TIME LEFT")
+        titles = [re.findall(r'title="([^"]*)"', cell.value) for cell in header.children]
+        assert titles[1:7] == [[name] for name in columns]
+        text = " ".join(cell.value for cell in row.children if hasattr(cell, "value"))
         assert container.id in text
         assert "512m" in text
         assert "disabled" in text
@@ -95,7 +99,7 @@ def test_panel_lists_creates_and_deletes(client: Client) -> None:
         panel.create_button.click()
         assert "Invalid" in panel.message.value
 
-        delete_button = row.children[2]
+        (delete_button,) = [c for c in row.children if getattr(c, "description", "") == "Delete"]
         delete_button.click()
         assert list(client.containers.list()) == []
         assert panel.selected is None

@@ -84,6 +84,14 @@ def test_every_command_and_parameter_has_help(path: tuple[str, ...]) -> None:
     assert " ".join(command.help.split()) in " ".join(result.output.split())
 
 
+@pytest.mark.parametrize("path", sorted(COMMANDS), ids=lambda p: " ".join(p) or "root")
+def test_help_shows_no_python_internals(path: tuple[str, ...]) -> None:
+    result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "100"})
+    assert result.exit_code == 0, result.output
+    for leak in ("{", "<list[", "range>", "<class", "NoneType"):
+        assert leak not in result.output, f"{' '.join(path)} --help shows {leak!r}"
+
+
 def test_version() -> None:
     result = runner.invoke(app, ["--version"])
     assert result.exit_code == 0
@@ -363,10 +371,30 @@ def test_security_options_are_listed() -> None:
     assert checks.check_security_extras(info).detail == "apparmor, userns"
 
 
+def test_doctor_names_what_stops_sandboxes_being_made() -> None:
+    found = [
+        checks.check_image("k:1", exists=False, up_to_date=False, size_bytes=None),
+        checks.check_egress_image("e:1", exists=False),
+        checks.check_runsc({"Runtimes": {"runc": {}}}, "runsc"),
+    ]
+    assert [c.level for c in found] == ["fail", "warn", "fail"]
+    assert checks.exit_code(found) == 1
+    assert checks.missing(found) == (
+        "Sandboxes cannot be created here until these are fixed: kernel image, gVisor (runsc)"
+    )
+    assert checks.missing(found[1:2]) is None
+
+
 @pytest.mark.parametrize(
     ("exists", "up_to_date", "size", "level", "detail"),
     [
-        (False, False, None, "warn", "k:1 is missing: run `jupyter-sandbox image build`"),
+        (
+            False,
+            False,
+            None,
+            "fail",
+            "k:1 is missing, so no sandbox can start: run `jupyter-sandbox image build`",
+        ),
         (
             True,
             False,

@@ -7,8 +7,14 @@ from typing import Any
 import pytest
 
 from jupyter_sandbox import BadRequestError
+from jupyter_sandbox.core.containers import check_memory
 from jupyter_sandbox.core.validation import parse
-from jupyter_sandbox.types.container import ContainerCreateParams, normalize_domain
+from jupyter_sandbox.settings import Settings
+from jupyter_sandbox.types.container import (
+    ContainerCreateParams,
+    normalize_domain,
+    normalize_memory,
+)
 from jupyter_sandbox.types.execution import Execution, StreamOutput
 from jupyter_sandbox.types.page import ListParams
 
@@ -64,8 +70,8 @@ def test_bad_create_input_names_the_parameter(data: dict[str, Any], param: str) 
 def test_memory_limit_error_lists_allowed_values() -> None:
     with pytest.raises(BadRequestError) as caught:
         parse(ContainerCreateParams, {"name": "x", "memory_limit": "3g"})
-    assert "'512m'" in caught.value.message
-    assert "'4g'" in caught.value.message
+    assert "512m, 1g, 2g, 4g" in caught.value.message
+    assert caught.value.param == "memory_limit"
 
 
 def test_seed_seconds_become_minutes() -> None:
@@ -138,3 +144,57 @@ def test_execution_joins_streams_and_dumps_them() -> None:
     dumped = execution.model_dump()
     assert dumped["stdout"] == "ac"
     assert dumped["outputs"][0] == {"type": "stream", "name": "stdout", "text": "a"}
+
+
+@pytest.mark.parametrize(
+    ("spelling", "tier"),
+    [
+        ("1g", "1g"), ("1G", "1g"), ("1GB", "1g"), ("1gb", "1g"), ("1GiB", "1g"),
+        ("1024m", "1g"), ("1024MB", "1g"), (" 2g ", "2g"), ("0.5g", "512m"), ("512M", "512m"),
+        ("4096m", "4g"), ("16G", "16g"), ("65536m", "64g"),
+    ],
+)  # fmt: skip
+def test_one_memory_parser_for_every_spelling(spelling: str, tier: str) -> None:
+    assert normalize_memory(spelling) == tier
+    assert (
+        parse(ContainerCreateParams, {"name": "x", "memory_limit": spelling}).memory_limit == tier
+    )
+    assert check_memory(spelling, Settings(allow_large_memory=True)) == tier
+
+
+@pytest.mark.parametrize("value", ["3g", "1", "g", "1.5g", "-1g", "1 g b", "", "1e9", None, 1])
+def test_unknown_memory_sizes_list_this_hosts_tiers(value: object) -> None:
+    with pytest.raises(ValueError, match="not a memory limit"):
+        normalize_memory(value)
+    with pytest.raises(BadRequestError) as caught:
+        check_memory(value, Settings())
+    assert caught.value.param == "memory_limit"
+    assert "allowed on this host: 512m, 1g, 2g, 4g;" in caught.value.message
+
+
+def test_large_tiers_only_where_allowed() -> None:
+    with pytest.raises(BadRequestError, match="'16g' is not enabled on this host"):
+        check_memory("16GB", Settings())
+    assert Settings().memory_limits() == ("512m", "1g", "2g", "4g")
+    assert Settings(allow_large_memory=True).memory_limits()[-2:] == ("16g", "64g")
+    assert Settings(default_memory_limit="2GB").default_memory_limit == "2g"
+
+
+def test_unknown_environment_variables_warn_once_with_the_closest_name(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("JUPYTER_SANDBOX_POOLSIZE", "2")
+    monkeypatch.setenv("jupyter_sandbox_default_memory", "2g")
+    monkeypatch.setenv("JUPYTER_SANDBOX_ZZZZZZZZZZZZZZZZZZZ", "1")
+    monkeypatch.setenv("JUPYTER_SANDBOX_API_KEYS", "p:k")  # read by serve, not Settings
+    monkeypatch.setenv("JUPYTER_SANDBOX_ALLOW_LARGE_MEMORY", "1")
+    with caplog.at_level("WARNING", logger="jupyter_sandbox.settings"):
+        Settings()
+        Settings()
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        "unknown environment variable JUPYTER_SANDBOX_POOLSIZE is ignored; "
+        "did you mean JUPYTER_SANDBOX_POOL_SIZE?",
+        "unknown environment variable JUPYTER_SANDBOX_ZZZZZZZZZZZZZZZZZZZ is ignored",
+        "unknown environment variable jupyter_sandbox_default_memory is ignored; "
+        "did you mean JUPYTER_SANDBOX_DEFAULT_MEMORY_LIMIT?",
+    ]

@@ -97,6 +97,19 @@ def test_install_refuses_bad_settings(tmp_path: Path, kwargs: dict[str, str], pa
     assert caught.value.param == param
 
 
+def test_install_offers_only_this_hosts_tiers(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("JUPYTER_SANDBOX_ALLOW_LARGE_MEMORY", raising=False)
+    with pytest.raises(BadRequestError, match="'16g' is not enabled on this host") as caught:
+        install(prefix=str(tmp_path), memory="16G")
+    assert "allowed on this host: 512m, 1g, 2g, 4g;" in caught.value.message
+    monkeypatch.setenv("JUPYTER_SANDBOX_ALLOW_LARGE_MEMORY", "1")
+    folder = install(prefix=str(tmp_path), memory="16GB")
+    spec = json.loads((folder / "kernel.json").read_text())
+    assert spec["metadata"]["kernel_provisioner"]["config"]["memory_limit"] == "16g"
+
+
 def test_cli_kernelspec_install(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from jupyter_sandbox.backends.file_store import (
+    CURSOR_SECONDS,
+    ContainerFileRecord,
+    FileRecord,
+    FileStore,
+    SkillRecord,
+    SkillVersionRecord,
+)
 from jupyter_sandbox.backends.store import ContainerRecord, Store
 
 
@@ -195,3 +206,111 @@ def test_each_sandbox_ends_once_whoever_races(tmp_path: Path) -> None:
     again = Store(path)
     assert again.end("cntr_0000", status="terminated", deleted=True) is None  # gone for good
     assert again.end("cntr_9999", status="terminated") is None
+
+
+def test_another_projects_cursor_is_unknown(store: Store) -> None:
+    with pytest.raises(LookupError):
+        store.page(project="default", limit=5, order="asc", after="cntr_0099")
+
+
+# Files, container files, skills and versions: a cursor outlives its row (issue 17).
+
+
+def _file(index: int, project: str = "p") -> FileRecord:
+    return FileRecord(
+        f"file-{index:04d}", project, f"f{index}", "user_data", 1, "0" * 64, 1000.0 + index
+    )
+
+
+def _walk_deleting(
+    page: Callable[[str | None], tuple[list[Any], bool]], delete: Callable[[Any], None]
+) -> list[str]:
+    """The SDK's loop: fetch a page, delete each item, ask for the page after the last one."""
+    seen: list[str] = []
+    after = None
+    while True:
+        records, more = page(after)
+        for record in records:
+            delete(record)
+        seen += [r.id for r in records]
+        if not more or not records:
+            return seen
+        after = records[-1].id
+
+
+@pytest.mark.parametrize("order", ["asc", "desc"])
+def test_files_page_while_deleting(tmp_path: Path, order: str) -> None:
+    records = FileStore(Store(tmp_path / "s.sqlite3"))
+    for index in range(7):
+        records.add_file(_file(index))
+    records.add_file(_file(50, project="q"))
+    seen = _walk_deleting(
+        lambda after: records.files_page("p", limit=2, order=order, after=after, purpose=None),
+        lambda r: records.delete_file(r.id),
+    )
+    expected = [f"file-{i:04d}" for i in range(7)]
+    assert seen == (expected if order == "asc" else expected[::-1])
+    assert records.files_page("p", limit=10, order="asc", after=None, purpose=None) == ([], False)
+    with pytest.raises(LookupError):  # another project's id, present or deleted
+        records.files_page("p", limit=2, order="asc", after="file-0050", purpose=None)
+    with pytest.raises(LookupError):
+        records.files_page("q", limit=2, order="asc", after="file-0003", purpose=None)
+
+
+def test_container_files_page_while_deleting_and_keep_ids(tmp_path: Path) -> None:
+    records = FileStore(Store(tmp_path / "s.sqlite3"))
+    for index in range(5):
+        records.put_container_file(
+            ContainerFileRecord(
+                f"cfile_{index}", "cntr_a", f"/mnt/data/{index}", 1, "user", 1.0 + index
+            )
+        )
+    replaced = records.put_container_file(
+        ContainerFileRecord("cfile_new", "cntr_a", "/mnt/data/2", 9, "user", 99.0)
+    )
+    assert (replaced.id, replaced.created_at, replaced.bytes) == ("cfile_2", 3.0, 9)
+    seen = _walk_deleting(
+        lambda after: records.container_files_page("cntr_a", limit=2, order="desc", after=after),
+        lambda r: records.delete_container_file("cntr_a", r.id),
+    )
+    assert seen == [f"cfile_{i}" for i in (4, 3, 2, 1, 0)]
+    with pytest.raises(LookupError):  # a cursor of another sandbox
+        records.container_files_page("cntr_b", limit=2, order="desc", after="cfile_3")
+    records.delete_container_files("cntr_a")  # the sandbox went: so do its cursors
+    with pytest.raises(LookupError):
+        records.container_files_page("cntr_a", limit=2, order="desc", after="cfile_3")
+
+
+def test_skills_and_versions_page_while_deleting(tmp_path: Path) -> None:
+    records = FileStore(Store(tmp_path / "s.sqlite3"))
+    for index in range(5):
+        skill = SkillRecord(f"skill_{index}", "p", f"s{index}", "d", "1", "4", 10.0 + index)
+        for version in range(1, 5):
+            records.add_skill_version(
+                SkillVersionRecord(skill.id, str(version), f"skv_{index}_{version}", "s", "d",
+                                   "0" * 64, 1, 10.0 + version),
+                skill,
+            )  # fmt: skip
+    versions = _walk_deleting(
+        lambda after: records.skill_versions_page("skill_0", limit=1, order="asc", after=after),
+        lambda r: records.delete_skill_version("skill_0", r.version),
+    )
+    assert versions == [f"skv_0_{v}" for v in range(1, 5)]
+    seen = _walk_deleting(
+        lambda after: records.skills_page("p", limit=2, order="asc", after=after),
+        lambda r: records.delete_skill(r.id),
+    )
+    assert seen == [f"skill_{i}" for i in range(5)]
+
+
+def test_cursors_of_deleted_rows_expire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    records = FileStore(Store(tmp_path / "s.sqlite3"))
+    records.add_file(_file(1))
+    records.add_file(_file(2))
+    records.delete_file("file-0001")
+    assert records.files_page("p", limit=5, order="asc", after="file-0001", purpose=None)[0]
+    later = time.time() + CURSOR_SECONDS + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+    records.delete_file("file-0002")  # each delete also forgets cursors past their age
+    with pytest.raises(LookupError):
+        records.files_page("p", limit=5, order="asc", after="file-0001", purpose=None)

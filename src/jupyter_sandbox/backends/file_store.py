@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -72,6 +73,23 @@ def _insert(db: sqlite3.Connection, table: str, record: Any, *, replace: bool = 
     )
 
 
+CURSOR_SECONDS = 7 * 24 * 3600
+"""How long the id of a deleted file, container file, skill or version stays a valid cursor."""
+
+
+def _keep_cursors(
+    db: sqlite3.Connection, kind: str, rows: Iterable[tuple[str, str, float]]
+) -> None:
+    """Remember deleted rows' sort keys (id, scope, key), so a page `after` them still works."""
+    now = time.time()
+    db.execute("DELETE FROM page_cursors WHERE deleted_at < ?", (now - CURSOR_SECONDS,))
+    db.executemany(
+        "INSERT OR REPLACE INTO page_cursors (kind, id, scope, sort_key, deleted_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        [(kind, row_id, scope, key, now) for row_id, scope, key in rows],
+    )
+
+
 class FileStore:
     """Typed queries over the files, container_files, skills and skill_versions tables."""
 
@@ -83,23 +101,29 @@ class FileStore:
         table: str,
         where: dict[str, Any],
         *,
+        scope: str,
         limit: int,
         order: str,
         after: str | None,
     ) -> tuple[list[sqlite3.Row], bool]:
+        """One page by (created_at, id); `after` must be a row of this `scope` (the first
+        column of `where`), present or deleted (its sort key outlives it in `page_cursors`)."""
         clauses = [f"{column} = ?" for column in where]
         args: list[Any] = list(where.values())
         direction = "DESC" if order == "desc" else "ASC"
+        scope_column, scope_value = next(iter(where.items()))
         with self._store.reading() as db:
             if after is not None:
                 cursor = db.execute(
-                    f"SELECT created_at, id FROM {table} WHERE id = ?",  # noqa: S608
-                    (after,),
+                    f"SELECT created_at, id FROM {table} WHERE id = ? AND {scope_column} = ? "  # noqa: S608
+                    "UNION ALL SELECT sort_key, id FROM page_cursors "
+                    "WHERE kind = ? AND id = ? AND scope = ? LIMIT 1",
+                    (after, scope_value, scope, after, scope_value),
                 ).fetchone()
                 if cursor is None:
                     raise LookupError(after)
                 clauses.append(f"(created_at, id) {'<' if order == 'desc' else '>'} (?, ?)")
-                args.extend([cursor["created_at"], cursor["id"]])
+                args.extend([cursor[0], cursor[1]])
             rows = db.execute(
                 f"SELECT * FROM {table} WHERE {' AND '.join(clauses) or '1'} "  # noqa: S608
                 f"ORDER BY created_at {direction}, id {direction} LIMIT ?",
@@ -126,12 +150,16 @@ class FileStore:
     ) -> tuple[list[FileRecord], bool]:
         """One page of a project's files."""
         where = {"project": project, **({"purpose": purpose} if purpose else {})}
-        rows, more = self._page("files", where, limit=limit, order=order, after=after)
+        rows, more = self._page("files", where, scope="file", limit=limit, order=order, after=after)
         return [FileRecord(**dict(r)) for r in rows], more
 
     def delete_file(self, file_id: str) -> None:
-        """Forget a file."""
+        """Forget a file (its id stays a valid cursor)."""
         with self._store.transaction() as db:
+            rows = db.execute(
+                "SELECT id, project, created_at FROM files WHERE id = ?", (file_id,)
+            ).fetchall()
+            _keep_cursors(db, "file", [tuple(row) for row in rows])
             db.execute("DELETE FROM files WHERE id = ?", (file_id,))
 
     def blob_in_use(self, digest: str) -> bool:
@@ -147,13 +175,24 @@ class FileStore:
     # container files
 
     def put_container_file(self, record: ContainerFileRecord) -> ContainerFileRecord:
-        """Record a file at its path, replacing whatever was recorded there."""
+        """Record a file at its path; a file already recorded there keeps its id and
+        creation time (the id is stable while a file stays at its path)."""
         with self._store.transaction() as db:
-            db.execute(
-                "DELETE FROM container_files WHERE container_id = ? AND path = ?",
+            row = db.execute(
+                "SELECT id, created_at FROM container_files WHERE container_id = ? AND path = ?",
                 (record.container_id, record.path),
-            )
-            _insert(db, "container_files", record)
+            ).fetchone()
+            if row is not None:
+                record = ContainerFileRecord(
+                    row["id"], record.container_id, record.path, record.bytes, record.source,
+                    row["created_at"],
+                )  # fmt: skip
+                db.execute(
+                    "UPDATE container_files SET bytes = ?, source = ? WHERE id = ?",
+                    (record.bytes, record.source, record.id),
+                )
+            else:
+                _insert(db, "container_files", record)
         return record
 
     def get_container_file(self, container_id: str, file_id: str) -> ContainerFileRecord | None:
@@ -183,9 +222,7 @@ class FileStore:
     ) -> None:
         """Apply one listing's differences in a single transaction."""
         with self._store.transaction() as db:
-            db.executemany(
-                "DELETE FROM container_files WHERE id = ?", [(file_id,) for file_id in drop]
-            )
+            self._forget_container_files(db, container_id, list(drop))
             db.executemany(
                 "UPDATE container_files SET bytes = ? WHERE id = ?",
                 [(size, file_id) for file_id, size in resize],
@@ -201,19 +238,46 @@ class FileStore:
     ) -> tuple[list[ContainerFileRecord], bool]:
         """One page of a sandbox's files."""
         rows, more = self._page(
-            "container_files", {"container_id": container_id}, limit=limit, order=order, after=after
+            "container_files",
+            {"container_id": container_id},
+            scope="container_file",
+            limit=limit,
+            order=order,
+            after=after,
         )
         return [ContainerFileRecord(**dict(r)) for r in rows], more
 
-    def delete_container_file(self, file_id: str) -> None:
-        """Forget one container file."""
+    @staticmethod
+    def _forget_container_files(
+        db: sqlite3.Connection, container_id: str, file_ids: list[str]
+    ) -> None:
+        marks = ", ".join("?" for _ in file_ids)
+        if not file_ids:
+            return
+        rows = db.execute(
+            "SELECT id, container_id, created_at FROM container_files "  # noqa: S608
+            f"WHERE container_id = ? AND id IN ({marks})",
+            (container_id, *file_ids),
+        ).fetchall()
+        _keep_cursors(db, "container_file", [tuple(row) for row in rows])
+        db.execute(
+            f"DELETE FROM container_files WHERE container_id = ? AND id IN ({marks})",  # noqa: S608
+            (container_id, *file_ids),
+        )
+
+    def delete_container_file(self, container_id: str, file_id: str) -> None:
+        """Forget one container file (its id stays a valid cursor)."""
         with self._store.transaction() as db:
-            db.execute("DELETE FROM container_files WHERE id = ?", (file_id,))
+            self._forget_container_files(db, container_id, [file_id])
 
     def delete_container_files(self, container_id: str) -> None:
-        """Forget every file of a sandbox (it was deleted or expired)."""
+        """Forget every file of a sandbox (it was deleted or expired), cursors included."""
         with self._store.transaction() as db:
             db.execute("DELETE FROM container_files WHERE container_id = ?", (container_id,))
+            db.execute(
+                "DELETE FROM page_cursors WHERE kind = 'container_file' AND scope = ?",
+                (container_id,),
+            )
 
     # skills
 
@@ -261,7 +325,7 @@ class FileStore:
     ) -> tuple[list[SkillRecord], bool]:
         """One page of a project's skills."""
         rows, more = self._page(
-            "skills", {"project": project}, limit=limit, order=order, after=after
+            "skills", {"project": project}, scope="skill", limit=limit, order=order, after=after
         )
         return [SkillRecord(**dict(r)) for r in rows], more
 
@@ -270,19 +334,22 @@ class FileStore:
     ) -> tuple[list[SkillVersionRecord], bool]:
         """One page of a skill's versions."""
         direction = "DESC" if order == "desc" else "ASC"
-        clauses, args = ["skill_id = ?"], [skill_id]
+        clauses: list[str] = ["skill_id = ?"]
+        args: list[object] = [skill_id]
         with self._store.reading() as db:
             if after is not None:
                 cursor = db.execute(
-                    "SELECT version FROM skill_versions "
-                    "WHERE skill_id = ? AND (id = ? OR version = ?)",
-                    (skill_id, after, after),
+                    "SELECT CAST(version AS INTEGER) FROM skill_versions "
+                    "WHERE skill_id = ? AND (id = ? OR version = ?) "
+                    "UNION ALL SELECT sort_key FROM page_cursors "
+                    "WHERE kind = 'skill_version' AND scope = ? AND id = ? LIMIT 1",
+                    (skill_id, after, after, skill_id, after),
                 ).fetchone()
                 if cursor is None:
                     raise LookupError(after)
                 compare = "<" if order == "desc" else ">"
-                clauses.append(f"CAST(version AS INTEGER) {compare} CAST(? AS INTEGER)")
-                args.append(cursor["version"])
+                clauses.append(f"CAST(version AS INTEGER) {compare} ?")
+                args.append(int(cursor[0]))
             rows = db.execute(
                 f"SELECT * FROM skill_versions WHERE {' AND '.join(clauses)} "  # noqa: S608
                 f"ORDER BY CAST(version AS INTEGER) {direction} LIMIT ?",
@@ -291,8 +358,14 @@ class FileStore:
         return [SkillVersionRecord(**dict(r)) for r in rows[:limit]], len(rows) > limit
 
     def delete_skill_version(self, skill_id: str, version: str) -> None:
-        """Forget one version."""
+        """Forget one version (its id stays a valid cursor)."""
         with self._store.transaction() as db:
+            rows = db.execute(
+                "SELECT id, skill_id, CAST(version AS INTEGER) FROM skill_versions "
+                "WHERE skill_id = ? AND version = ?",
+                (skill_id, version),
+            ).fetchall()
+            _keep_cursors(db, "skill_version", [tuple(row) for row in rows])
             db.execute(
                 "DELETE FROM skill_versions WHERE skill_id = ? AND version = ?",
                 (skill_id, version),
@@ -307,6 +380,13 @@ class FileStore:
                     "SELECT sha256 FROM skill_versions WHERE skill_id = ?", (skill_id,)
                 ).fetchall()
             ]
+            rows = db.execute(
+                "SELECT id, project, created_at FROM skills WHERE id = ?", (skill_id,)
+            ).fetchall()
+            _keep_cursors(db, "skill", [tuple(row) for row in rows])
             db.execute("DELETE FROM skill_versions WHERE skill_id = ?", (skill_id,))
             db.execute("DELETE FROM skills WHERE id = ?", (skill_id,))
+            db.execute(
+                "DELETE FROM page_cursors WHERE kind = 'skill_version' AND scope = ?", (skill_id,)
+            )
         return digests

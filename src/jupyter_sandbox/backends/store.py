@@ -85,6 +85,15 @@ CREATE TABLE IF NOT EXISTS skill_versions (
     created_at REAL NOT NULL,
     PRIMARY KEY (skill_id, version)
 );
+CREATE TABLE IF NOT EXISTS page_cursors (
+    kind TEXT NOT NULL,
+    id TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    sort_key REAL NOT NULL,
+    deleted_at REAL NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+CREATE INDEX IF NOT EXISTS page_cursors_by_age ON page_cursors (deleted_at);
 """
 
 
@@ -298,8 +307,11 @@ class Store:
         direction = "DESC" if order == "desc" else "ASC"
         with self._locked():
             if after is not None:
+                # Deleted records are kept, so a cursor outlives its sandbox; another
+                # project's id is unknown here, as everywhere.
                 cursor = self._db.execute(
-                    "SELECT created_at, id FROM containers WHERE id = ?", (after,)
+                    "SELECT created_at, id FROM containers WHERE id = ? AND project = ?",
+                    (after, project),
                 ).fetchone()
                 if cursor is None:
                     raise LookupError(after)

@@ -30,6 +30,7 @@ from jupyter_sandbox._exceptions import (
 )
 from jupyter_sandbox._terminal import inert, program_output
 from jupyter_sandbox._version import __version__
+from jupyter_sandbox.cli._help import PlainTyper
 
 if TYPE_CHECKING:
     from jupyter_sandbox.client import Client
@@ -49,7 +50,7 @@ __all__ = [
     "shown",
 ]
 
-app = typer.Typer(
+app = PlainTyper(
     name="jupyter-sandbox",
     help="Hardened Docker sandboxes running Jupyter kernels.",
     no_args_is_help=True,
@@ -57,7 +58,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
-image_app = typer.Typer(
+image_app = PlainTyper(
     help="Build or inspect the kernel image sandboxes run.",
     no_args_is_help=True,
     rich_markup_mode=None,

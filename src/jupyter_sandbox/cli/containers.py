@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from jupyter_sandbox._exceptions import BadRequestError, JupyterSandboxError, NotFoundError
+from jupyter_sandbox._options import MEMORY_HELP
 from jupyter_sandbox._terminal import RESET
 from jupyter_sandbox.cli._common import (
     JsonOption,
@@ -17,7 +18,6 @@ from jupyter_sandbox.cli._common import (
     _client,
     _console,
     _exit_code,
-    _fail,
     _print_json,
     _print_table,
     _time,
@@ -43,7 +43,7 @@ def create(
     name: Annotated[str, typer.Option("--name", help="Descriptive name (required).")],
     memory: Annotated[
         str | None,
-        typer.Option("--memory", help="Memory limit: 512m, 1g, 2g or 4g.", show_default="1g"),
+        typer.Option("--memory", help=MEMORY_HELP, show_default="1g"),
     ] = None,
     expires_minutes: Annotated[
         int | None,
@@ -166,11 +166,21 @@ def logs(
     egress: Annotated[
         bool, typer.Option("--egress", help="Show the egress proxy's decisions (allowlist).")
     ] = False,
+    tail: Annotated[
+        int, typer.Option("--tail", min=1, max=10000, help="How many of the last lines to show.")
+    ] = 200,
     as_json: JsonOption = False,
 ) -> None:
-    """Show a sandbox's logs: with --egress, every request its allowlist allowed or refused."""
+    """Show a sandbox's log (its supervisor and kernel); with --egress, every request its
+    allowlist allowed or refused."""
     if not egress:
-        _fail("only --egress logs exist so far: `jupyter-sandbox logs ID --egress`", 2)
+        with _client(ctx) as client:
+            text = client.containers.logs(container_id, tail=tail)
+        if as_json:
+            _print_json({"id": container_id, "log": text})
+        else:
+            sys.stdout.write(program_output(text, colors=False))
+        return
     with _client(ctx) as client:
         decisions = client.containers.egress_log(container_id)
     if as_json:

@@ -33,13 +33,19 @@ def disk_check(settings: Settings) -> Check:
     from jupyter_sandbox.doctor import Check
 
     mechanism, detail, capped = describe(settings)
+    if not capped and settings.disk_mechanism == "loop":
+        return Check("disk cap", "fail", f"{mechanism}: {detail}")  # creates would fail
     return Check("disk cap", "ok" if capped else "warn", f"{mechanism}: {detail}")
 
 
 @app.command()
 def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
-    """Check the Docker engine and kernel image; flag unsafe versions. Exit 1 on a FAIL."""
+    """Check the Docker engine, images and disk cap; flag unsafe versions.
+
+    Exits 1 on a FAIL (anything that stops a sandbox being created, such as a missing kernel
+    image or runtime, and an unsafe engine), 3 when the engine is unreachable."""
     from jupyter_sandbox import doctor as checks
+    from jupyter_sandbox.backends.egress_image import egress_image_status
     from jupyter_sandbox.backends.images import image_status
     from jupyter_sandbox.backends.runtime.docker import connect_engine
 
@@ -59,6 +65,7 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
                     engine.info(), engine.version(), runtime=settings.runtime
                 )
                 status = image_status(engine, settings.image)
+                egress = egress_image_status(engine, settings.egress_image)
             finally:
                 engine.close()
         results.append(
@@ -69,11 +76,13 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
                 size_bytes=status.size_bytes,
             )
         )
+        results.append(checks.check_egress_image(egress.tag, exists=egress.exists))
     results.append(disk_check(settings))
     results.append(checks.Check("store", "info", str(settings.store_path)))
     code = code or checks.exit_code(results)
+    summary = checks.missing(results)
     if as_json:
-        _print_json({"checks": [c.to_dict() for c in results], "ok": code == 0})
+        _print_json({"checks": [c.to_dict() for c in results], "ok": code == 0, "missing": summary})
     else:
         console = _console()
         width = max(len(check.name) for check in results)
@@ -84,5 +93,7 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
                 f"{escape(inert(check.detail, keep=chr(10)))}",
                 soft_wrap=True,
             )
+        if summary:
+            _console(stderr=True).print(f"[bold red]{escape(summary)}[/]", soft_wrap=True)
     if code:
         raise typer.Exit(code)

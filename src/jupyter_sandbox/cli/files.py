@@ -20,10 +20,11 @@ from jupyter_sandbox.cli._common import (
     print_error,
     shown,
 )
+from jupyter_sandbox.cli._help import PlainTyper
 
 __all__ = ["cp", "files", "skills_app"]
 
-skills_app = typer.Typer(
+skills_app = PlainTyper(
     help="Manage skills: folders with a SKILL.md, installed in sandboxes by id.",
     no_args_is_help=True,
     rich_markup_mode=None,

@@ -11,13 +11,14 @@ from typing import Annotated
 import typer
 
 from jupyter_sandbox._exceptions import BadRequestError
-from jupyter_sandbox._options import NETWORK_HELP
+from jupyter_sandbox._options import MEMORY_HELP, NETWORK_HELP
 from jupyter_sandbox.cli._common import app
+from jupyter_sandbox.cli._help import PlainTyper
 from jupyter_sandbox.kernelspec import DEFAULT_DISPLAY_NAME, DEFAULT_LIFETIME, DEFAULT_NAME
 
 __all__ = ["kernelspec_app"]
 
-kernelspec_app = typer.Typer(
+kernelspec_app = PlainTyper(
     help="Install Jupyter kernelspecs whose kernels run in sandboxes.",
     no_args_is_help=True,
     rich_markup_mode=None,
@@ -31,9 +32,7 @@ def install_command(
     display_name: Annotated[
         str, typer.Option("--display-name", help="Name shown in JupyterLab's launcher.")
     ] = DEFAULT_DISPLAY_NAME,
-    memory: Annotated[
-        str, typer.Option("--memory", help="Memory limit: 512m, 1g, 2g or 4g.")
-    ] = "1g",
+    memory: Annotated[str, typer.Option("--memory", help=MEMORY_HELP)] = "1g",
     network: Annotated[str, typer.Option("--network", help=NETWORK_HELP + ".")] = "disabled",
     lifetime: Annotated[
         int, typer.Option("--lifetime", help="Hard lifetime of each kernel's sandbox, seconds.")

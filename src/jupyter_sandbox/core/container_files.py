@@ -36,7 +36,7 @@ from jupyter_sandbox.types.container_file import (
     ContainerFilePage,
     check_path,
 )
-from jupyter_sandbox.types.page import ListParams
+from jupyter_sandbox.types.page import ListParams, invalid_after
 from jupyter_sandbox.types.skill import SKILLS_ROOT, InstalledSkill
 
 logger = logging.getLogger(__name__)
@@ -288,7 +288,7 @@ class ContainerFileService:
         found = self._file(record, file_id)
         now = self._content.channel(record).stat(found.path)
         if now is None:
-            self._records.delete_container_file(found.id)
+            self._records.delete_container_file(record.id, found.id)
             raise NotFoundError(
                 f"File {file_id!r} no longer exists in the container", param="file_id"
             )
@@ -311,7 +311,7 @@ class ContainerFileService:
         found = self._file(record, file_id)
         with contextlib.suppress(NotFoundError):  # already gone: only forgetting is left
             self._content.channel(record).delete(found.path)
-        self._records.delete_container_file(found.id)
+        self._records.delete_container_file(record.id, found.id)
         return ContainerFileDeleted(id=found.id)
 
     def sync(self, record: ContainerRecord) -> str | None:
@@ -367,7 +367,7 @@ class ContainerFileService:
                 record.id, limit=query.limit, order=query.order, after=query.after
             )
         except LookupError:
-            raise NotFoundError(f"Invalid after: no file {query.after!r}", param="after") from None
+            raise invalid_after(query.after, "file in this container") from None
         data = [to_container_file(r) for r in records]
         page = ContainerFilePage(
             data=data,

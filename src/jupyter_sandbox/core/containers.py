@@ -30,6 +30,7 @@ from jupyter_sandbox.core.pool import POOL_PROJECT, WarmPool, pool_idle_minutes,
 from jupyter_sandbox.core.validation import parse
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.container import (
+    LARGE_MEMORY_LIMITS,
     MEMORY_LIMIT_BYTES,
     Container,
     ContainerCreateParams,
@@ -37,14 +38,39 @@ from jupyter_sandbox.types.container import (
     ContainerStatus,
     ExpiresAfter,
     NetworkPolicyAllowlist,
+    normalize_memory,
 )
-from jupyter_sandbox.types.page import CursorPage, ListParams
+from jupyter_sandbox.types.page import CursorPage, ListParams, invalid_after
 
 logger = logging.getLogger(__name__)
 
-_LARGE_LIMITS = ("16g", "64g")
 _TEARDOWN_LOCKS = tuple(threading.Lock() for _ in range(64))
 """Striped: teardowns of one sandbox in this process never overlap (unmounts would race)."""
+
+
+def check_memory(value: object, settings: Settings) -> str:
+    """The tier `value` names (`1G`, `1gb`, `1024m` are `1g`) if this host allows it.
+
+    Raises:
+        BadRequestError: naming `memory_limit` and the tiers allowed here.
+    """
+    allowed = settings.memory_limits()
+    hint = f"allowed on this host: {', '.join(allowed)}"
+    if not settings.allow_large_memory:
+        hint += f"; the operator can allow {', '.join(LARGE_MEMORY_LIMITS)}"
+    try:
+        tier = normalize_memory(value)
+    except ValueError:
+        raise BadRequestError(
+            f"Invalid memory_limit: {value!r:.40} is not a memory size ({hint})",
+            param="memory_limit",
+        ) from None
+    if tier not in allowed:
+        raise BadRequestError(
+            f"Invalid memory_limit: {tier!r} is not enabled on this host ({hint})",
+            param="memory_limit",
+        )
+    return tier
 
 
 def to_container(record: ContainerRecord) -> Container:
@@ -93,6 +119,12 @@ class ContainerService:
         A request of the default configuration is a claim on the warm pool when one is set
         and holds a ready sandbox; otherwise (or when it is empty) the sandbox boots now.
         """
+        if isinstance(params, dict) and params.get("memory_limit") is not None:
+            # Before the model, whose error cannot know the tiers this host allows.
+            params = {
+                **params,
+                "memory_limit": check_memory(params["memory_limit"], self._settings),
+            }
         request = parse(ContainerCreateParams, params)
         memory_limit = self._check_memory(request.memory_limit)
         lifetime = self._check_lifetime(request.lifetime_seconds)
@@ -211,20 +243,17 @@ class ContainerService:
                     param="container_id",
                 )
         except BaseException as exc:
-            if not self.destroy(record, status="failed", error=str(exc) or type(exc).__name__):
+            # The caller gets the error and never the id: like the hosted API, nothing is
+            # left to list. The record stays (deleted) with the reason, for diagnosis.
+            if not self.destroy(
+                record, status="failed", deleted=True, error=str(exc) or type(exc).__name__
+            ):
                 self._teardown(record)  # ended by another caller meanwhile: remove what we made
             raise
         return ready
 
     def _check_memory(self, requested: str | None) -> str:
-        limit = requested or self._settings.default_memory_limit
-        if limit in _LARGE_LIMITS and not self._settings.allow_large_memory:
-            raise BadRequestError(
-                f"Invalid memory_limit: {limit!r} is not enabled on this host "
-                "(allowed: 512m, 1g, 2g, 4g; the operator can allow 16g and 64g)",
-                param="memory_limit",
-            )
-        return limit
+        return check_memory(requested or self._settings.default_memory_limit, self._settings)
 
     def _check_lifetime(self, requested: int | None) -> int:
         lifetime = requested or self._settings.default_lifetime_seconds
@@ -297,7 +326,7 @@ class ContainerService:
     def get_checked(self, container_id: str, project: str = "default") -> ContainerRecord:
         """`get_record`, after checking that a ready sandbox still runs (its kernel's heartbeat
         socket accepts a connection, else the engine says): one whose container died (its
-        PID 1 was killed) is marked `failed` with the reason."""
+        PID 1 was killed) is marked `terminated` with the reason."""
         record = self.get_record(container_id, project)
         if record.status == "ready" and not kernel.kernel_listening(
             Path(record.socket_dir), SANDBOX_UID
@@ -309,7 +338,7 @@ class ContainerService:
         return record
 
     def retrieve(self, container_id: str, *, project: str = "default") -> Container:
-        """One sandbox (a ready one whose container died is reported `failed`)."""
+        """One sandbox (a ready one whose container died is reported `terminated`)."""
         return to_container(self.get_checked(container_id, project))
 
     def list(
@@ -322,9 +351,7 @@ class ContainerService:
                 project=project, limit=query.limit, order=query.order, after=query.after, name=name
             )
         except LookupError:
-            raise NotFoundError(
-                f"Invalid after: no container {query.after!r} to page from", param="after"
-            ) from None
+            raise invalid_after(query.after, "container") from None
         quiet = [
             r
             for r in records
@@ -392,21 +419,22 @@ class ContainerService:
                         self._egress.release(record)  # the record is no longer live
 
     def _mark_died(self, record: ContainerRecord) -> ContainerRecord:
-        """Mark a ready sandbox whose container is gone `failed`, with the reason."""
+        """Mark a ready sandbox whose container is gone `terminated`, with the reason (as
+        reconcile does; `failed` records are creates that never finished, and hidden)."""
         code = self._runtime.exit_code(record.id, record.created_at)
         reason = (
             f"the sandbox's container exited (code {code})"
             if code is not None
             else "the sandbox's container stopped"
         )
-        if self.destroy(record, status="failed", error=reason):
+        if self.destroy(record, status="terminated", error=reason):
             logger.warning("sandbox %s: %s", record.id, reason)
         return self._store.get(record.id) or record
 
     def failure(self, container_id: str, exc: BaseException) -> APIError:
         """The API error for an operation on a sandbox that failed with `exc`, told from the
         sandbox's state: ConflictError once it ended (deleted, expired, or its container
-        died, which marks it `failed`), else `exc` if it is one of ours, else a 500."""
+        died, which marks it `terminated`), else `exc` if it is one of ours, else a 500."""
         current = self._store.get(container_id)
         if current is not None and current.status == "ready" and not current.deleted:
             try:

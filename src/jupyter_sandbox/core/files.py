@@ -20,8 +20,8 @@ from jupyter_sandbox.backends.transfer import BinaryContent
 from jupyter_sandbox.core import ids
 from jupyter_sandbox.core.validation import parse
 from jupyter_sandbox.settings import Settings
-from jupyter_sandbox.types.file import FileDeleted, FileObject, FilePurpose
-from jupyter_sandbox.types.page import CursorPage
+from jupyter_sandbox.types.file import FileDeleted, FileObject, FilePurpose, reported_purpose
+from jupyter_sandbox.types.page import CursorPage, invalid_after
 
 FileContent = Union[os.PathLike[str], bytes, IO[bytes]]  # noqa: UP007 (a runtime alias on 3.10)
 FileInput = Union[FileContent, tuple[str, FileContent]]  # noqa: UP007
@@ -114,7 +114,7 @@ def to_file(record: FileRecord) -> FileObject:
         bytes=record.bytes,
         created_at=int(record.created_at),
         filename=record.filename,
-        purpose=record.purpose,
+        purpose=reported_purpose(record.purpose),
         expires_at=int(record.expires_at) if record.expires_at else None,
     )
 
@@ -194,7 +194,7 @@ class FileService:
                 purpose=query.purpose,
             )
         except LookupError:
-            raise NotFoundError(f"Invalid after: no file {query.after!r}", param="after") from None
+            raise invalid_after(query.after, "file") from None
         data = [to_file(r) for r in records]
         page = CursorPage[FileObject](
             data=data,

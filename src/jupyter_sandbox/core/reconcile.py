@@ -104,12 +104,24 @@ def reconcile(
             )
         # The same atomic transition as every other end: a racing delete, expiry or claim
         # wins or loses here, never both.
-        if store.end(record.id, status=status, error=error, project=record.project) is None:
+        # A create that never finished returned no id to anyone: nothing to list.
+        ended = store.end(
+            record.id,
+            status=status,
+            error=error,
+            project=record.project,
+            deleted=status == "failed",
+        )
+        if ended is None:
             continue
         runtime.remove(record.id)
         kernel.remove_socket_dir(Path(record.socket_dir))
         deadline_file.remove(settings.deadlines_root / record.id)
         report.marked.append(record.id)
+    for record in store.all(statuses=("failed",)):
+        if not record.deleted:  # left visible by an older version
+            store.update(record.id, deleted=True)
+            report.marked.append(record.id)
     # Snapshot the engine and the folder first, then the records: anything a concurrent
     # create makes after its record was inserted is then always seen as owned.
     owners = {i for ids in runtime.labelled(settings.store_id).values() for i in ids if i}

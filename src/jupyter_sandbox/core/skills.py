@@ -32,7 +32,7 @@ from jupyter_sandbox.core.skill_files import read_folder as read_folder
 from jupyter_sandbox.core.skill_files import read_zip as read_zip
 from jupyter_sandbox.core.validation import parse
 from jupyter_sandbox.settings import Settings
-from jupyter_sandbox.types.page import CursorPage, ListParams
+from jupyter_sandbox.types.page import CursorPage, ListParams, invalid_after
 from jupyter_sandbox.types.skill import (
     Skill,
     SkillDeleted,
@@ -166,7 +166,7 @@ class SkillService:
                 project, limit=query.limit, order=query.order, after=query.after
             )
         except LookupError:
-            raise NotFoundError(f"Invalid after: no skill {query.after!r}", param="after") from None
+            raise invalid_after(query.after, "skill") from None
         data = [to_skill(r) for r in records]
         page = CursorPage[Skill](
             data=data,
@@ -218,9 +218,7 @@ class SkillService:
                 skill.id, limit=query.limit, order=query.order, after=query.after
             )
         except LookupError:
-            raise NotFoundError(
-                f"Invalid after: no version {query.after!r}", param="after"
-            ) from None
+            raise invalid_after(query.after, "version of this skill") from None
         data = [to_version(r) for r in records]
         page = CursorPage[SkillVersion](
             data=data,

@@ -61,8 +61,8 @@ def bad_request_from(error: dict[str, Any]) -> BadRequestError:
         message = "unknown parameter"
     elif error["type"] == "missing":
         message = "this parameter is required"
-    if param == "memory_limit" and error["type"] == "literal_error":
-        message = "must be one of '512m', '1g', '2g', '4g' (16g and 64g where the operator allows)"
+    elif error["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
     shown = f" (got {error.get('input')!r:.80})" if _may_echo(error, param) else ""
     return BadRequestError(f"Invalid {param or 'request'}: {message}{shown}", param=param)
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-from jupyter_sandbox.types.container import MemoryLimit, NetworkPolicy
+from jupyter_sandbox.types.container import MemoryLimitInput, NetworkPolicy
 
 CodeInterpreterCallStatus = Literal[
     "in_progress", "interpreting", "completed", "incomplete", "failed"
@@ -85,8 +85,8 @@ class CodeInterpreterContainerAuto(BaseModel):
     type: Literal["auto"] = "auto"
     file_ids: list[str] = Field(default_factory=list)
     """Uploaded files (`client.files`) copied to /mnt/data; later calls may add more."""
-    memory_limit: MemoryLimit | None = None
-    """Default: the client's default tier (1g)."""
+    memory_limit: MemoryLimitInput = None
+    """Default: the client's default tier (1g); spelled as `containers.create` accepts."""
     network_policy: NetworkPolicy | None = None
     """Default: no network."""
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AliasChoices,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -33,6 +34,42 @@ MEMORY_LIMIT_BYTES: dict[str, int] = {
     "16g": 16 * 2**30,
     "64g": 64 * 2**30,
 }
+
+LARGE_MEMORY_LIMITS: tuple[str, ...] = ("16g", "64g")
+"""Tiers only an operator can enable (`allow_large_memory`)."""
+
+_MEMORY_SPELLING = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", re.IGNORECASE)
+_UNIT_BYTES = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def normalize_memory(value: object) -> str:
+    """The tier a memory size names, whatever its spelling: `1G`, `1GB`, `1g`, `1gb`,
+    `1GiB` and `1024m` are all `1g`.
+
+    Raises:
+        ValueError: the value names no tier (the message lists the tiers).
+    """
+    text = value.strip() if isinstance(value, str) else ""
+    match = _MEMORY_SPELLING.fullmatch(text)
+    if match is not None:
+        size = float(match.group(1)) * _UNIT_BYTES[match.group(2).lower()]
+        for tier, tier_bytes in MEMORY_LIMIT_BYTES.items():
+            if size == tier_bytes:
+                return tier
+    standard = ", ".join(t for t in MEMORY_LIMIT_BYTES if t not in LARGE_MEMORY_LIMITS)
+    raise ValueError(
+        f"{value!r:.40} is not a memory limit: use {standard} "
+        f"({', '.join(LARGE_MEMORY_LIMITS)} when the operator allows them)"
+    )
+
+
+def _tier(value: object) -> object:
+    return None if value is None else normalize_memory(value)
+
+
+MemoryLimitInput = Annotated[MemoryLimit | None, BeforeValidator(_tier)]
+"""A memory limit as callers spell it (`1G`, `1gb`, `1024m` are `1g`), as its tier. Whether
+this host allows the tier is checked when a sandbox is made (`core.containers.check_memory`)."""
 
 MAX_NAME_LENGTH = 256
 MAX_IDLE_MINUTES = 24 * 60
@@ -198,8 +235,9 @@ class ContainerCreateParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
     """Descriptive name (required)."""
-    memory_limit: MemoryLimit | None = None
-    """512m, 1g, 2g or 4g (16g/64g when the operator allows them). Default 1g."""
+    memory_limit: MemoryLimitInput = None
+    """512m, 1g, 2g or 4g (16g/64g when the operator allows them); `1G`, `1GB` and `1024m`
+    spell 1g too. Default 1g."""
     file_ids: list[str] = Field(default_factory=list, max_length=100)
     """Files (from `client.files`) to copy into /mnt/data at creation."""
     network_policy: NetworkPolicy = Field(default_factory=NetworkPolicyDisabled)

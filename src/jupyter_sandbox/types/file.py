@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, cast, get_args
 
 from pydantic import BaseModel, ConfigDict
 
 FilePurpose = Literal["assistants", "batch", "fine-tune", "vision", "user_data", "evals"]
 """What an upload is for; every purpose is stored the same way here."""
+
+FileObjectPurpose = Literal[
+    "assistants",
+    "assistants_output",
+    "batch",
+    "batch_output",
+    "fine-tune",
+    "fine-tune-results",
+    "vision",
+    "user_data",
+]
+"""The purposes a file object reports (the openai SDK's `FileObject` knows no other)."""
+
+_REPORTED_AS: dict[str, FileObjectPurpose] = {"evals": "user_data"}
+
+
+def reported_purpose(purpose: str) -> FileObjectPurpose:
+    """The purpose a file object shows: the caller's own when the SDK knows it, else the
+    closest it knows (`evals` → `user_data`). Lists still filter by the purpose sent."""
+    mapped = _REPORTED_AS.get(purpose, purpose)
+    return cast(FileObjectPurpose, mapped) if mapped in get_args(FileObjectPurpose) else "user_data"
 
 
 class FileObject(BaseModel):
@@ -22,10 +43,13 @@ class FileObject(BaseModel):
     created_at: int
     filename: str
     """The name it was uploaded with (its basename is used in `/mnt/data`)."""
-    purpose: str
+    purpose: FileObjectPurpose
+    """As uploaded, except `evals` (unknown to the SDK's file object) reads `user_data`."""
     status: Literal["uploaded", "processed", "error"] = "processed"
     """Deprecated upstream; always `processed` here."""
     expires_at: int | None = None
+    status_details: str | None = None
+    """Deprecated upstream; always null here."""
 
 
 class FileDeleted(BaseModel):

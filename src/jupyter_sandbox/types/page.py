@@ -7,9 +7,20 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from jupyter_sandbox._exceptions import BadRequestError
+
 T = TypeVar("T", bound=BaseModel)
 
 MAX_PAGE_LIMIT = 100
+
+
+def invalid_after(after: object, what: str) -> BadRequestError:
+    """The 400 for a cursor that names no item (another project's ids are unknown too)."""
+    return BadRequestError(
+        f"Invalid after: {after!r:.80} is not the id of a {what} you can list "
+        "(pass the last id of the previous page)",
+        param="after",
+    )
 
 
 class ListParams(BaseModel):

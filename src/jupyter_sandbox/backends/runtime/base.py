@@ -70,8 +70,11 @@ class Runtime(Protocol):
         """The container's cumulative count of out-of-memory kills, if the host can read it."""
         ...
 
-    def logs(self, container_id: str, since: float) -> str:
-        """The supervisor's and kernel's own output since `since` (epoch seconds), capped."""
+    def logs(
+        self, container_id: str, since: float, *, tail: int = ..., max_bytes: int = ...
+    ) -> str:
+        """The supervisor's and kernel's own output since `since` (epoch seconds): the last
+        `tail` lines, at most `max_bytes`."""
         ...
 
     def signal(self, container_id: str, signal: str) -> None:

@@ -198,16 +198,22 @@ class DockerRuntime:
         state = self.state(container_id)
         return state.oom_kills if state else None
 
-    def logs(self, container_id: str, since: float) -> str:
-        """The last lines the supervisor and kernel wrote since `since`; empty once gone."""
+    def logs(
+        self,
+        container_id: str,
+        since: float,
+        *,
+        tail: int = LOG_TAIL_LINES,
+        max_bytes: int = LOG_TAIL_BYTES,
+    ) -> str:
+        """The last `tail` lines (at most `max_bytes`) the supervisor and kernel wrote since
+        `since`; empty once gone."""
         try:
             with docker_errors(f"reading the log of sandbox {container_id}"):
-                raw = self._api.logs(
-                    _container_name(container_id), tail=LOG_TAIL_LINES, since=since
-                )
+                raw = self._api.logs(_container_name(container_id), tail=tail, since=since)
         except (NotFoundError, InternalServerError):  # gone, or being removed
             return ""
-        return bytes(raw)[-LOG_TAIL_BYTES:].decode("utf-8", "replace")
+        return bytes(raw)[-max_bytes:].decode("utf-8", "replace")
 
     def signal(self, container_id: str, signal: str) -> None:
         """Send a signal to PID 1, the supervisor (sandbox-init)."""
