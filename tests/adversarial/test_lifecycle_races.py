@@ -96,7 +96,7 @@ def test_list_and_retrieve_report_a_container_that_died(sandboxes: Sandboxes) ->
     while client._runtime.state(container_id) is not None and time.monotonic() < deadline:
         time.sleep(0.1)
     listed = {c.id: c.status for c in client.containers.list()}
-    assert listed[container_id] == "failed"
+    assert listed[container_id] == "terminated"
     assert client.containers.retrieve(container_id).status == "terminated"
     client.containers.delete(container_id)
 
