@@ -10,6 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from jupyter_sandbox._boundary import api_errors
 from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox.backends.blobs import BlobStore
 from jupyter_sandbox.backends.disk import Disks
@@ -39,6 +40,7 @@ from jupyter_sandbox.types.page import CursorPage
 _OMIT: Any = object()
 
 
+@api_errors
 class Containers:
     """`client.containers`: create, retrieve, list, delete, and execute code."""
 
@@ -127,7 +129,7 @@ class Containers:
     def interrupt(self, container_id: str) -> None:
         """Send SIGINT to the sandbox's kernel (what Jupyter's interrupt button does)."""
         record = self._client._containers.get_record(container_id, self._client.project)
-        self._client._kernels.interrupt(record)
+        self._client._executions.interrupt(record)
 
     def restart(self, container_id: str) -> None:
         """Kill every process in the sandbox and start a fresh kernel; files are kept."""
@@ -208,13 +210,21 @@ class Client:
             settings, self._store, self._runtime, self._kernels, content, self._egress
         )
         self._container_files = ContainerFileService(
-            settings, self._store, records, content, self._files, self._containers.get_record
+            settings,
+            self._store,
+            records,
+            content,
+            self._files,
+            self._containers.get_checked,
+            self._containers.failure,
         )
         self._pool = WarmPool(
             settings, self._store, self._containers.boot_for_pool, self._destroy_pooled
         )
         self._containers.attach_pool(self._pool)
-        self._executions = ExecutionService(settings, self._store, self._kernels)
+        self._executions = ExecutionService(
+            settings, self._store, self._kernels, self._containers.failure
+        )
         self._expiry = Expiry(self._store, self._containers)
         self.containers = Containers(self)
         self.files = Files(self)
@@ -223,7 +233,8 @@ class Client:
         self._pool.start()
 
     def _destroy_pooled(self, record: ContainerRecord) -> None:
-        self._containers.destroy(record, status="terminated", deleted=True)
+        # Only while it is still where `record` saw it: a claim by another process must win.
+        self._containers.destroy(record, status="terminated", deleted=True, project=record.project)
 
     def wait_for_pool(self, timeout: float = 60.0) -> bool:
         """Block until the warm pool (`pool_size` > 0) holds its sandboxes; False on timeout."""

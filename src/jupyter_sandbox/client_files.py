@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from jupyter_sandbox._boundary import api_errors
 from jupyter_sandbox.backends.transfer import BinaryContent
 from jupyter_sandbox.types.container_file import (
     ContainerFile,
@@ -36,6 +37,7 @@ def _list_params(limit: int, order: str, after: str | None) -> dict[str, Any]:
     return params
 
 
+@api_errors
 class FilesContent:
     """`client.files.content`."""
 
@@ -47,6 +49,7 @@ class FilesContent:
         return self._client._files.content(file_id, project=self._client.project)
 
 
+@api_errors
 class Files:
     """`client.files`: upload once, then copy into sandboxes by id (`file_ids=[...]`)."""
 
@@ -94,6 +97,7 @@ class Files:
         return self._client._files.delete(file_id, project=self._client.project)
 
 
+@api_errors
 class ContainerFilesContent:
     """`client.containers.files.content`."""
 
@@ -108,6 +112,7 @@ class ContainerFilesContent:
         )
 
 
+@api_errors
 class ContainerFiles:
     """`client.containers.files`: files under /mnt/data and /workspace of one sandbox."""
 
@@ -171,6 +176,7 @@ class ContainerFiles:
         )
 
 
+@api_errors
 class _PositionalContent(ContainerFilesContent):
     """Accepts the seed's `content.retrieve(container_id, file_id)` and the SDK's
     `content.retrieve(file_id, container_id=...)`."""
@@ -190,6 +196,7 @@ class _PositionalContent(ContainerFilesContent):
         return super().retrieve(file_id, container_id=container_id)
 
 
+@api_errors
 class SkillContent:
     """`client.skills.content`."""
 
@@ -201,6 +208,7 @@ class SkillContent:
         return self._client._skills.content(skill_id, project=self._client.project)
 
 
+@api_errors
 class SkillVersions:
     """`client.skills.versions`."""
 
@@ -236,6 +244,7 @@ class SkillVersions:
         return self._client._skills.content(skill_id, version=version, project=self._client.project)
 
 
+@api_errors
 class Skills:
     """`client.skills`: folders with a SKILL.md, installed by id at container creation."""
 

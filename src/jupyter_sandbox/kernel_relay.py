@@ -295,7 +295,11 @@ class KernelRelay:
         if name == "hb":
             self._server["hb"].send_multipart(frames)
             return
-        forwarded = self._filter(name, frames)
+        try:
+            forwarded = self._filter(name, frames)
+        except Exception:  # sandbox-signed bytes: any shape (deep nesting: RecursionError)
+            logger.warning("dropped an unreadable %s message from the sandbox", name)
+            forwarded = None
         if forwarded is None:
             self.dropped += 1
             return

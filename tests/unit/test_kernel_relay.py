@@ -166,3 +166,30 @@ def test_a_planted_path_is_refused(tmp_path: Path) -> None:
     finally:
         relay.close()
     assert not relay.is_alive
+
+
+def test_a_forged_message_nested_too_deeply_is_dropped_and_the_relay_lives(
+    relay: KernelRelay,
+) -> None:
+    """The kernel can sign content nested past the JSON parser's recursion limit; the relay
+    drops it (RecursionError is no reason to stop) and keeps serving the kernel."""
+    kc = client(relay)
+    try:
+        code = (
+            "import json\n"
+            "k = get_ipython().kernel; s = k.session\n"
+            "parts = [json.dumps(s.msg_header('stream'), default=str).encode(),\n"
+            "         json.dumps(k.get_parent()['header'], default=str).encode(), b'{}',\n"
+            "         b'[' * 100000 + b']' * 100000]\n"
+            "k.iopub_socket.send_multipart([b'<IDS|MSG>', s.sign(parts), *parts])\n"
+            "print('still here')\n"
+        )
+        outputs, reply = run(kc, code)
+        assert reply["content"]["status"] == "ok"
+        texts = [str(o["content"].get("text", "")) for o in outputs]
+        assert any("still here" in t for t in texts), outputs
+        assert relay.dropped >= 1
+        outputs, reply = run(kc, "print(6 * 7)")
+        assert any("42" in str(o["content"].get("text", "")) for o in outputs), outputs
+    finally:
+        kc.stop_channels()

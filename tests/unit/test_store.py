@@ -154,6 +154,60 @@ def test_one_hundred_parallel_claims_hand_each_pooled_record_out_once(tmp_path: 
     assert after.take("cntr_0060", "__pool__", status="terminated") is not None
 
 
+def _end_many(
+    path: str,
+    worker: int,
+    status: str,
+    deleted: bool,
+    results: multiprocessing.Queue,  # type: ignore[type-arg]
+) -> None:
+    store = Store(Path(path))
+    won = [
+        f"cntr_{index:04d}"
+        for index in range(40)
+        if store.end(f"cntr_{index:04d}", status=status, deleted=deleted) is not None  # type: ignore[arg-type]
+    ]
+    store.close()
+    results.put((worker, won))
+
+
+def test_each_sandbox_ends_once_whoever_races(tmp_path: Path) -> None:
+    """Deletes and expiries in 4 processes race over 40 live records: each record is ended
+    by one caller as live (that one tears down); a delete after an expiry only hides it."""
+    path = tmp_path / "end.sqlite3"
+    store = Store(path)
+    for index in range(40):
+        store.insert(make_record(index))
+    store.close()
+    context = multiprocessing.get_context("spawn")
+    results = context.Queue()
+    kinds = [("terminated", True), ("terminated", True), ("expired", False), ("expired", False)]
+    workers = [
+        context.Process(target=_end_many, args=(str(path), i, *kind, results))
+        for i, kind in enumerate(kinds)
+    ]
+    for worker in workers:
+        worker.start()
+    won = [ids for _, ids in sorted(results.get(timeout=60) for _ in workers)]
+    for worker in workers:
+        worker.join(60)
+        assert worker.exitcode == 0
+    after = {r.id: r for r in Store(path).all()}
+    for index in range(40):
+        record_id = f"cntr_{index:04d}"
+        record = after[record_id]
+        assert not record.is_live
+        assert record.extra["ended_by"][1] > 0  # who tore it down (reconcile reads it)
+        winners = [i for i, ids in enumerate(won) if record_id in ids]
+        # Exactly one winner saw it live; a delete may also win after an expiry (hiding it).
+        assert 1 <= len(winners) <= 2, (record_id, winners)
+        assert sum(1 for i in winners if kinds[i][1]) <= 1  # never two deletes
+        assert record.deleted == any(kinds[i][1] for i in winners)
+    again = Store(path)
+    assert again.end("cntr_0000", status="terminated", deleted=True) is None  # gone for good
+    assert again.end("cntr_9999", status="terminated") is None
+
+
 def test_another_projects_cursor_is_unknown(store: Store) -> None:
     with pytest.raises(LookupError):
         store.page(project="default", limit=5, order="asc", after="cntr_0099")

@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import stat
 import time
 from collections.abc import Callable, Iterator
@@ -41,8 +42,11 @@ _RCVHWM = 64
 # torn down may hold (EADDRINUSE under churn): each monitor gets its own name.
 _MONITOR_IDS = itertools.count()
 _CHECK_EVERY = 1.0
+_SEND_TIMEOUT_MS = 2000
 DROPPED = "_connection_dropped"
 """Pseudo message type: the channel's connection dropped and was reopened (messages lost)."""
+MALFORMED = "_malformed"
+"""Pseudo message type: a correctly signed message we could not read (content: `why`)."""
 
 
 def new_key() -> str:
@@ -97,6 +101,30 @@ def clear_sockets(path: Path) -> None:
             (path / f"{SOCKET_PREFIX}-{_PORTS[name]}").unlink()
 
 
+def kernel_listening(path: Path, uid: int) -> bool:
+    """Whether something in the sandbox listens on its heartbeat socket: a cheap first sign
+    of life (one local connect) before asking the engine. Only a real socket of the sandbox
+    user counts; a dead container leaves its socket file refusing connections."""
+    hb = path / f"{SOCKET_PREFIX}-{_PORTS['hb']}"
+    try:
+        info = os.lstat(hb)
+    except OSError:
+        return False
+    if not stat.S_ISSOCK(info.st_mode) or (os.geteuid() == 0 and info.st_uid != uid):
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.setblocking(False)
+        probe.connect(str(hb))
+    except BlockingIOError:
+        return True  # a listener with a full backlog
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
 def _libc() -> ctypes.CDLL:
     return ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
@@ -114,6 +142,10 @@ def _umount(path: Path) -> None:
         logger.warning("cannot unmount %s: %s", path, os.strerror(ctypes.get_errno()))
 
 
+class ConnectionClosed(InternalServerError):
+    """The connection was closed (its sandbox ended) while an operation used it."""
+
+
 @dataclass
 class Message:
     """A kernel message on one channel."""
@@ -122,6 +154,26 @@ class Message:
     msg_type: str
     parent_id: str | None
     content: dict[str, Any]
+
+
+def _malformed(channel: str, why: str, *, quiet: bool = False) -> Message:
+    return Message(channel, MALFORMED, None, {"why": why, "quiet": quiet})
+
+
+def _to_message(channel: str, msg: dict[str, Any]) -> Message:
+    """A deserialized message, or MALFORMED when a field we route on has the wrong type
+    (sandbox code holds the key and can sign any shape; the content is checked later)."""
+    header, parent = msg.get("header"), msg.get("parent_header") or {}
+    msg_type = header.get("msg_type") if isinstance(header, dict) else None
+    parent_id = parent.get("msg_id") if isinstance(parent, dict) else None
+    if not isinstance(msg_type, str):
+        return _malformed(channel, "no msg_type")
+    if parent_id is not None and not isinstance(parent_id, str):
+        return _malformed(channel, "a parent msg_id that is not a string")
+    content = msg.get("content")
+    if not isinstance(content, dict):
+        return _malformed(channel, f"{msg_type!r:.40} content is not an object")
+    return Message(channel, msg_type, parent_id, content)
 
 
 class KernelConnection:
@@ -158,6 +210,9 @@ class KernelConnection:
         # read (a 1 GB print would otherwise cost the host several GB); queues stay short.
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_message)
         sock.setsockopt(zmq.RCVHWM, _RCVHWM)
+        # A DEALER with no peer (the kernel's side is gone, and we never reconnect) blocks
+        # every send for good: give up instead, and let the caller learn why.
+        sock.setsockopt(zmq.SNDTIMEO, _SEND_TIMEOUT_MS)
         if kind == zmq.SUB:
             sock.setsockopt(zmq.SUBSCRIBE, b"")
         sock.connect(self._endpoint(name))
@@ -216,12 +271,20 @@ class KernelConnection:
 
     def send(self, channel: str, msg_type: str, content: dict[str, Any]) -> str:
         """Send a request; return its msg_id."""
+        sock = self._sockets.get(channel)
+        if sock is None:
+            raise ConnectionClosed(f"the kernel connection is closed ({channel})")
         msg = self.session.msg(msg_type, content)
-        self.session.send(self._sockets[channel], msg)
+        try:
+            self.session.send(sock, msg)
+        except zmq.Again:
+            raise ConnectionClosed(f"the kernel is not connected ({channel})") from None
         return str(msg["header"]["msg_id"])
 
     def receive(self, timeout: float) -> Iterator[Message]:
         """Messages that arrive within `timeout` seconds (stops at the first quiet poll)."""
+        if not self._sockets:
+            raise ConnectionClosed("the kernel connection is closed")
         ready = dict(self._poller.poll(max(0, int(timeout * 1000))))
         for monitor in [m for m in self._monitors if m in ready]:
             with contextlib.suppress(zmq.Again):
@@ -230,21 +293,31 @@ class KernelConnection:
             logger.debug("the kernel's %s connection dropped; reopened", name)
             yield Message(name, DROPPED, None, {})
         for name in ("shell", "iopub"):
-            sock = self._sockets[name]
-            if sock not in ready:
+            sock = self._sockets.get(name)
+            if sock is None or sock not in ready:
                 continue
             while True:
                 try:
-                    _, raw = self.session.feed_identities(sock.recv_multipart(zmq.NOBLOCK))
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
                 except zmq.Again:
                     break
-                try:
-                    msg = self.session.deserialize(raw)
-                except ValueError:
-                    logger.warning("dropped a badly signed message on %s", name)
-                    continue
-                parent = msg.get("parent_header") or {}
-                yield Message(name, msg["header"]["msg_type"], parent.get("msg_id"), msg["content"])
+                yield self._read(name, frames)
+
+    def _read(self, channel: str, frames: list[bytes]) -> Message:
+        """One message, checked: a bad signature is dropped (logged), any other unreadable
+        message becomes MALFORMED (sandbox code holds the key and can sign any bytes)."""
+        try:
+            _, raw = self.session.feed_identities(frames)
+            msg = self.session.deserialize(raw)
+        except ValueError as exc:
+            text = str(exc).lower()
+            if "signature" in text or "unsigned" in text:
+                logger.warning("dropped a badly signed message on %s", channel)
+                return _malformed(channel, "a badly signed message", quiet=True)
+            return _malformed(channel, f"unreadable ({type(exc).__name__})")
+        except Exception as exc:
+            return _malformed(channel, f"unreadable ({type(exc).__name__})")
+        return _to_message(channel, msg)
 
     def wait_ready(
         self, deadline: float, check: Callable[[], None] | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -13,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from jupyter_sandbox._exceptions import InternalServerError, NotFoundError
 from jupyter_sandbox.types.container import ContainerStatus
 
 LIVE_STATUSES: tuple[ContainerStatus, ...] = ("initializing", "ready")
@@ -143,26 +145,39 @@ class Store:
     """Thread-safe access to the SQLite file; each call is one short transaction."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.path = path
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._db.row_factory = sqlite3.Row
-        os.chmod(path, 0o600)  # it holds the kernels' HMAC keys
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=30000")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        with self._lock:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._db = sqlite3.connect(
+                path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+            self._db.row_factory = sqlite3.Row
+            os.chmod(path, 0o600)  # it holds the kernels' HMAC keys
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)  # idempotent, commits by itself
+        except (sqlite3.Error, OSError) as exc:
+            raise InternalServerError(f"cannot open the store {path}: {exc}") from exc
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """This connection, for one thread; a database failure leaves as an API error."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise InternalServerError(f"the store {self.path} failed: {exc}") from exc
 
     def close(self) -> None:
         """Close the connection."""
-        with self._lock:
+        with self._locked():
             self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._locked():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -180,7 +195,7 @@ class Store:
     @contextmanager
     def reading(self) -> Iterator[sqlite3.Connection]:
         """The connection, held for a read."""
-        with self._lock:
+        with self._locked():
             yield self._db
 
     def insert(self, record: ContainerRecord) -> ContainerRecord:
@@ -194,7 +209,7 @@ class Store:
 
     def get(self, container_id: str) -> ContainerRecord | None:
         """The record, or None."""
-        with self._lock:
+        with self._locked():
             row = self._db.execute(
                 "SELECT * FROM containers WHERE id = ?", (container_id,)
             ).fetchone()
@@ -205,7 +220,7 @@ class Store:
         with self._transaction() as db:
             row = db.execute("SELECT * FROM containers WHERE id = ?", (container_id,)).fetchone()
             if row is None:
-                raise KeyError(container_id)
+                raise NotFoundError(f"No container {container_id!r} in the store")
             return _apply(db, row, changes)
 
     def claim(self, pool: str, *, expiring_after: float, **changes: Any) -> ContainerRecord | None:
@@ -236,6 +251,46 @@ class Store:
                 return None
             return _apply(db, row, changes)
 
+    def end(
+        self,
+        container_id: str,
+        *,
+        status: ContainerStatus,
+        deleted: bool = False,
+        error: str | None = None,
+        project: str | None = None,
+    ) -> ContainerRecord | None:
+        """Move a record to an end status, once: atomic across threads and processes.
+
+        Returns the record as it was before, or None when there is nothing to do here: no
+        such record (in `project`, if given), already deleted, or already ended and this is
+        no delete. Only the caller that saw it live tears the sandbox down; `extra.ended_at`
+        and `extra.ended_by` (host, pid) let reconcile leave a teardown in progress alone.
+        """
+        with self._transaction() as db:
+            row = db.execute("SELECT * FROM containers WHERE id = ?", (container_id,)).fetchone()
+            if row is None:
+                return None
+            before = _from_row(row)
+            if (project is not None and before.project != project) or before.deleted:
+                return None
+            if not before.is_live and not deleted:
+                return None
+            changes: dict[str, Any] = {
+                "status": status if before.is_live else before.status,
+                "deleted": deleted,
+            }
+            if before.is_live:
+                changes["extra"] = {
+                    **before.extra,
+                    "ended_at": time.time(),
+                    "ended_by": [socket.gethostname(), os.getpid()],
+                }
+                if error is not None:
+                    changes["error"] = error[:2000]
+            _apply(db, row, changes)
+            return before
+
     def touch(self, container_id: str, now: float | None = None) -> None:
         """Move `last_active_at` to now."""
         with self._transaction() as db:
@@ -260,7 +315,7 @@ class Store:
             clauses.append("name = ?")
             args.append(name)
         direction = "DESC" if order == "desc" else "ASC"
-        with self._lock:
+        with self._locked():
             if after is not None:
                 # Deleted records are kept, so a cursor outlives its sandbox; another
                 # project's id is unknown here, as everywhere.
@@ -283,7 +338,7 @@ class Store:
 
     def all(self, *, statuses: tuple[str, ...] | None = None) -> list[ContainerRecord]:
         """Every record (optionally only some statuses), deleted ones included."""
-        with self._lock:
+        with self._locked():
             if statuses:
                 marks = ", ".join("?" for _ in statuses)
                 rows = self._db.execute(

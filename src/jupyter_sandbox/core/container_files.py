@@ -11,13 +11,15 @@ never list.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from jupyter_sandbox._exceptions import BadRequestError, ConflictError, NotFoundError
+from jupyter_sandbox._exceptions import APIError, BadRequestError, ConflictError, NotFoundError
 from jupyter_sandbox.backends.disk import Disks, SandboxStorage
 from jupyter_sandbox.backends.file_store import ContainerFileRecord, FileRecord, FileStore
 from jupyter_sandbox.backends.store import ContainerRecord, Store
@@ -178,6 +180,29 @@ class SandboxContent:
         return self._engine_files(record.id)
 
 
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+
+
+def _sandbox_errors(method: _Method) -> _Method:
+    """Map any failure of a files call through the service's `failure` (one boundary): a
+    sandbox deleted or dead under the call is a ConflictError, never a raw error."""
+
+    @functools.wraps(method)
+    def mapped(self: ContainerFileService, container_id: str, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, container_id, *args, **kwargs)
+        except APIError as exc:
+            if isinstance(exc, BadRequestError | NotFoundError) or self._failure is None:
+                raise
+            raise self._failure(container_id, exc) from exc
+        except Exception as exc:
+            if self._failure is None:
+                raise
+            raise self._failure(container_id, exc) from exc
+
+    return mapped  # type: ignore[return-value]
+
+
 class ContainerFileService:
     """Upload, list, read and delete files in a ready sandbox."""
 
@@ -189,6 +214,7 @@ class ContainerFileService:
         content: SandboxContent,
         files: FileService,
         get_record: Any,
+        failure: Callable[[str, BaseException], APIError] | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -196,17 +222,21 @@ class ContainerFileService:
         self._content = content
         self._files = files
         self._get_record = get_record
+        self._failure = failure
 
     def _ready(self, container_id: str, project: str) -> ContainerRecord:
         record: ContainerRecord = self._get_record(container_id, project)
         if record.status != "ready":
             raise ConflictError(
-                f"Container {record.id} is {record.status}; files need a ready container",
+                f"Container {record.id} is {record.status}"
+                + (f" ({record.error})" if record.error and not record.is_live else "")
+                + "; files need a ready container",
                 param="container_id",
             )
         self._store.touch(record.id)
         return record
 
+    @_sandbox_errors
     def create(
         self,
         container_id: str,
@@ -249,6 +279,7 @@ class ContainerFileService:
             raise NotFoundError(f"No file {file_id!r} in container {record.id}", param="file_id")
         return found
 
+    @_sandbox_errors
     def retrieve(
         self, container_id: str, file_id: str, *, project: str = "default"
     ) -> ContainerFile:
@@ -263,6 +294,7 @@ class ContainerFileService:
             )
         return to_container_file(ContainerFileRecord(**{**found.__dict__, "bytes": now.bytes}))
 
+    @_sandbox_errors
     def content(
         self, container_id: str, file_id: str, *, project: str = "default"
     ) -> BinaryContent:
@@ -270,6 +302,7 @@ class ContainerFileService:
         record = self._ready(container_id, project)
         return self._content.channel(record).open(self._file(record, file_id).path)
 
+    @_sandbox_errors
     def delete(
         self, container_id: str, file_id: str, *, project: str = "default"
     ) -> ContainerFileDeleted:
@@ -320,6 +353,7 @@ class ContainerFileService:
         self._records.sync_container_files(record.id, add=add, resize=resize, drop=drop)
         return scan.truncated
 
+    @_sandbox_errors
     def list(
         self, container_id: str, params: dict[str, Any], *, project: str = "default"
     ) -> ContainerFilePage:

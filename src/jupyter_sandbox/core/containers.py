@@ -5,11 +5,18 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
+from jupyter_sandbox._exceptions import (
+    APIError,
+    BadRequestError,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+)
 from jupyter_sandbox._version import __version__
 from jupyter_sandbox.backends import deadline_file, kernel, labels
 from jupyter_sandbox.backends.runtime.base import Runtime, SandboxNetworkSpec, SandboxSpec
@@ -28,6 +35,7 @@ from jupyter_sandbox.types.container import (
     Container,
     ContainerCreateParams,
     ContainerDeleted,
+    ContainerStatus,
     ExpiresAfter,
     NetworkPolicyAllowlist,
     normalize_memory,
@@ -35,6 +43,9 @@ from jupyter_sandbox.types.container import (
 from jupyter_sandbox.types.page import CursorPage, ListParams, invalid_after
 
 logger = logging.getLogger(__name__)
+
+_TEARDOWN_LOCKS = tuple(threading.Lock() for _ in range(64))
+"""Striped: teardowns of one sandbox in this process never overlap (unmounts would race)."""
 
 
 def check_memory(value: object, settings: Settings) -> str:
@@ -223,17 +234,23 @@ class ContainerService:
             if self._content is not None and plan is not None and prepared is not None:
                 self._content.finish(container_id, plan, prepared)
             self._kernels.open(record, deadline, since=now)
-            record = self._store.update(
-                container_id, status="ready", docker_id=docker_id, extra=extra
+            ready = self._store.take(
+                container_id, project, status="ready", docker_id=docker_id, extra=extra
             )
+            if ready is None:
+                raise ConflictError(
+                    f"Container {container_id} was deleted while it was starting",
+                    param="container_id",
+                )
         except BaseException as exc:
             # The caller gets the error and never the id: like the hosted API, nothing is
             # left to list. The record stays (deleted) with the reason, for diagnosis.
-            self.destroy(
+            if not self.destroy(
                 record, status="failed", deleted=True, error=str(exc) or type(exc).__name__
-            )
+            ):
+                self._teardown(record)  # ended by another caller meanwhile: remove what we made
             raise
-        return record
+        return ready
 
     def _check_memory(self, requested: str | None) -> str:
         return check_memory(requested or self._settings.default_memory_limit, self._settings)
@@ -298,9 +315,23 @@ class ContainerService:
             )
         return record
 
+    def get_checked(self, container_id: str, project: str = "default") -> ContainerRecord:
+        """`get_record`, after checking that a ready sandbox still runs (its kernel's heartbeat
+        socket accepts a connection, else the engine says): one whose container died (its
+        PID 1 was killed) is marked `terminated` with the reason."""
+        record = self.get_record(container_id, project)
+        if record.status == "ready" and not kernel.kernel_listening(
+            Path(record.socket_dir), SANDBOX_UID
+        ):
+            state = self._runtime.state(record.id)
+            if state is None or not state.running:
+                self._mark_died(record)
+                record = self.get_record(container_id, project)
+        return record
+
     def retrieve(self, container_id: str, *, project: str = "default") -> Container:
-        """One sandbox."""
-        return to_container(self.get_record(container_id, project))
+        """One sandbox (a ready one whose container died is reported `terminated`)."""
+        return to_container(self.get_checked(container_id, project))
 
     def list(
         self, params: dict[str, Any], *, name: str | None = None, project: str = "default"
@@ -313,6 +344,14 @@ class ContainerService:
             )
         except LookupError:
             raise invalid_after(query.after, "container") from None
+        quiet = [
+            r
+            for r in records
+            if r.status == "ready" and not kernel.kernel_listening(Path(r.socket_dir), SANDBOX_UID)
+        ]
+        if quiet:  # one engine call tells which of them still run
+            dead = {r.id for r in quiet} - self._runtime.running(self._settings.store_id)
+            records = [self._mark_died(r) if r.id in dead else r for r in records]
         data = [to_container(r) for r in records]
         page = CursorPage[Container](
             data=data,
@@ -325,31 +364,85 @@ class ContainerService:
         )
 
     def delete(self, container_id: str, *, project: str = "default") -> ContainerDeleted:
-        """Stop and remove a sandbox and everything it owns."""
+        """Stop and remove a sandbox and everything it owns; of concurrent deletes one wins,
+        the others get NotFoundError."""
         record = self.get_record(container_id, project)
-        self.destroy(record, status="terminated", deleted=True)
+        if not self.destroy(record, status="terminated", deleted=True, project=project):
+            raise NotFoundError(
+                f"No container found with id {container_id!r}", param="container_id"
+            )
         return ContainerDeleted(id=container_id)
 
     def destroy(
         self,
         record: ContainerRecord,
         *,
-        status: str,
+        status: ContainerStatus,
         deleted: bool = False,
         error: str | None = None,
-    ) -> None:
-        """Remove the container, its volumes and socket folder, then mark the record."""
-        self._kernels.close(record.id)
-        try:
-            self._runtime.remove(record.id)
-        finally:
-            kernel.remove_socket_dir(Path(record.socket_dir))
-            deadline_file.remove(self._settings.deadlines_root / record.id)
-            if self._content is not None:
-                self._content.remove(record.id)
-            changes: dict[str, Any] = {"status": status, "deleted": deleted or record.deleted}
-            if error is not None:
-                changes["error"] = error[:2000]
-            self._store.update(record.id, **changes)
-            if self._egress is not None:
-                self._egress.release(record)  # after the update: the record is no longer live
+        project: str | None = None,
+    ) -> bool:
+        """End a sandbox once: mark the record (one atomic store transition, so of racing
+        deletes, expiries, reconciles and pool retirements exactly one proceeds), then remove
+        its container, volumes and socket folder. False if another caller ended it first."""
+        before = self._store.end(
+            record.id, status=status, deleted=deleted, error=error, project=project
+        )
+        if before is None:
+            return False
+        if before.is_live:
+            self._teardown(before)
+        return True
+
+    def _teardown(self, record: ContainerRecord) -> None:
+        """Remove what a sandbox holds; one teardown of a sandbox at a time in this process."""
+        with _TEARDOWN_LOCKS[hash(record.id) % len(_TEARDOWN_LOCKS)]:
+            self._kernels.close(record.id)
+            try:
+                self._runtime.remove(record.id)
+            finally:
+                kernel.remove_socket_dir(Path(record.socket_dir))
+                deadline_file.remove(self._settings.deadlines_root / record.id)
+                try:
+                    if self._content is not None:
+                        self._content.remove(record.id)
+                finally:
+                    if self._egress is not None:
+                        self._egress.release(record)  # the record is no longer live
+
+    def _mark_died(self, record: ContainerRecord) -> ContainerRecord:
+        """Mark a ready sandbox whose container is gone `terminated`, with the reason (as
+        reconcile does; `failed` records are creates that never finished, and hidden)."""
+        code = self._runtime.exit_code(record.id, record.created_at)
+        reason = (
+            f"the sandbox's container exited (code {code})"
+            if code is not None
+            else "the sandbox's container stopped"
+        )
+        if self.destroy(record, status="terminated", error=reason):
+            logger.warning("sandbox %s: %s", record.id, reason)
+        return self._store.get(record.id) or record
+
+    def failure(self, container_id: str, exc: BaseException) -> APIError:
+        """The API error for an operation on a sandbox that failed with `exc`, told from the
+        sandbox's state: ConflictError once it ended (deleted, expired, or its container
+        died, which marks it `terminated`), else `exc` if it is one of ours, else a 500."""
+        current = self._store.get(container_id)
+        if current is not None and current.status == "ready" and not current.deleted:
+            try:
+                state = self._runtime.state(container_id)
+            except APIError as engine:
+                return engine
+            if state is None or not state.running:
+                current = self._mark_died(current)
+        if current is None or current.deleted:
+            return ConflictError(f"Container {container_id} was deleted", param="container_id")
+        if not current.is_live:
+            why = f" ({current.error})" if current.error else ""
+            return ConflictError(
+                f"Container {container_id} is {current.status}{why}", param="container_id"
+            )
+        if isinstance(exc, APIError):
+            return exc
+        logger.error("sandbox %s: unexpected %r", container_id, exc)
+        return InternalServerError(f"Container {container_id}: {type(exc).__name__}")

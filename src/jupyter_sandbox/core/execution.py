@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from jupyter_sandbox._exceptions import (
+    APIError,
     BadRequestError,
     ConflictError,
+    InternalServerError,
 )
 from jupyter_sandbox.backends import kernel
 from jupyter_sandbox.backends.store import ContainerRecord, Store
-from jupyter_sandbox.core.kernels import Kernels, Session, max_message
+from jupyter_sandbox.core import kernel_messages
+from jupyter_sandbox.core.kernels import Kernels, Session, SessionClosed, max_message
 from jupyter_sandbox.core.validation import check_seconds
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.container import MEMORY_LIMIT_BYTES
 from jupyter_sandbox.types.execution import (
-    DisplayDataOutput,
-    ErrorOutput,
-    ExecuteResultOutput,
     Execution,
     ExecutionOutput,
     StreamOutput,
@@ -43,14 +43,22 @@ class _Collector:
         self._budget = limit
         self._limit = limit
         self._on_output = on_output
+        self.malformed_count = 0
 
-    def add(self, msg_type: str, content: dict[str, Any]) -> None:
-        output = _to_output(msg_type, content)
-        if output is None:
+    def add(self, msg_type: str, content: Any) -> None:
+        try:
+            output = kernel_messages.to_output(msg_type, content)
+        except kernel_messages.MalformedMessage as exc:
+            self.malformed(str(exc))
+            return
+        if output is kernel_messages.IGNORED:
             if msg_type == "clear_output":
                 self.outputs.clear()
             return
-        size = len(output.text) if isinstance(output, StreamOutput) else len(json.dumps(content))
+        assert not isinstance(output, kernel_messages._Ignored)
+        size = (
+            len(output.text) if isinstance(output, StreamOutput) else len(output.model_dump_json())
+        )
         if size > self._budget:
             if not self.truncated:
                 self.truncated = True
@@ -70,6 +78,15 @@ class _Collector:
             self.truncated = True
             self._append(StreamOutput(name="stderr", text=f"\n[output dropped: {what}]\n"))
 
+    def malformed(self, why: str) -> None:
+        """Note a kernel message dropped for its shape (sandbox code can forge them)."""
+        self.malformed_count += 1
+        logger.info("dropped a malformed kernel message: %s", why)
+        if self.malformed_count == 1:
+            self._append(
+                StreamOutput(name="stderr", text=f"\n[dropped a malformed kernel message: {why}]\n")
+            )
+
     def _append(self, output: ExecutionOutput) -> None:
         last = self.outputs[-1] if self.outputs else None
         if (
@@ -84,34 +101,33 @@ class _Collector:
             self._on_output(output)
 
 
-def _to_output(msg_type: str, content: dict[str, Any]) -> ExecutionOutput | None:
-    if msg_type == "stream":
-        return StreamOutput(name=content.get("name", "stdout"), text=content.get("text", ""))
-    if msg_type == "display_data":
-        return DisplayDataOutput(data=content.get("data", {}), metadata=content.get("metadata", {}))
-    if msg_type == "execute_result":
-        return ExecuteResultOutput(
-            execution_count=content.get("execution_count"),
-            data=content.get("data", {}),
-            metadata=content.get("metadata", {}),
-        )
-    if msg_type == "error":
-        return ErrorOutput(
-            ename=content.get("ename", ""),
-            evalue=content.get("evalue", ""),
-            traceback=content.get("traceback", []),
-        )
-    return None
+def _reason(record: ContainerRecord) -> str:
+    """` (why)` for a record that ended with an error, else nothing."""
+    return f" ({record.error})" if record.error and not record.is_live else ""
+
+
+def _as_api_error(container_id: str, exc: BaseException) -> APIError:
+    if isinstance(exc, APIError):
+        return exc
+    logger.error("sandbox %s: unexpected %r", container_id, exc)
+    return InternalServerError(f"Container {container_id}: {type(exc).__name__}")
 
 
 class ExecutionService:
     """Runs code in ready sandboxes, one execution at a time per sandbox."""
 
-    def __init__(self, settings: Settings, store: Store, kernels: Kernels) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        kernels: Kernels,
+        failure: Callable[[str, BaseException], APIError] | None = None,
+    ) -> None:
         self._settings = settings
         self._store = store
         self._kernels = kernels
         self._touched: dict[str, float] = {}
+        self._failure = failure or _as_api_error
 
     def execute(
         self,
@@ -127,17 +143,30 @@ class ExecutionService:
         timeout = check_seconds(timeout, "timeout")
         if record.status != "ready":
             raise ConflictError(
-                f"Container {record.id} is {record.status}; only a ready container runs code",
+                f"Container {record.id} is {record.status}{_reason(record)}; only a ready "
+                "container runs code",
                 param="container_id",
             )
-        session = self._kernels.get(record)
-        with session.lock:
+        with self._errors(record):
             session = self._kernels.get(record)
-            self._touch(record.id)
-            try:
-                return self._run(record, session, code, timeout, on_output)
-            finally:
-                self._touch(record.id)
+            with session.lock:
+                try:
+                    session = self._kernels.get(record)
+                    self._touch(record.id)
+                    return self._run(record, session, code, timeout, on_output)
+                finally:
+                    self._kernels.settle(record.id)
+                    self._touch(record.id)
+
+    @contextmanager
+    def _errors(self, record: ContainerRecord) -> Iterator[None]:
+        """The one boundary of kernel operations: whatever fails (a sandbox deleted or dead
+        under us, a closed socket, a refused signal) leaves as an API error that tells the
+        sandbox's state (`ContainerService.failure`)."""
+        try:
+            yield
+        except Exception as exc:
+            raise self._failure(record.id, exc) from exc
 
     def _touch(self, container_id: str) -> None:
         # last_active_at has one-second resolution: one write a second per sandbox is enough.
@@ -150,13 +179,29 @@ class ExecutionService:
         """Restart the sandbox's kernel (waits for any running execution to finish first)."""
         if record.status != "ready":
             raise ConflictError(
-                f"Container {record.id} is {record.status}; only a ready container restarts",
+                f"Container {record.id} is {record.status}{_reason(record)}; only a ready "
+                "container restarts",
                 param="container_id",
             )
-        session = self._kernels.get(record)
-        with session.lock:
-            self._kernels.restart(record, self._kernels.get(record))
+        with self._errors(record):
+            session = self._kernels.get(record)
+            with session.lock:
+                try:
+                    self._kernels.restart(record, self._kernels.get(record))
+                finally:
+                    self._kernels.settle(record.id)
             self._store.touch(record.id)
+
+    def interrupt(self, record: ContainerRecord) -> None:
+        """Send SIGINT to the sandbox's kernel."""
+        if record.status != "ready":
+            raise ConflictError(
+                f"Container {record.id} is {record.status}{_reason(record)}; only a ready "
+                "container can be interrupted",
+                param="container_id",
+            )
+        with self._errors(record):
+            self._kernels.interrupt(record)
 
     def _run(
         self,
@@ -182,7 +227,7 @@ class ExecutionService:
                 "stop_on_error": True,
             },
         )
-        reply: dict[str, Any] | None = None
+        reply: tuple[str, int | None] | None = None  # (status, execution_count)
         idle = False
         shell_lost = iopub_lost = False
         last_message = started
@@ -193,13 +238,15 @@ class ExecutionService:
                 container_id=record.id,
                 status=status,  # type: ignore[arg-type]
                 outputs=collector.outputs,
-                execution_count=(reply or {}).get("execution_count"),
+                execution_count=reply[1] if reply is not None else None,
                 duration=time.monotonic() - started,
                 truncated=collector.truncated,
                 message=message,
             )
 
         while (reply is None and not shell_lost) or not (idle or iopub_lost):
+            if session.closing:  # the sandbox ended under this run (deleted, expired, died)
+                raise SessionClosed(f"sandbox {record.id} ended while the code ran")
             now = time.monotonic()
             if interrupted_at is None and now >= deadline:
                 self._kernels.interrupt(record)
@@ -228,12 +275,20 @@ class ExecutionService:
                     shell_lost = shell_lost or msg.channel == "shell"
                     iopub_lost = iopub_lost or msg.channel == "iopub"
                     continue
+                if msg.msg_type == kernel.MALFORMED:
+                    if not msg.content.get("quiet"):
+                        collector.malformed(str(msg.content.get("why", "unreadable")))
+                    continue
                 if msg.parent_id != msg_id:
                     continue
                 if msg.channel == "shell" and msg.msg_type == "execute_reply":
-                    reply = msg.content
+                    try:
+                        reply = kernel_messages.reply_fields(msg.content)
+                    except kernel_messages.MalformedMessage as exc:
+                        collector.malformed(str(exc))
+                        reply = ("error", None)
                 elif msg.msg_type == "status":
-                    idle = msg.content.get("execution_state") == "idle"
+                    idle = kernel_messages.execution_state(msg.content) == "idle"
                 else:
                     collector.add(msg.msg_type, msg.content)
             if time.monotonic() - last_message >= _QUIET_BEFORE_CHECK:
@@ -256,7 +311,7 @@ class ExecutionService:
             return result("timeout", f"Execution timed out after {timeout:g} s and was interrupted")
         if reply is None:
             return result("error", "The kernel's reply was over the size limit and was dropped")
-        status = "ok" if reply.get("status") == "ok" else "error"
+        status = "ok" if reply[0] == "ok" else "error"
         return result(status)
 
     def _death(self, record: ContainerRecord, session: Session) -> str | None:

@@ -46,7 +46,8 @@ class Expiry:
             if record.deleted or now < min(record.idle_deadline(), record.expires_at):
                 continue
             try:
-                self._containers.destroy(record, status="expired")
+                if not self._containers.destroy(record, status="expired"):
+                    continue  # deleted or ended by another caller meanwhile
             except APIError as exc:
                 logger.warning("could not expire %s: %s", record.id, exc)
                 continue

@@ -29,9 +29,21 @@ _KERNEL_EXITED = re.compile(r"^sandbox-init: kernel (exited|killed)", re.MULTILI
 
 @dataclass
 class Session:
+    """One open kernel connection; `lock` is held by the one execution or restart using it."""
+
     connection: KernelConnection
     lock: threading.Lock = field(default_factory=threading.Lock)
     oom_kills: int | None = None
+    closing: bool = False
+    """Set when the sandbox ends under a running execution: its holder closes the connection
+    and stops (closing a socket another thread polls raises raw ZeroMQ errors)."""
+
+
+class SessionClosed(kernel.ConnectionClosed):
+    """The sandbox's kernel connection was closed (its sandbox ended) under an operation."""
+
+
+_RETIRED_MEMORY = 4096
 
 
 class Kernels:
@@ -42,6 +54,8 @@ class Kernels:
         self._runtime = runtime
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
+        self._retired: dict[str, None] = {}  # ended sandboxes: never reconnect (bounded)
+        self._pending: dict[str, Session] = {}  # closed under a lock holder: it closes them
 
     def open(self, record: ContainerRecord, deadline: float, since: float | None = None) -> Session:
         """Connect to the sandbox's kernel and wait until it answers on shell and iopub.
@@ -67,8 +81,13 @@ class Kernels:
             raise
         session = Session(connection, oom_kills=self._oom_kills(record.id))
         with self._lock:
-            old = self._sessions.pop(record.id, None)
-            self._sessions[record.id] = session
+            retired = record.id in self._retired
+            old = None if retired else self._sessions.pop(record.id, None)
+            if not retired:
+                self._sessions[record.id] = session
+        if retired:  # the sandbox ended while we connected
+            connection.close()
+            raise SessionClosed(f"sandbox {record.id} ended while its kernel was starting")
         if old is not None:
             old.connection.close()
         return session
@@ -100,13 +119,25 @@ class Kernels:
         """The open session, connecting on first use in this process."""
         with self._lock:
             session = self._sessions.get(record.id)
+            retired = record.id in self._retired
+        if retired:
+            raise SessionClosed(f"sandbox {record.id} has ended")
         if session is None:
             session = self.open(record, time.monotonic() + self._settings.start_timeout)
         return session
 
     def restart(self, record: ContainerRecord, session: Session) -> Session:
-        """Kill everything in the sandbox and start a fresh kernel (files survive)."""
+        """Kill everything in the sandbox and start a fresh kernel (files survive).
+
+        The old session is forgotten first, so a restart that fails leaves no stale session:
+        the next call connects anew (or learns that the sandbox ended).
+        """
+        with self._lock:
+            if self._sessions.get(record.id) is session:
+                del self._sessions[record.id]
         session.connection.close()
+        if session.closing:
+            raise SessionClosed(f"sandbox {record.id} ended")
         kernel.clear_sockets(Path(record.socket_dir))
         since = time.time()
         self._runtime.signal(record.id, "SIGUSR1")
@@ -118,17 +149,45 @@ class Kernels:
         """Send SIGINT to the kernel (through the supervisor, PID 1)."""
         self._runtime.signal(record.id, "SIGINT")
 
-    def close(self, container_id: str) -> None:
-        """Forget and close the connection to one sandbox."""
+    def close(self, container_id: str, *, retire: bool = True) -> None:
+        """Forget and close the connection to one sandbox (`retire`: it ended, never connect
+        to it again). A running execution holding the session closes it itself, at once."""
         with self._lock:
             session = self._sessions.pop(container_id, None)
+            if retire:
+                self._retired[container_id] = None
+                while len(self._retired) > _RETIRED_MEMORY:
+                    del self._retired[next(iter(self._retired))]
+        if session is None:
+            return
+        session.closing = True
+        if session.lock.acquire(blocking=False):
+            try:
+                session.connection.close()
+            finally:
+                session.lock.release()
+        else:
+            with self._lock:
+                self._pending[container_id] = session
+            if session.lock.acquire(blocking=False):  # the holder left meanwhile
+                try:
+                    self.settle(container_id)
+                finally:
+                    session.lock.release()
+
+    def settle(self, container_id: str) -> None:
+        """Close a connection that `close` left to the holder of its lock (the caller)."""
+        with self._lock:
+            session = self._pending.pop(container_id, None)
         if session is not None:
             session.connection.close()
 
     def close_all(self) -> None:
-        """Close every connection."""
-        for container_id in list(self._sessions):
-            self.close(container_id)
+        """Close every connection (the sandboxes keep running)."""
+        with self._lock:
+            ids = list(self._sessions)
+        for container_id in ids:
+            self.close(container_id, retire=False)
 
     def _oom_kills(self, container_id: str) -> int | None:
         reader = getattr(self._runtime, "oom_kills", None)

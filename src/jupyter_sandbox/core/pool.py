@@ -139,9 +139,7 @@ class WarmPool:
 
     def _retire(self, record: ContainerRecord) -> None:
         """Destroy a pooled sandbox unless another process has just claimed it."""
-        taken = self._store.take(record.id, POOL_PROJECT, status="terminated")
-        if taken is not None:
-            self._destroy(taken)
+        self._destroy(record)  # a no-op if another process claimed it meanwhile
 
     def _run(self) -> None:
         backoff = 1.0

@@ -17,8 +17,12 @@ from jupyter_sandbox.backends.store import ContainerRecord, Store
 from jupyter_sandbox.core.network import EgressService
 from jupyter_sandbox.core.pool import POOL_PROJECT
 from jupyter_sandbox.settings import Settings
+from jupyter_sandbox.types.container import ContainerStatus
 
 logger = logging.getLogger(__name__)
+
+TEARDOWN_GRACE = 120.0
+"""Seconds after a sandbox ended during which reconcile leaves its objects to its ender."""
 
 
 @dataclass
@@ -40,17 +44,35 @@ class ReconcileReport:
 
 
 def _creator_alive(record: ContainerRecord) -> bool:
-    if record.owner_host != socket.gethostname():
+    return _process_alive(record.owner_host, record.owner_pid)
+
+
+def _process_alive(host: str, pid: int) -> bool:
+    if host != socket.gethostname():
         return True  # cannot tell; let the start timeout decide
-    if record.owner_pid == os.getpid():
+    if pid == os.getpid():
         return True
     try:
-        os.kill(record.owner_pid, 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed process its parent has not reaped yet is dead too
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def _being_torn_down(record: ContainerRecord, now: float) -> bool:
+    """Whether a live process ended this sandbox moments ago (its teardown may still run)."""
+    at, by = record.extra.get("ended_at"), record.extra.get("ended_by")
+    if not isinstance(at, int | float) or now - at >= TEARDOWN_GRACE:
+        return False
+    if not (isinstance(by, list) and len(by) == 2 and isinstance(by[1], int)):
+        return False
+    return _process_alive(str(by[0]), by[1])
 
 
 def reconcile(
@@ -61,6 +83,7 @@ def reconcile(
     present = set(runtime.labelled(settings.store_id)["container"])
     now = time.time()
     for record in store.all(statuses=("initializing", "ready")):
+        status: ContainerStatus
         if record.status == "initializing":
             stale = now - record.created_at > 2 * settings.start_timeout
             if _creator_alive(record) and not stale:
@@ -68,20 +91,32 @@ def reconcile(
             status, error = "failed", "its creator stopped before the sandbox was ready"
         elif record.project == POOL_PROJECT and not _creator_alive(record):
             # Retire it only if nobody claimed it since the snapshot.
-            error = "its warm pool's process stopped"
-            if store.take(record.id, POOL_PROJECT, status="terminated", error=error) is None:
-                continue
-            status = "terminated"
+            status, error = "terminated", "its warm pool's process stopped"
         elif record.id in present:
             continue
         else:
             status = "expired" if now >= record.expires_at else "terminated"
-            error = "the container stopped outside this store's control"
+            code = runtime.exit_code(record.id, record.created_at)
+            error = (
+                f"the sandbox's container exited (code {code})"
+                if code is not None
+                else "the container stopped outside this store's control"
+            )
+        # The same atomic transition as every other end: a racing delete, expiry or claim
+        # wins or loses here, never both.
+        # A create that never finished returned no id to anyone: nothing to list.
+        ended = store.end(
+            record.id,
+            status=status,
+            error=error,
+            project=record.project,
+            deleted=status == "failed",
+        )
+        if ended is None:
+            continue
         runtime.remove(record.id)
         kernel.remove_socket_dir(Path(record.socket_dir))
         deadline_file.remove(settings.deadlines_root / record.id)
-        # A create that never finished returned no id to anyone: nothing to list.
-        store.update(record.id, status=status, error=error, deleted=status == "failed")
         report.marked.append(record.id)
     for record in store.all(statuses=("failed",)):
         if not record.deleted:  # left visible by an older version
@@ -96,7 +131,13 @@ def reconcile(
     storage = sorted(storage_root.iterdir()) if storage_root.is_dir() else []
     deadlines_root = settings.deadlines_root
     deadlines = sorted(deadlines_root.iterdir()) if deadlines_root.is_dir() else []
-    live_records = [r for r in store.all(statuses=("initializing", "ready")) if not r.deleted]
+    # A sandbox that ended moments ago may still be being torn down by whoever ended it:
+    # leave its objects to that caller (two removals at once race on unmounts).
+    live_records = [
+        r
+        for r in store.all()
+        if r.is_live or (r.id not in report.marked and _being_torn_down(r, now))
+    ]
     live = {r.id for r in live_records}
     for sandbox_id in sorted(owners - live):
         runtime.remove(sandbox_id)

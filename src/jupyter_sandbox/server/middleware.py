@@ -12,10 +12,12 @@ import secrets
 import time
 from collections.abc import Collection
 
+import anyio.to_thread
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jupyter_sandbox._exceptions import APIError, AuthenticationError, PermissionDeniedError
+from jupyter_sandbox.server import strict_json
 from jupyter_sandbox.server.auth import KeyRing
 from jupyter_sandbox.server.errors import (
     INTERNAL_MESSAGE,
@@ -29,8 +31,45 @@ from jupyter_sandbox.server.limits import RateLimiter
 
 logger = logging.getLogger("jupyter_sandbox.server.access")
 
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_THREAD_PARSE_BYTES = 64 * 2**10
+"""Bodies at least this big are parsed in a worker thread, off the event loop."""
 PUBLIC_PATHS = frozenset({"/openapi.json", "/health"})
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    """The whole body (the caller's `receive` enforces the size limit)."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+async def _parse(raw: bytes) -> None:
+    if len(raw) < _THREAD_PARSE_BYTES:
+        strict_json.parse(raw)
+    else:
+        await anyio.to_thread.run_sync(strict_json.parse, raw)
+
+
+def _replay(raw: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands over the buffered body once, then waits as the original."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await receive()
+
+    return replay
 
 
 def host_name(host_header: str) -> str:
@@ -126,7 +165,32 @@ class RequestContext:
                     {"connection": "close"},
                 )
                 return
-            await self.app(scope, limited_receive, send_with_id)
+            app_receive: Receive = limited_receive
+            if scope.get("method") in _BODY_METHODS and strict_json.is_json_type(
+                headers.get("content-type")
+            ):
+                # Every JSON body passes the strict parser before a route sees it.
+                raw = await _read_body(limited_receive)
+                if raw:
+                    try:
+                        await _parse(raw)
+                    except APIError as exc:
+                        await send_error(send_with_id, *api_error_parts(exc))
+                        return
+                app_receive = _replay(raw, receive)
+            await self.app(scope, app_receive, send_with_id)
+        except BodyTooLarge as exc:
+            if not response_started:
+                await send_error(
+                    send_with_id,
+                    413,
+                    error_body(
+                        too_large_message(exc.limit),
+                        type="invalid_request_error",
+                        code="request_too_large",
+                    ),
+                    {"connection": "close"},
+                )
         except Exception:
             logger.exception("request %s failed", request_id)
             if not response_started:

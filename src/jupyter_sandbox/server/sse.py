@@ -84,7 +84,10 @@ class ExecutionEvents(Response):
                 except APIError as exc:
                     event = ("error", api_error_parts(exc)[1])
                 except Exception:
-                    logger.exception("streamed execution failed")
+                    logger.exception(
+                        "request %s: streamed execution failed",
+                        scope.get("state", {}).get("request_id"),
+                    )
                     event = ("error", error_body(INTERNAL_MESSAGE, type="server_error"))
                 with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                     await sender.send(event)

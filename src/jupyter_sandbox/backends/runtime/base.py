@@ -91,3 +91,11 @@ class Runtime(Protocol):
     def labelled(self, store_id: str) -> dict[str, list[str]]:
         """Sandbox ids that own labelled objects of this store, by kind (container, volume)."""
         ...
+
+    def running(self, store_id: str) -> set[str]:
+        """Ids of this store's sandboxes whose container is running."""
+        ...
+
+    def exit_code(self, container_id: str, since: float) -> int | None:
+        """The container's exit code after `since` (epoch seconds), if the engine knows it."""
+        ...

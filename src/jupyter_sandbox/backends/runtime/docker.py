@@ -15,6 +15,7 @@ from docker.types import LogConfig, Mount, Ulimit
 
 from jupyter_sandbox._exceptions import (
     APIConnectionError,
+    APIError,
     InternalServerError,
     NotFoundError,
 )
@@ -282,6 +283,33 @@ class DockerRuntime:
                 if exc.status_code != 409 or time.monotonic() > deadline:
                     raise
                 time.sleep(0.05)  # the engine is still detaching it from the container
+
+    def exit_code(self, container_id: str, since: float) -> int | None:
+        """How the sandbox's container last exited after `since` (epoch seconds), from the
+        engine's events (it is auto-removed, so inspect no longer knows); None if unknown."""
+        try:
+            with docker_errors(f"reading the events of sandbox {container_id}"):
+                events = self._api.events(  # type: ignore[call-overload]  # until: str ok
+                    since=int(since) - 1,
+                    until=f"{time.time():.3f}",  # now: the stream ends at once
+                    filters={"container": _container_name(container_id), "event": "die"},
+                    decode=True,
+                )
+                codes = [
+                    (event.get("Actor") or {}).get("Attributes", {}).get("exitCode")
+                    for event in events
+                ]
+        except APIError:
+            return None
+        found = [c for c in codes if isinstance(c, str) and c.lstrip("-").isdigit()]
+        return int(found[-1]) if found else None
+
+    def running(self, store_id: str) -> set[str]:
+        """Ids of this store's sandboxes whose container is running (one engine call)."""
+        selector = {"label": [f"{labels.MANAGED}=true", f"{labels.STORE}={store_id}"]}
+        with docker_errors("listing sandboxes"):
+            containers = self._api.containers(filters=selector)
+        return {c["Labels"].get(labels.CONTAINER_ID, "") for c in containers} - {""}
 
     def labelled(self, store_id: str) -> dict[str, list[str]]:
         """Sandbox ids owning labelled containers, volumes and networks of this store."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -13,6 +12,7 @@ from starlette.responses import StreamingResponse
 from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox.backends.blobs import CHUNK
 from jupyter_sandbox.backends.transfer import BinaryContent
+from jupyter_sandbox.server import strict_json
 from jupyter_sandbox.server.state import run
 
 Order = Annotated[
@@ -35,10 +35,7 @@ def list_params(limit: int, order: str, after: str | None) -> dict[str, Any]:
 async def json_object(request: Request, allowed: set[str]) -> dict[str, Any]:
     """The body as a JSON object with only `allowed` keys, or BadRequestError."""
     raw = await request.body()
-    try:
-        body = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
-        body = None
+    body = strict_json.parse(raw) if raw else None
     if not isinstance(body, dict):
         raise BadRequestError(
             "We could not parse the JSON body of your request. The request body must be a "

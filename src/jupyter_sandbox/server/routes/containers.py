@@ -188,7 +188,9 @@ async def execute(
             headers["x-should-retry"] = "false"
         return JSONResponse(body, status_code=status, headers=headers)
     except Exception:
-        logger.exception("execute failed")
+        logger.exception(
+            "request %s: execute failed", request.scope.get("state", {}).get("request_id")
+        )
         return JSONResponse(
             error_body(INTERNAL_MESSAGE, type="server_error"),
             status_code=500,
