@@ -44,14 +44,18 @@ def encode(event: str, data: dict[str, Any]) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
 
 
-class ExecutionEvents(Response):
-    """A response that runs `execute(on_output)` and streams what it produces."""
+EventSend = Callable[[Event], None]
+
+
+class WorkerEvents(Response):
+    """A response that runs `work(send)` in a worker thread and streams each event it sends
+    (one implementation for every streamed route; a client that leaves does not stop it)."""
 
     media_type = "text/event-stream"
 
     def __init__(
         self,
-        execute: Callable[[OutputCallback], Execution],
+        work: Callable[[EventSend], None],
         *,
         limiter: anyio.CapacityLimiter | None = None,
         keepalive: float = KEEPALIVE_SECONDS,
@@ -60,37 +64,29 @@ class ExecutionEvents(Response):
         self.status_code = 200
         self.background = None
         self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no"})
-        self._execute = execute
+        self._work = work
         self._limiter = limiter
         self._keepalive = keepalive
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sender, receiver = anyio.create_memory_object_stream[Event](math.inf)
 
-        def on_output(output: ExecutionOutput) -> None:
-            # Nobody listening any more is fine: the run goes on to its end.
+        def send_event(event: Event) -> None:
+            # Nobody listening any more is fine: the work goes on to its end.
             with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                anyio.from_thread.run_sync(
-                    sender.send_nowait, ("output", output.model_dump(mode="json"))
-                )
+                anyio.from_thread.run_sync(sender.send_nowait, event)
 
         async def work() -> None:
             async with sender:
                 try:
-                    execution = await anyio.to_thread.run_sync(
-                        partial(self._execute, on_output), limiter=self._limiter
+                    await anyio.to_thread.run_sync(
+                        partial(self._work, send_event), limiter=self._limiter
                     )
-                    event: Event = ("done", execution.model_dump(mode="json"))
-                except APIError as exc:
-                    event = ("error", api_error_parts(exc)[1])
                 except Exception:
                     logger.exception(
-                        "request %s: streamed execution failed",
+                        "request %s: streamed work failed",
                         scope.get("state", {}).get("request_id"),
                     )
-                    event = ("error", error_body(INTERNAL_MESSAGE, type="server_error"))
-                with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                    await sender.send(event)
 
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         async with anyio.create_task_group() as group:
@@ -106,3 +102,28 @@ class ExecutionEvents(Response):
                     chunk = b": keep-alive\n\n" if item is None else encode(*item)
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def execution_events(
+    execute: Callable[[OutputCallback], Execution],
+    *,
+    limiter: anyio.CapacityLimiter | None = None,
+    keepalive: float = KEEPALIVE_SECONDS,
+) -> WorkerEvents:
+    """Stream `execute(on_output)`: an `output` event per output, then `done` or `error`."""
+
+    def work(send_event: EventSend) -> None:
+        def on_output(output: ExecutionOutput) -> None:
+            send_event(("output", output.model_dump(mode="json")))
+
+        try:
+            execution = execute(on_output)
+            event: Event = ("done", execution.model_dump(mode="json"))
+        except APIError as exc:
+            event = ("error", api_error_parts(exc)[1])
+        except Exception:
+            logger.exception("streamed execution failed")
+            event = ("error", error_body(INTERNAL_MESSAGE, type="server_error"))
+        send_event(event)
+
+    return WorkerEvents(work, limiter=limiter, keepalive=keepalive)

@@ -10,11 +10,8 @@ Event names and fields are the official ones (`openai.types.responses.*Event`); 
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import math
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import anyio
@@ -22,12 +19,10 @@ import anyio.from_thread
 import anyio.to_thread
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
-from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
 
-from jupyter_sandbox.server.sse import KEEPALIVE_SECONDS, encode
+from jupyter_sandbox.server.sse import KEEPALIVE_SECONDS, EventSend, WorkerEvents
 
-__all__ = ["EventSink", "Events", "ResponseEventStream"]
+__all__ = ["EventSink", "Events", "response_events"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,51 +61,15 @@ class Events:
         self.sink(data)
 
 
-class ResponseEventStream(Response):
-    """Runs `work(sink)` in a worker thread and streams each event it sends."""
+def response_events(
+    work: Callable[[EventSink], None],
+    *,
+    limiter: anyio.CapacityLimiter | None = None,
+    keepalive: float = KEEPALIVE_SECONDS,
+) -> WorkerEvents:
+    """Run `work(sink)` in a worker thread and stream each event it sends, named by its type."""
 
-    media_type = "text/event-stream"
+    def run(send_event: EventSend) -> None:
+        work(lambda event: send_event((event["type"], event)))
 
-    def __init__(
-        self,
-        work: Callable[[EventSink], None],
-        *,
-        limiter: anyio.CapacityLimiter | None = None,
-        keepalive: float = KEEPALIVE_SECONDS,
-    ) -> None:
-        self.status_code = 200
-        self.background = None
-        self.init_headers({"cache-control": "no-cache", "x-accel-buffering": "no"})
-        self._work = work
-        self._limiter = limiter
-        self._keepalive = keepalive
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        sender, receiver = anyio.create_memory_object_stream[dict[str, Any]](math.inf)
-
-        def sink(event: dict[str, Any]) -> None:
-            # A client that left: the loop still runs to its end (and is stored).
-            with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
-                anyio.from_thread.run_sync(sender.send_nowait, event)
-
-        async def work() -> None:
-            async with sender:
-                try:
-                    await anyio.to_thread.run_sync(partial(self._work, sink), limiter=self._limiter)
-                except Exception:
-                    logger.exception("streamed response failed")
-
-        await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        async with anyio.create_task_group() as group:
-            group.start_soon(work)
-            async with receiver:
-                while True:
-                    item: dict[str, Any] | None = None
-                    try:
-                        with anyio.move_on_after(self._keepalive):
-                            item = await receiver.receive()
-                    except anyio.EndOfStream:
-                        break
-                    chunk = b": keep-alive\n\n" if item is None else encode(item["type"], item)
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return WorkerEvents(run, limiter=limiter, keepalive=keepalive)

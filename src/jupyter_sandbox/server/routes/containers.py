@@ -22,7 +22,7 @@ from jupyter_sandbox.server.errors import (
 )
 from jupyter_sandbox.server.routes import ERROR_RESPONSES
 from jupyter_sandbox.server.routes.common import After, Limit, Order, list_params
-from jupyter_sandbox.server.sse import ExecutionEvents
+from jupyter_sandbox.server.sse import execution_events
 from jupyter_sandbox.server.state import StateDep, TenantDep, run, run_long
 from jupyter_sandbox.types.container import (
     Container,
@@ -173,7 +173,7 @@ async def execute(
                     "runs code",
                     param="container_id",
                 )
-            return ExecutionEvents(
+            return execution_events(
                 lambda on_output: containers.execute(
                     container_id, params.code, timeout=params.timeout, on_output=on_output
                 ),

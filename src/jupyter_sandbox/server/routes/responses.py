@@ -10,7 +10,7 @@ from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import Response as HTTPResponse
 
 from jupyter_sandbox.server.responses import ResponsesService
-from jupyter_sandbox.server.responses.events import EventSink, ResponseEventStream
+from jupyter_sandbox.server.responses.events import EventSink, response_events
 from jupyter_sandbox.server.routes import ERROR_RESPONSES
 from jupyter_sandbox.server.routes.common import After, Limit, Order, json_object
 from jupyter_sandbox.server.state import StateDep, TenantDep, run, run_long
@@ -61,7 +61,7 @@ async def create_response(
         def work(sink: EventSink) -> None:
             responses.run(tenant.project, turns, sink)
 
-        return ResponseEventStream(work, limiter=state.long_operations)
+        return response_events(work, limiter=state.long_operations)
     return await run_long(state, responses.run, tenant.project, turns)
 
 
