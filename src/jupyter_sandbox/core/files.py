@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
 from jupyter_sandbox.backends.blobs import BlobStore
 from jupyter_sandbox.backends.file_store import FileRecord, FileStore
-from jupyter_sandbox.backends.transfer import BinaryContent
 from jupyter_sandbox.core import ids
 from jupyter_sandbox.core.validation import parse
 from jupyter_sandbox.settings import Settings
+from jupyter_sandbox.types.binary import BinaryContent
 from jupyter_sandbox.types.file import FileDeleted, FileObject, FilePurpose, reported_purpose
 from jupyter_sandbox.types.page import CursorPage, invalid_after
 

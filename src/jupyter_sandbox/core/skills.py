@@ -17,7 +17,6 @@ from typing import Any
 from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
 from jupyter_sandbox.backends.blobs import BlobStore
 from jupyter_sandbox.backends.file_store import FileStore, SkillRecord, SkillVersionRecord
-from jupyter_sandbox.backends.transfer import BinaryContent
 from jupyter_sandbox.core import ids
 from jupyter_sandbox.core.resolved_skills import ResolvedSkill as ResolvedSkill
 from jupyter_sandbox.core.resolved_skills import ResolvedSkills as ResolvedSkills
@@ -32,6 +31,7 @@ from jupyter_sandbox.core.skill_files import read_folder as read_folder
 from jupyter_sandbox.core.skill_files import read_zip as read_zip
 from jupyter_sandbox.core.validation import parse
 from jupyter_sandbox.settings import Settings
+from jupyter_sandbox.types.binary import BinaryContent
 from jupyter_sandbox.types.page import CursorPage, ListParams, invalid_after
 from jupyter_sandbox.types.skill import (
     Skill,
