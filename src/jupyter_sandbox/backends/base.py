@@ -121,8 +121,11 @@ class KernelChannel(Protocol):
         and raises to give up early (the sandbox stopped)."""
         ...
 
-    def wait_ready(self, deadline: float, check: Callable[[], None] | None = None) -> None:
-        """Wait until the kernel answers on shell and iopub."""
+    def wait_ready(
+        self, deadline: float, check: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        """Wait until the kernel answers on shell and iopub; return its kernel_info_reply
+        content."""
         ...
 
     def send(self, channel: str, msg_type: str, content: dict[str, Any]) -> str:
