@@ -119,18 +119,18 @@ class Containers:
         """
         timeout = check_seconds(timeout, "timeout")  # before anything else: fail fast
         self._client.sweep()
-        record = self._client._containers.get_record(container_id, self._client.project)
+        record = self._client._containers.get_record(container_id, project=self._client.project)
         return self._client._executions.execute(record, code, timeout=timeout, on_output=on_output)
 
     def interrupt(self, container_id: str) -> None:
         """Send SIGINT to the sandbox's kernel (what Jupyter's interrupt button does)."""
-        record = self._client._containers.get_record(container_id, self._client.project)
+        record = self._client._containers.get_record(container_id, project=self._client.project)
         self._client._executions.interrupt(record)
 
     def restart(self, container_id: str) -> None:
         """Kill every process in the sandbox and start a fresh kernel; files are kept."""
         self._client.sweep()
-        record = self._client._containers.get_record(container_id, self._client.project)
+        record = self._client._containers.get_record(container_id, project=self._client.project)
         self._client._executions.restart(record)
 
     def egress_log(self, container_id: str) -> builtins.list[EgressDecision]:
@@ -138,19 +138,19 @@ class Containers:
 
         A refused request appears at once; an allowed HTTPS tunnel when it closes.
         """
-        record = self._client._containers.get_record(container_id, self._client.project)
+        record = self._client._containers.get_record(container_id, project=self._client.project)
         return self._client._backend.egress_log(record.id)
 
     def logs(self, container_id: str, *, tail: int = 200) -> str:
         """The sandbox's own log: its supervisor's and kernel's last `tail` lines (at most
         256 KiB; what ipykernel captures goes to executions, not here)."""
-        record = self._client._containers.get_record(container_id, self._client.project)
+        record = self._client._containers.get_record(container_id, project=self._client.project)
         return self._client._backend.logs(record.id, 1.0, tail=tail, max_bytes=256 * 2**10)
 
     def connection_info(self, container_id: str) -> dict[str, Any]:
         """A Jupyter connection dict for the sandbox's kernel (Docker: ipc transport, host
         paths)."""
-        record = self._client._containers.get_record(container_id, self._client.project)
+        record = self._client._containers.get_record(container_id, project=self._client.project)
         endpoint = self._client._backend.kernel_endpoint(record.socket_dir, record.kernel_key)
         return endpoint.connection_info()
 

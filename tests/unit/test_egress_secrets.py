@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_sandbox.backends.egress_network import parse_inject_log
 from jupyter_sandbox.backends.egress_secrets import (
     SecretEntry,
     SecretsConfig,
     new_placeholder,
     render_sandbox_conf,
 )
-from jupyter_sandbox.backends.egress_network import parse_inject_log
 
 VALUE = "sk-unit-4f9c2b7e1d0a6c3e8b5f"
 

@@ -103,11 +103,11 @@ class SandboxContent:
         self._files = files
         self._skills = skills
 
-    def plan(self, file_ids: list[str], skills: list[dict[str, Any]], project: str) -> Plan:
+    def plan(self, file_ids: list[str], skills: list[dict[str, Any]], *, project: str) -> Plan:
         """Resolve every file id and skill; an unknown one fails before anything exists."""
         plan = Plan()
         for file_id in file_ids:
-            plan.files.append(self._files.get_record(file_id, project, param="file_ids"))
+            plan.files.append(self._files.get_record(file_id, project=project, param="file_ids"))
         names = [os.path.basename(f.filename) for f in plan.files]
         for name in names:
             checked_path(f"{DEFAULT_DIR}/{name}")
@@ -200,7 +200,7 @@ class ContainerFileService:
         self._failure = failure
 
     def _ready(self, container_id: str, project: str) -> ContainerRecord:
-        record: ContainerRecord = self._get_record(container_id, project)
+        record: ContainerRecord = self._get_record(container_id, project=project)
         if record.status != "ready":
             raise ConflictError(
                 f"Container {record.id} is {record.status}"
@@ -219,7 +219,7 @@ class ContainerFileService:
         file: Any = None,
         file_id: str | None = None,
         path: str | None = None,
-        project: str = "default",
+        project: str,
     ) -> ContainerFile:
         """Put a local file, bytes, a stream, or an uploaded file (`file_id`) at `path`."""
         if (file is None) == (file_id is None):
@@ -227,7 +227,7 @@ class ContainerFileService:
         record = self._ready(container_id, project)
         channel = self._content.channel(record)
         if file_id is not None:
-            source = self._files.get_record(file_id, project)
+            source = self._files.get_record(file_id, project=project)
             target = checked_path(path or f"{DEFAULT_DIR}/{os.path.basename(source.filename)}")
             with self._files.open_blob(source) as blob:
                 size = channel.write(target, blob, limit=2**62, size=source.bytes)
@@ -255,9 +255,7 @@ class ContainerFileService:
         return found
 
     @_sandbox_errors
-    def retrieve(
-        self, container_id: str, file_id: str, *, project: str = "default"
-    ) -> ContainerFile:
+    def retrieve(self, container_id: str, file_id: str, *, project: str) -> ContainerFile:
         """One file's metadata (its size as it is now)."""
         record = self._ready(container_id, project)
         found = self._file(record, file_id)
@@ -270,17 +268,13 @@ class ContainerFileService:
         return to_container_file(ContainerFileRecord(**{**found.__dict__, "bytes": now.bytes}))
 
     @_sandbox_errors
-    def content(
-        self, container_id: str, file_id: str, *, project: str = "default"
-    ) -> BinaryContent:
+    def content(self, container_id: str, file_id: str, *, project: str) -> BinaryContent:
         """The file's bytes as a stream (a link at its path is refused, never followed)."""
         record = self._ready(container_id, project)
         return self._content.channel(record).open(self._file(record, file_id).path)
 
     @_sandbox_errors
-    def delete(
-        self, container_id: str, file_id: str, *, project: str = "default"
-    ) -> ContainerFileDeleted:
+    def delete(self, container_id: str, file_id: str, *, project: str) -> ContainerFileDeleted:
         """Remove the file from the sandbox and forget it."""
         record = self._ready(container_id, project)
         found = self._file(record, file_id)
@@ -329,9 +323,7 @@ class ContainerFileService:
         return scan.truncated
 
     @_sandbox_errors
-    def list(
-        self, container_id: str, params: dict[str, Any], *, project: str = "default"
-    ) -> ContainerFilePage:
+    def list(self, container_id: str, params: dict[str, Any], *, project: str) -> ContainerFilePage:
         """A page of the sandbox's files (newest first); the first page looks at the disk
         (and says in `truncated` if the walk reached a cap)."""
         query = parse(ListParams, params)

@@ -157,7 +157,7 @@ class ContainerService:
     ) -> ContainerRecord:
         """Start a sandbox from a checked request and wait for its kernel; roll back on failure."""
         plan = (
-            self._content.plan(request.file_ids, request.skills, project)
+            self._content.plan(request.file_ids, request.skills, project=project)
             if self._content is not None
             else None
         )
@@ -189,7 +189,7 @@ class ContainerService:
             check_ceiling(self._settings, request.network_policy)
             self._backend.check_network(request.network_policy)
 
-    def get_record(self, container_id: str, project: str) -> ContainerRecord:
+    def get_record(self, container_id: str, *, project: str) -> ContainerRecord:
         """The visible record of a sandbox, or NotFoundError."""
         record = self._store.get(container_id) if isinstance(container_id, str) else None
         if record is None or record.deleted or record.project != project:
@@ -198,16 +198,16 @@ class ContainerService:
             )
         return record
 
-    def get_checked(self, container_id: str, project: str) -> ContainerRecord:
+    def get_checked(self, container_id: str, *, project: str) -> ContainerRecord:
         """`get_record`, after checking that a ready sandbox still runs (its kernel's heartbeat
         socket accepts a connection, else the engine says): one whose container died (its
         PID 1 was killed) is marked `terminated` with the reason."""
-        record = self.get_record(container_id, project)
+        record = self.get_record(container_id, project=project)
         if record.status == "ready" and not self._listening(record):
             state = self._backend.state(record.id)
             if state is None or not state.running:
                 self._mark_died(record)
-                record = self.get_record(container_id, project)
+                record = self.get_record(container_id, project=project)
         return record
 
     def _listening(self, record: ContainerRecord) -> bool:
@@ -216,7 +216,7 @@ class ContainerService:
 
     def retrieve(self, container_id: str, *, project: str) -> Container:
         """One sandbox (a ready one whose container died is reported `terminated`)."""
-        return to_container(self.get_checked(container_id, project))
+        return to_container(self.get_checked(container_id, project=project))
 
     def list(
         self, params: dict[str, Any], *, name: str | None = None, project: str
@@ -247,7 +247,7 @@ class ContainerService:
     def delete(self, container_id: str, *, project: str) -> ContainerDeleted:
         """Stop and remove a sandbox and everything it owns; of concurrent deletes one wins,
         the others get NotFoundError."""
-        record = self.get_record(container_id, project)
+        record = self.get_record(container_id, project=project)
         if not self.destroy(record, status="terminated", deleted=True, project=project):
             raise NotFoundError(
                 f"No container found with id {container_id!r}", param="container_id"

@@ -52,8 +52,21 @@ class ReconcileReport:
     def __bool__(self) -> bool:
         return any(getattr(self, name) for name in _FIELDS)
 
+    def lines(self) -> list[str]:
+        """One human line per entry of every field (`gc` and `serve` print them all)."""
+        return [f"{LABELS[name]} {item}" for name, items in self.items() for item in items]
+
 
 _FIELDS = ("marked", "removed", "socket_dirs", "storage", "egress", "uploads")
+LABELS = {
+    "marked": "marked gone",
+    "removed": "removed orphan",
+    "socket_dirs": "removed socket folder",
+    "storage": "removed storage folder",
+    "egress": "egress proxy:",
+    "uploads": "removed stale upload",
+}
+"""How `lines` introduces each field's entries."""
 _ENGINE_KINDS = ("container", "volume", "network")
 
 
@@ -135,8 +148,8 @@ def reconcile(
         backend.remove_leftover(leftover)
         _report(report, leftover)
     report.egress = backend.reconcile_network(resources.network_needed)
-    if report:
-        logger.info("reconcile: %s", report)
+    for line in report.lines():
+        logger.info("reconcile: %s", line)
     return report
 
 
