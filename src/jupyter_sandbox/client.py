@@ -18,7 +18,7 @@ from jupyter_sandbox.backends.egress import EgressProxy
 from jupyter_sandbox.backends.file_store import FileStore
 from jupyter_sandbox.backends.kernel import SOCKET_PREFIX, connection_info
 from jupyter_sandbox.backends.runtime.docker import DockerRuntime
-from jupyter_sandbox.backends.store import ContainerRecord, Store
+from jupyter_sandbox.backends.store import ContainerRecord, open_store
 from jupyter_sandbox.client_files import ContainerFiles, Files, Skills
 from jupyter_sandbox.core.container_files import ContainerFileService, SandboxContent
 from jupyter_sandbox.core.containers import ContainerService
@@ -188,7 +188,7 @@ class Client:
         self.settings = settings
         self.project = project
         self._closed = False
-        self._store = Store(settings.store_path)
+        self._store = open_store(settings)
         try:
             self._runtime = DockerRuntime(settings)
         except BaseException:
