@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,61 +21,8 @@ from jupyter_sandbox.backends.file_store import (
     SkillVersionRecord,
 )
 from jupyter_sandbox.backends.sqlite_store import SqliteStore
-from jupyter_sandbox.backends.store import ContainerRecord, Store
-
-STORES = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
-
-
-def open_spec(spec: str) -> Store:
-    """The store a spec names: a PostgreSQL URL, or a SQLite file path."""
-    if spec.startswith("postgresql://"):
-        from jupyter_sandbox.backends.postgres_store import PostgresStore
-
-        return PostgresStore(spec)
-    return SqliteStore(Path(spec))
-
-
-@pytest.fixture(params=STORES)
-def spec(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh store of each kind, named so that other processes can open it too."""
-    if request.param == "postgres":
-        url: str = request.getfixturevalue("postgres_url")
-        return url
-    return str(tmp_path / "store.sqlite3")
-
-
-def make_record(index: int, project: str = "default", name: str | None = None) -> ContainerRecord:
-    return ContainerRecord(
-        id=f"cntr_{index:04d}",
-        project=project,
-        name=name or f"box-{index}",
-        status="ready",
-        created_at=1000.0 + index,
-        last_active_at=1000.0 + index,
-        memory_limit="1g",
-        network_policy={"type": "disabled"},
-        idle_minutes=20,
-        expires_at=5000.0,
-        image="img",
-        kernel_key="k",
-        socket_dir="/tmp/x",
-        owner_pid=1,
-        owner_host="h",
-    )
-
-
-@pytest.fixture
-def open_store(spec: str) -> Iterator[Callable[[], Store]]:
-    """Opens the test's store (as another process would), closing each at the end."""
-    opened: list[Store] = []
-
-    def opener() -> Store:
-        opened.append(open_spec(spec))
-        return opened[-1]
-
-    yield opener
-    for each in opened:
-        each.close()
+from jupyter_sandbox.backends.store import Store
+from tests.store_specs import make_record, open_spec
 
 
 @pytest.fixture

@@ -115,7 +115,11 @@ class PostgresStore(SqlStore):
         self._idle: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
         self._closed = False
-        self._migrate()
+        try:
+            self._migrate()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def location(self) -> str:
