@@ -209,6 +209,7 @@ OTHER_VARIABLES = frozenset(
     {
         "JUPYTER_SANDBOX_API_KEYS",  # serve's keys (server/auth.py)
         "JUPYTER_SANDBOX_REQUIRE_DOCKER",  # the test suite: fail instead of skip
+        "JUPYTER_SANDBOX_REQUIRE_POSTGRES",  # the test suite: fail without initdb
         "JUPYTER_SANDBOX_UPDATE_SCREENSHOTS",  # the test suite: refresh docs/img
     }
 )
