@@ -1,6 +1,7 @@
 """Two `serve` processes sharing one PostgreSQL store serve one fleet: a sandbox made through
 one is retrieved, listed, executed, given files and deleted through the other; a key's rate
-limit and a retried create are shared too; tenancy holds across both."""
+limit and a retried create are shared too; tenancy holds across both; a database restart
+loses nothing."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import openai
 import pytest
 
 from tests.integration.server_harness import KEYS, RunningServer, serving
+from tests.pg_cluster import PostgresCluster
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres]
 RATE_LIMIT = 40
@@ -96,3 +98,20 @@ def test_a_key_has_one_rate_limit_across_servers(
     refilled = (time.monotonic() - started) * RATE_LIMIT / 60
     # Separate buckets would have let about twice the limit through.
     assert RATE_LIMIT <= accepted <= RATE_LIMIT + refilled + 1
+
+
+def test_servers_reconnect_after_a_database_restart_and_lose_nothing(
+    servers: tuple[RunningServer, RunningServer], postgres_cluster: PostgresCluster
+) -> None:
+    one, two = servers
+    a, b = one.sdk(max_retries=0), two.sdk(max_retries=0)
+    created = a.containers.create(name="before-restart")
+    uploaded = a.containers.files.create(created.id, file=("kept.txt", b"kept"))
+    postgres_cluster.restart()  # every server's connections are dropped
+    assert b.containers.retrieve(created.id).status == "ready"
+    assert [f.id for f in b.containers.files.list(created.id)] == [uploaded.id]
+    after = a.containers.create(name="after-restart")
+    assert {c.id for c in b.containers.list()} == {created.id, after.id}
+    b.containers.delete(created.id)
+    b.containers.delete(after.id)
+    assert list(a.containers.list()) == []
