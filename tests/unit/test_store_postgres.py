@@ -14,7 +14,7 @@ from jupyter_sandbox._exceptions import BadRequestError, InternalServerError
 from jupyter_sandbox.backends.file_store import FileRecord, FileStore
 from jupyter_sandbox.backends.postgres_store import PostgresStore
 from jupyter_sandbox.backends.sqlite_store import SqliteStore
-from jupyter_sandbox.backends.store import open_store
+from jupyter_sandbox.backends.store import describe_url, open_store, store_location
 from jupyter_sandbox.settings import Settings
 from tests.pg_cluster import PostgresCluster
 from tests.store_specs import make_record
@@ -156,3 +156,18 @@ def test_a_store_url_that_is_not_postgres_is_refused(tmp_path: Path) -> None:
         open_store(settings)
     assert caught.value.param == "store_url"
     assert "secret-pw" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://u:pw@db.example:6543/fleet", "postgresql://u@db.example:6543/fleet"),
+        ("postgresql://db/fleet?sslmode=verify-full", "postgresql://db:5432/fleet"),
+        ("postgres://:pw@/fleet", "postgresql://localhost:5432/fleet"),
+        ("postgresql://u:pw@h:notaport/x", "postgresql://(unparsable url)"),
+    ],
+)
+def test_a_store_is_named_without_its_password(url: str, shown: str) -> None:
+    assert describe_url(url) == shown
+    settings = Settings(store_url=url)  # type: ignore[arg-type]
+    assert store_location(settings) == shown

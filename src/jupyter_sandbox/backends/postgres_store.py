@@ -20,12 +20,11 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
 
 from jupyter_sandbox._exceptions import InternalServerError
 from jupyter_sandbox.backends.migrations import pending
 from jupyter_sandbox.backends.sql_store import SqlStore
-from jupyter_sandbox.backends.store import Connection
+from jupyter_sandbox.backends.store import Connection, describe_url
 
 __all__ = ["PostgresStore"]
 
@@ -85,18 +84,6 @@ class _PgConnection:
         return cursor
 
 
-def describe(url: str) -> str:
-    """`postgresql://user@host:port/dbname`, without the password, for messages."""
-    try:
-        parts = conninfo_to_dict(url)
-    except psycopg.Error:
-        return "postgresql://(unparsable url)"
-    host = parts.get("host") or "localhost"
-    port = parts.get("port") or "5432"
-    user = f"{parts['user']}@" if parts.get("user") else ""
-    return f"postgresql://{user}{host}:{port}/{parts.get('dbname') or ''}"
-
-
 class PostgresStore(SqlStore):
     """The store in a PostgreSQL database, shared by every server that names it.
 
@@ -110,7 +97,7 @@ class PostgresStore(SqlStore):
 
     def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
         self._url = url
-        self._where = describe(url)
+        self._where = describe_url(url)
         self._connect_timeout = connect_timeout
         self._idle: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()

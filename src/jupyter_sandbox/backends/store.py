@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox.types.container import ContainerStatus
@@ -19,7 +20,16 @@ from jupyter_sandbox.types.container import ContainerStatus
 if TYPE_CHECKING:
     from jupyter_sandbox.settings import Settings
 
-__all__ = ["LIVE_STATUSES", "Connection", "ContainerRecord", "Cursor", "Store", "open_store"]
+__all__ = [
+    "LIVE_STATUSES",
+    "Connection",
+    "ContainerRecord",
+    "Cursor",
+    "Store",
+    "describe_url",
+    "open_store",
+    "store_location",
+]
 
 LIVE_STATUSES: tuple[ContainerStatus, ...] = ("initializing", "ready")
 
@@ -151,6 +161,23 @@ class Store(Protocol):
 
     def all(self, *, statuses: tuple[str, ...] | None = None) -> list[ContainerRecord]:
         """Every record (optionally only some statuses), deleted ones included."""
+
+
+def describe_url(url: str) -> str:
+    """`postgresql://user@host:port/dbname` without the password, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        host, port, user = parts.hostname or "localhost", parts.port or 5432, parts.username
+    except ValueError:
+        return "postgresql://(unparsable url)"
+    return f"postgresql://{f'{user}@' if user else ''}{host}:{port}{parts.path}"
+
+
+def store_location(settings: Settings) -> str:
+    """Where `settings` put the store, without credentials (doctor, logs)."""
+    if settings.store_url is not None:
+        return describe_url(settings.store_url.get_secret_value())
+    return str(settings.store_path)
 
 
 def open_store(settings: Settings) -> Store:
