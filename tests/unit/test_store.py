@@ -20,6 +20,7 @@ from jupyter_sandbox.backends.file_store import (
     SkillRecord,
     SkillVersionRecord,
 )
+from jupyter_sandbox.backends.response_store import ResponseRecord, ResponseStore
 from jupyter_sandbox.backends.sqlite_store import SqliteStore
 from jupyter_sandbox.backends.store import Store
 from tests.store_specs import make_record, open_spec
@@ -302,3 +303,18 @@ def test_cursors_of_deleted_rows_expire(
     records.delete_file("file-0002")  # each delete also forgets cursors past their age
     with pytest.raises(LookupError):
         records.files_page("p", limit=5, order="asc", after="file-0001", purpose=None)
+
+
+def test_responses_are_seen_only_by_their_project(open_store: Callable[[], Store]) -> None:
+    responses = ResponseStore(open_store())
+    mine = ResponseRecord("resp_1", "alice", 1.0, {"id": "resp_1"}, [], [{"role": "user"}], {})
+    responses.put(mine)
+    responses.put(replace(mine, messages=[{"role": "user"}, {"role": "assistant"}]))  # upsert
+    assert responses.get("resp_1", "alice") == replace(
+        mine, messages=[{"role": "user"}, {"role": "assistant"}]
+    )
+    assert responses.get("resp_1", "bob") is None
+    assert not responses.delete("resp_1", "bob")
+    assert ResponseStore(open_store()).get("resp_1", "alice") is not None  # another server
+    assert responses.delete("resp_1", "alice")
+    assert responses.get("resp_1", "alice") is None
