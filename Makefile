@@ -32,7 +32,7 @@ lint: setup
 
 test: image lint
 	@./scripts/system-deps --test
-	JUPYTER_SANDBOX_REQUIRE_DOCKER=1 $(BIN)/pytest
+	JUPYTER_SANDBOX_REQUIRE_DOCKER=1 JUPYTER_SANDBOX_REQUIRE_POSTGRES=1 $(BIN)/pytest
 
 # No Docker needed (nor started): only the virtualenv.
 test-fast: $(STAMP)

@@ -12,6 +12,7 @@ from uuid import uuid4
 import pytest
 
 from jupyter_sandbox import Client
+from tests.pg_cluster import PostgresCluster, server_bin
 
 TEST_LABEL = "org.jupyter-sandbox.test"
 SESSION_RUN = f"s{uuid4().hex[:8]}"
@@ -29,6 +30,13 @@ def docker_ready() -> str | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if server_bin() is None:
+        if os.environ.get("JUPYTER_SANDBOX_REQUIRE_POSTGRES") == "1":
+            raise pytest.UsageError("PostgreSQL tests are required but initdb is missing")
+        no_postgres = pytest.mark.skip(reason="PostgreSQL server binaries (initdb) are missing")
+        for item in items:
+            if "postgres" in item.keywords:
+                item.add_marker(no_postgres)
     reason = docker_ready()
     if reason is None:
         return
@@ -129,3 +137,22 @@ def _label_of(kind: str, name: str) -> str:
         text=True,
         check=False,
     ).stdout
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL server for the session (stopped and deleted afterwards)."""
+    bin_dir = server_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries (initdb) are missing")
+    cluster = PostgresCluster(bin_dir)
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> str:
+    """A URL to a fresh, empty database of the session's cluster."""
+    return postgres_cluster.database()

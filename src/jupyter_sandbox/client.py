@@ -16,7 +16,7 @@ from jupyter_sandbox.backends.base import Backend
 from jupyter_sandbox.backends.blobs import BlobStore
 from jupyter_sandbox.backends.file_store import FileStore
 from jupyter_sandbox.backends.registry import build_backend
-from jupyter_sandbox.backends.store import ContainerRecord, Store
+from jupyter_sandbox.backends.store import ContainerRecord, open_store
 from jupyter_sandbox.client_files import ContainerFiles, Files, Skills
 from jupyter_sandbox.core.container_files import ContainerFileService, SandboxContent
 from jupyter_sandbox.core.containers import ContainerService
@@ -190,7 +190,7 @@ class Client:
         self.settings = settings
         self.project = project
         self._closed = False
-        self._store = Store(settings.store_path)
+        self._store = open_store(settings)
         try:
             if backend is None or isinstance(backend, str):
                 self._backend = build_backend(backend or settings.backend, settings)

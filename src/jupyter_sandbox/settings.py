@@ -44,6 +44,10 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=_default_home)
     """State folder: the SQLite store, blobs and the kernels' socket folders."""
+    store_url: SecretStr | None = None
+    """A shared PostgreSQL store, `postgresql://user:password@host:port/dbname` (the
+    `postgres` extra), for API servers on several machines; None: the SQLite file in `home`.
+    Never logged (it may hold a password)."""
     image: str = f"jupyter-sandbox-kernel:{__version__}"
     """Kernel image every sandbox runs (built by `jupyter-sandbox image build`)."""
     runtime: str | None = None
@@ -208,6 +212,7 @@ OTHER_VARIABLES = frozenset(
     {
         "JUPYTER_SANDBOX_API_KEYS",  # serve's keys (server/auth.py)
         "JUPYTER_SANDBOX_REQUIRE_DOCKER",  # the test suite: fail instead of skip
+        "JUPYTER_SANDBOX_REQUIRE_POSTGRES",  # the test suite: fail without initdb
         "JUPYTER_SANDBOX_UPDATE_SCREENSHOTS",  # the test suite: refresh docs/img
     }
 )

@@ -157,7 +157,7 @@ def test_a_crashed_pools_sandboxes_are_reaped(home: Path, test_label: str) -> No
 def test_the_server_serves_creates_from_its_warm_pool(tmp_path: Path, test_label: str) -> None:
     """`serve` with JUPYTER_SANDBOX_POOL_SIZE: the openai SDK's create claims a pooled one;
     stopping the server removes the pool (serving() fails the test on any leftover)."""
-    from jupyter_sandbox.backends.store import Store
+    from jupyter_sandbox.backends.sqlite_store import SqliteStore as Store
     from jupyter_sandbox.core.pool import POOL_PROJECT
     from jupyter_sandbox.settings import Settings
     from tests.integration.server_harness import serving

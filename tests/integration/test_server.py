@@ -13,7 +13,7 @@ import httpx
 import openai
 import pytest
 
-from jupyter_sandbox.backends.store import Store
+from jupyter_sandbox.backends.sqlite_store import SqliteStore as Store
 from tests.integration.server_harness import RunningServer, serving
 
 pytestmark = pytest.mark.docker

@@ -17,7 +17,7 @@ from jupyter_sandbox.backends.blobs import BlobStore
 from jupyter_sandbox.backends.engine_files import tar_stream
 from jupyter_sandbox.backends.file_store import FileStore
 from jupyter_sandbox.backends.host_files import HostFiles
-from jupyter_sandbox.backends.store import Store
+from jupyter_sandbox.backends.sqlite_store import SqliteStore as Store
 from jupyter_sandbox.core.files import FileService
 from jupyter_sandbox.core.resolved_skills import install
 from jupyter_sandbox.core.skill_files import check_relative, front_matter

@@ -15,8 +15,9 @@ from openai.types.responses import ResponseItemList, ResponseStreamEvent
 from pydantic import SecretStr, TypeAdapter
 
 from jupyter_sandbox._exceptions import BadRequestError
+from jupyter_sandbox.backends.migrations import MIGRATIONS
 from jupyter_sandbox.backends.response_store import ResponseRecord, ResponseStore
-from jupyter_sandbox.backends.store import _SCHEMA, Store
+from jupyter_sandbox.backends.sqlite_store import SqliteStore as Store
 from jupyter_sandbox.server.responses.events import Events
 from jupyter_sandbox.server.responses.upstream import (
     ChatUpstream,
@@ -267,7 +268,7 @@ def test_upstream_down_is_502() -> None:
 def test_responses_table_joins_an_old_store_file(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite3"
     old = sqlite3.connect(path)  # a store from before the table existed
-    old.executescript(_SCHEMA.split("CREATE TABLE IF NOT EXISTS responses")[0])
+    old.executescript(";\n".join(MIGRATIONS[0].statements))
     old.execute("INSERT INTO containers (id, project, name, status, created_at, last_active_at, "
                 "memory_limit, network_policy, idle_minutes, expires_at, image, kernel_key, "
                 "socket_dir, owner_pid, owner_host) VALUES ('cntr_old', 'p', 'n', 'ready', 1, 1, "

@@ -1,4 +1,5 @@
-"""The SQLite store: records, paging in both orders, several processes at once."""
+"""The store contract, written once and run against SQLite and PostgreSQL: records, paging in
+both orders, tenancy, several processes at once, pool claims handed out exactly once."""
 
 from __future__ import annotations
 
@@ -19,39 +20,23 @@ from jupyter_sandbox.backends.file_store import (
     SkillRecord,
     SkillVersionRecord,
 )
-from jupyter_sandbox.backends.store import ContainerRecord, Store
-
-
-def make_record(index: int, project: str = "default", name: str | None = None) -> ContainerRecord:
-    return ContainerRecord(
-        id=f"cntr_{index:04d}",
-        project=project,
-        name=name or f"box-{index}",
-        status="ready",
-        created_at=1000.0 + index,
-        last_active_at=1000.0 + index,
-        memory_limit="1g",
-        network_policy={"type": "disabled"},
-        idle_minutes=20,
-        expires_at=5000.0,
-        image="img",
-        kernel_key="k",
-        socket_dir="/tmp/x",
-        owner_pid=1,
-        owner_host="h",
-    )
+from jupyter_sandbox.backends.response_store import ResponseRecord, ResponseStore
+from jupyter_sandbox.backends.sqlite_store import SqliteStore
+from jupyter_sandbox.backends.store import Store
+from tests.store_specs import make_record, open_spec
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Store:
-    store = Store(tmp_path / "store.sqlite3")
+def store(open_store: Callable[[], Store]) -> Store:
+    store = open_store()
     for index in range(25):
         store.insert(make_record(index))
     store.insert(make_record(99, project="other"))
     return store
 
 
-def test_store_file_is_private(store: Store) -> None:
+def test_store_file_is_private(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "store.sqlite3")
     assert store.path.stat().st_mode & 0o077 == 0
 
 
@@ -91,16 +76,16 @@ def test_unknown_cursor_is_reported(store: Store) -> None:
 
 
 def _insert_many(path: str, start: int) -> None:
-    store = Store(Path(path))
+    store = open_spec(path)
     for index in range(start, start + 50):
         store.insert(make_record(index))
         store.touch(f"cntr_{index:04d}")
     store.close()
 
 
-def test_several_processes_write_at_once(tmp_path: Path) -> None:
-    path = tmp_path / "shared.sqlite3"
-    Store(path).close()
+def test_several_processes_write_at_once(spec: str, open_store: Callable[[], Store]) -> None:
+    path = spec
+    open_spec(path).close()
     context = multiprocessing.get_context("spawn")
     workers = [context.Process(target=_insert_many, args=(str(path), 1000 * i)) for i in range(4)]
     for worker in workers:
@@ -108,11 +93,11 @@ def test_several_processes_write_at_once(tmp_path: Path) -> None:
     for worker in workers:
         worker.join(60)
         assert worker.exitcode == 0
-    assert len(Store(path).all()) == 200
+    assert len(open_store().all()) == 200
 
 
 def _claim_many(path: str, project: str, attempts: int, results: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
-    store = Store(Path(path))
+    store = open_spec(path)
     won = []
     for _ in range(attempts):
         record = store.claim("__pool__", expiring_after=100.0, project=project, name=project)
@@ -122,10 +107,12 @@ def _claim_many(path: str, project: str, attempts: int, results: multiprocessing
     results.put((project, won))
 
 
-def test_one_hundred_parallel_claims_hand_each_pooled_record_out_once(tmp_path: Path) -> None:
+def test_one_hundred_parallel_claims_hand_each_pooled_record_out_once(
+    spec: str, open_store: Callable[[], Store]
+) -> None:
     """The warm-pool row of the threat model: 4 processes x 25 claims race for 50 records."""
-    path = tmp_path / "pool.sqlite3"
-    store = Store(path)
+    path = spec
+    store = open_store()
     for index in range(50):
         store.insert(make_record(index, project="__pool__"))
     store.insert(replace(make_record(60, project="__pool__"), expires_at=10.0))
@@ -146,7 +133,7 @@ def test_one_hundred_parallel_claims_hand_each_pooled_record_out_once(tmp_path: 
     assert len(claimed) == 50  # every fresh pooled record was handed out...
     assert len(set(claimed)) == 50  # ...exactly once
     assert "cntr_0060" not in claimed  # one too near its deadline is never handed out
-    after = Store(path)
+    after = open_store()
     owners = {r.id: r.project for r in after.all()}
     for tenant, ids in won:
         assert all(owners[record_id] == tenant for record_id in ids)
@@ -161,7 +148,7 @@ def _end_many(
     deleted: bool,
     results: multiprocessing.Queue,  # type: ignore[type-arg]
 ) -> None:
-    store = Store(Path(path))
+    store = open_spec(path)
     won = [
         f"cntr_{index:04d}"
         for index in range(40)
@@ -171,11 +158,11 @@ def _end_many(
     results.put((worker, won))
 
 
-def test_each_sandbox_ends_once_whoever_races(tmp_path: Path) -> None:
+def test_each_sandbox_ends_once_whoever_races(spec: str, open_store: Callable[[], Store]) -> None:
     """Deletes and expiries in 4 processes race over 40 live records: each record is ended
     by one caller as live (that one tears down); a delete after an expiry only hides it."""
-    path = tmp_path / "end.sqlite3"
-    store = Store(path)
+    path = spec
+    store = open_store()
     for index in range(40):
         store.insert(make_record(index))
     store.close()
@@ -192,7 +179,7 @@ def test_each_sandbox_ends_once_whoever_races(tmp_path: Path) -> None:
     for worker in workers:
         worker.join(60)
         assert worker.exitcode == 0
-    after = {r.id: r for r in Store(path).all()}
+    after = {r.id: r for r in open_store().all()}
     for index in range(40):
         record_id = f"cntr_{index:04d}"
         record = after[record_id]
@@ -203,7 +190,7 @@ def test_each_sandbox_ends_once_whoever_races(tmp_path: Path) -> None:
         assert 1 <= len(winners) <= 2, (record_id, winners)
         assert sum(1 for i in winners if kinds[i][1]) <= 1  # never two deletes
         assert record.deleted == any(kinds[i][1] for i in winners)
-    again = Store(path)
+    again = open_store()
     assert again.end("cntr_0000", status="terminated", deleted=True) is None  # gone for good
     assert again.end("cntr_9999", status="terminated") is None
 
@@ -239,8 +226,8 @@ def _walk_deleting(
 
 
 @pytest.mark.parametrize("order", ["asc", "desc"])
-def test_files_page_while_deleting(tmp_path: Path, order: str) -> None:
-    records = FileStore(Store(tmp_path / "s.sqlite3"))
+def test_files_page_while_deleting(open_store: Callable[[], Store], order: str) -> None:
+    records = FileStore(open_store())
     for index in range(7):
         records.add_file(_file(index))
     records.add_file(_file(50, project="q"))
@@ -257,8 +244,8 @@ def test_files_page_while_deleting(tmp_path: Path, order: str) -> None:
         records.files_page("q", limit=2, order="asc", after="file-0003", purpose=None)
 
 
-def test_container_files_page_while_deleting_and_keep_ids(tmp_path: Path) -> None:
-    records = FileStore(Store(tmp_path / "s.sqlite3"))
+def test_container_files_page_while_deleting_and_keep_ids(open_store: Callable[[], Store]) -> None:
+    records = FileStore(open_store())
     for index in range(5):
         records.put_container_file(
             ContainerFileRecord(
@@ -281,8 +268,8 @@ def test_container_files_page_while_deleting_and_keep_ids(tmp_path: Path) -> Non
         records.container_files_page("cntr_a", limit=2, order="desc", after="cfile_3")
 
 
-def test_skills_and_versions_page_while_deleting(tmp_path: Path) -> None:
-    records = FileStore(Store(tmp_path / "s.sqlite3"))
+def test_skills_and_versions_page_while_deleting(open_store: Callable[[], Store]) -> None:
+    records = FileStore(open_store())
     for index in range(5):
         skill = SkillRecord(f"skill_{index}", "p", f"s{index}", "d", "1", "4", 10.0 + index)
         for version in range(1, 5):
@@ -303,8 +290,10 @@ def test_skills_and_versions_page_while_deleting(tmp_path: Path) -> None:
     assert seen == [f"skill_{i}" for i in range(5)]
 
 
-def test_cursors_of_deleted_rows_expire(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    records = FileStore(Store(tmp_path / "s.sqlite3"))
+def test_cursors_of_deleted_rows_expire(
+    open_store: Callable[[], Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    records = FileStore(open_store())
     records.add_file(_file(1))
     records.add_file(_file(2))
     records.delete_file("file-0001")
@@ -314,3 +303,18 @@ def test_cursors_of_deleted_rows_expire(tmp_path: Path, monkeypatch: pytest.Monk
     records.delete_file("file-0002")  # each delete also forgets cursors past their age
     with pytest.raises(LookupError):
         records.files_page("p", limit=5, order="asc", after="file-0001", purpose=None)
+
+
+def test_responses_are_seen_only_by_their_project(open_store: Callable[[], Store]) -> None:
+    responses = ResponseStore(open_store())
+    mine = ResponseRecord("resp_1", "alice", 1.0, {"id": "resp_1"}, [], [{"role": "user"}], {})
+    responses.put(mine)
+    responses.put(replace(mine, messages=[{"role": "user"}, {"role": "assistant"}]))  # upsert
+    assert responses.get("resp_1", "alice") == replace(
+        mine, messages=[{"role": "user"}, {"role": "assistant"}]
+    )
+    assert responses.get("resp_1", "bob") is None
+    assert not responses.delete("resp_1", "bob")
+    assert ResponseStore(open_store()).get("resp_1", "alice") is not None  # another server
+    assert responses.delete("resp_1", "alice")
+    assert responses.get("resp_1", "alice") is None

@@ -1,14 +1,14 @@
-"""Records of files, container files and skills, in the same SQLite store as the sandboxes."""
+"""Records of files, container files and skills, in the same store as the sandboxes (SQL that
+SQLite and PostgreSQL both accept)."""
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from jupyter_sandbox.backends.store import Store
+from jupyter_sandbox.backends.store import Connection, Store
 
 
 @dataclass(frozen=True)
@@ -64,28 +64,28 @@ class SkillVersionRecord:
     created_at: float
 
 
-def _insert(db: sqlite3.Connection, table: str, record: Any, *, replace: bool = False) -> None:
+def _insert(db: Connection, table: str, record: Any, *, replace_on: tuple[str, ...] = ()) -> None:
+    """Insert a record; with `replace_on` (its key columns), overwrite the row of that key."""
     row = dict(record.__dict__)
-    verb = "INSERT OR REPLACE" if replace else "INSERT"
-    db.execute(
-        f"{verb} INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})",
-        tuple(row.values()),
-    )
+    sql = f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' for _ in row)})"  # noqa: S608
+    if replace_on:
+        updates = ", ".join(f"{c} = excluded.{c}" for c in row if c not in replace_on)
+        sql += f" ON CONFLICT ({', '.join(replace_on)}) DO UPDATE SET {updates}"
+    db.execute(sql, tuple(row.values()))
 
 
 CURSOR_SECONDS = 7 * 24 * 3600
 """How long the id of a deleted file, container file, skill or version stays a valid cursor."""
 
 
-def _keep_cursors(
-    db: sqlite3.Connection, kind: str, rows: Iterable[tuple[str, str, float]]
-) -> None:
+def _keep_cursors(db: Connection, kind: str, rows: Iterable[tuple[str, str, float]]) -> None:
     """Remember deleted rows' sort keys (id, scope, key), so a page `after` them still works."""
     now = time.time()
     db.execute("DELETE FROM page_cursors WHERE deleted_at < ?", (now - CURSOR_SECONDS,))
     db.executemany(
-        "INSERT OR REPLACE INTO page_cursors (kind, id, scope, sort_key, deleted_at) "
-        "VALUES (?, ?, ?, ?, ?)",
+        "INSERT INTO page_cursors (kind, id, scope, sort_key, deleted_at) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (kind, id) DO UPDATE SET scope = excluded.scope, "
+        "sort_key = excluded.sort_key, deleted_at = excluded.deleted_at",
         [(kind, row_id, scope, key, now) for row_id, scope, key in rows],
     )
 
@@ -105,7 +105,7 @@ class FileStore:
         limit: int,
         order: str,
         after: str | None,
-    ) -> tuple[list[sqlite3.Row], bool]:
+    ) -> tuple[list[Any], bool]:
         """One page by (created_at, id); `after` must be a row of this `scope` (the first
         column of `where`), present or deleted (its sort key outlives it in `page_cursors`)."""
         clauses = [f"{column} = ?" for column in where]
@@ -125,7 +125,7 @@ class FileStore:
                 clauses.append(f"(created_at, id) {'<' if order == 'desc' else '>'} (?, ?)")
                 args.extend([cursor[0], cursor[1]])
             rows = db.execute(
-                f"SELECT * FROM {table} WHERE {' AND '.join(clauses) or '1'} "  # noqa: S608
+                f"SELECT * FROM {table} WHERE {' AND '.join(clauses) or '1 = 1'} "  # noqa: S608
                 f"ORDER BY created_at {direction}, id {direction} LIMIT ?",
                 (*args, limit + 1),
             ).fetchall()
@@ -179,20 +179,15 @@ class FileStore:
         creation time (the id is stable while a file stays at its path)."""
         with self._store.transaction() as db:
             row = db.execute(
-                "SELECT id, created_at FROM container_files WHERE container_id = ? AND path = ?",
-                (record.container_id, record.path),
+                "INSERT INTO container_files (id, container_id, path, bytes, source, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (container_id, path) DO UPDATE "
+                "SET bytes = excluded.bytes, source = excluded.source RETURNING id, created_at",
+                tuple(record.__dict__.values()),
             ).fetchone()
-            if row is not None:
-                record = ContainerFileRecord(
-                    row["id"], record.container_id, record.path, record.bytes, record.source,
-                    row["created_at"],
-                )  # fmt: skip
-                db.execute(
-                    "UPDATE container_files SET bytes = ?, source = ? WHERE id = ?",
-                    (record.bytes, record.source, record.id),
-                )
-            else:
-                _insert(db, "container_files", record)
+            record = ContainerFileRecord(
+                row["id"], record.container_id, record.path, record.bytes, record.source,
+                row["created_at"],
+            )  # fmt: skip
         return record
 
     def get_container_file(self, container_id: str, file_id: str) -> ContainerFileRecord | None:
@@ -228,8 +223,8 @@ class FileStore:
                 [(size, file_id) for file_id, size in resize],
             )
             db.executemany(
-                "INSERT OR IGNORE INTO container_files "
-                "(id, container_id, path, bytes, source, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO container_files (id, container_id, path, bytes, source, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [(r.id, r.container_id, r.path, r.bytes, r.source, r.created_at) for r in add],
             )
 
@@ -248,9 +243,7 @@ class FileStore:
         return [ContainerFileRecord(**dict(r)) for r in rows], more
 
     @staticmethod
-    def _forget_container_files(
-        db: sqlite3.Connection, container_id: str, file_ids: list[str]
-    ) -> None:
+    def _forget_container_files(db: Connection, container_id: str, file_ids: list[str]) -> None:
         marks = ", ".join("?" for _ in file_ids)
         if not file_ids:
             return
@@ -286,7 +279,7 @@ class FileStore:
     ) -> tuple[SkillRecord, SkillVersionRecord]:
         """Insert a version and write its skill row, in one transaction."""
         with self._store.transaction() as db:
-            _insert(db, "skills", skill, replace=True)
+            _insert(db, "skills", skill, replace_on=("id",))
             _insert(db, "skill_versions", version)
         return skill, version
 
@@ -308,7 +301,7 @@ class FileStore:
     def update_skill(self, skill: SkillRecord) -> SkillRecord:
         """Write a skill row."""
         with self._store.transaction() as db:
-            _insert(db, "skills", skill, replace=True)
+            _insert(db, "skills", skill, replace_on=("id",))
         return skill
 
     def get_skill_version(self, skill_id: str, version: str) -> SkillVersionRecord | None:

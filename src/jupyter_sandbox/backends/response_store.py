@@ -1,8 +1,8 @@
 """Stored responses (the `responses` table): what `GET /v1/responses/{id}` returns, its input
 items, and the conversation state `previous_response_id` continues from.
 
-The table is created with `CREATE TABLE IF NOT EXISTS` when the store opens, so a store file
-made before it existed gains it on the next start. Rows are JSON documents: the response
+The table is migration 2 of the store (`backends/migrations.py`), so a store made before it
+existed gains it on the next start. Rows are JSON documents: the response
 object, its input items, the chat messages of the whole conversation so far (without the
 instructions, which are not carried over), and the sandboxes its `auto` containers use.
 """
@@ -42,8 +42,11 @@ class ResponseStore:
         """Insert or replace a response."""
         with self._store.transaction() as db:
             db.execute(
-                "INSERT OR REPLACE INTO responses (id, project, created_at, response, "
-                "input_items, messages, containers) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO responses (id, project, created_at, response, input_items, "
+                "messages, containers) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE "
+                "SET project = excluded.project, created_at = excluded.created_at, "
+                "response = excluded.response, input_items = excluded.input_items, "
+                "messages = excluded.messages, containers = excluded.containers",
                 (
                     record.id,
                     record.project,

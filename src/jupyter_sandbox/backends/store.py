@@ -1,110 +1,37 @@
-"""SQLite store (WAL): the records of sandboxes, safe for several processes at once."""
+"""The store: the records of sandboxes, files, skills and responses, and what API servers
+share. `Store` is the interface core depends on; `open_store` picks the implementation.
+
+Two implementations share one set of queries (`SqlStore`) and one ordered list of migrations:
+`SqliteStore`, a file in the state folder (the default, for one machine), and `PostgresStore`
+(`store_url = "postgresql://..."`), which several API servers on several machines share.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import socket
-import sqlite3
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
-from jupyter_sandbox._exceptions import InternalServerError, NotFoundError
+from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox.types.container import ContainerStatus
 
-LIVE_STATUSES: tuple[ContainerStatus, ...] = ("initializing", "ready")
+if TYPE_CHECKING:
+    from jupyter_sandbox.settings import Settings
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS containers (
-    id TEXT PRIMARY KEY,
-    project TEXT NOT NULL,
-    name TEXT NOT NULL,
-    status TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    last_active_at REAL NOT NULL,
-    memory_limit TEXT NOT NULL,
-    network_policy TEXT NOT NULL,
-    idle_minutes INTEGER NOT NULL,
-    expires_at REAL NOT NULL,
-    image TEXT NOT NULL,
-    kernel_key TEXT NOT NULL,
-    socket_dir TEXT NOT NULL,
-    docker_id TEXT,
-    owner_pid INTEGER NOT NULL,
-    owner_host TEXT NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0,
-    error TEXT,
-    extra TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS containers_by_project ON containers (project, deleted, created_at);
-CREATE INDEX IF NOT EXISTS containers_by_status ON containers (status);
-CREATE TABLE IF NOT EXISTS files (
-    id TEXT PRIMARY KEY,
-    project TEXT NOT NULL,
-    filename TEXT NOT NULL,
-    purpose TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL
-);
-CREATE INDEX IF NOT EXISTS files_by_project ON files (project, created_at);
-CREATE TABLE IF NOT EXISTS container_files (
-    id TEXT PRIMARY KEY,
-    container_id TEXT NOT NULL,
-    path TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
-    source TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    UNIQUE (container_id, path)
-);
-CREATE INDEX IF NOT EXISTS container_files_by_time ON container_files (container_id, created_at);
-CREATE TABLE IF NOT EXISTS skills (
-    id TEXT PRIMARY KEY,
-    project TEXT NOT NULL,
-    name TEXT NOT NULL,
-    description TEXT NOT NULL,
-    default_version TEXT NOT NULL,
-    latest_version TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS skills_by_project ON skills (project, created_at);
-CREATE TABLE IF NOT EXISTS skill_versions (
-    skill_id TEXT NOT NULL,
-    version TEXT NOT NULL,
-    id TEXT NOT NULL,
-    name TEXT NOT NULL,
-    description TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
-    created_at REAL NOT NULL,
-    PRIMARY KEY (skill_id, version)
-);
-CREATE TABLE IF NOT EXISTS responses (
-    id TEXT PRIMARY KEY,
-    project TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    response TEXT NOT NULL,
-    input_items TEXT NOT NULL,
-    messages TEXT NOT NULL,
-    containers TEXT NOT NULL DEFAULT '{}'
-);
-CREATE INDEX IF NOT EXISTS responses_by_project ON responses (project, created_at);
-CREATE TABLE IF NOT EXISTS page_cursors (
-    kind TEXT NOT NULL,
-    id TEXT NOT NULL,
-    scope TEXT NOT NULL,
-    sort_key REAL NOT NULL,
-    deleted_at REAL NOT NULL,
-    PRIMARY KEY (kind, id)
-);
-CREATE INDEX IF NOT EXISTS page_cursors_by_age ON page_cursors (deleted_at);
-"""
+__all__ = [
+    "LIVE_STATUSES",
+    "Connection",
+    "ContainerRecord",
+    "Cursor",
+    "Store",
+    "describe_url",
+    "open_store",
+    "store_location",
+]
+
+LIVE_STATUSES: tuple[ContainerStatus, ...] = ("initializing", "ready")
 
 
 @dataclass(frozen=True)
@@ -141,115 +68,69 @@ class ContainerRecord:
         return self.last_active_at + self.idle_minutes * 60
 
 
-class Store:
-    """Thread-safe access to the SQLite file; each call is one short transaction."""
+class Cursor(Protocol):
+    """What a statement returns (DB-API): rows index by position and by column name."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            self._db = sqlite3.connect(
-                path, timeout=30, isolation_level=None, check_same_thread=False
-            )
-            self._db.row_factory = sqlite3.Row
-            os.chmod(path, 0o600)  # it holds the kernels' HMAC keys
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(_SCHEMA)  # idempotent, commits by itself
-        except (sqlite3.Error, OSError) as exc:
-            raise InternalServerError(f"cannot open the store {path}: {exc}") from exc
+    @property
+    def rowcount(self) -> int:
+        """Rows the statement changed."""
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        """This connection, for one thread; a database failure leaves as an API error."""
-        with self._lock:
-            try:
-                yield
-            except sqlite3.Error as exc:
-                raise InternalServerError(f"the store {self.path} failed: {exc}") from exc
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+
+    def fetchall(self) -> list[Any]:
+        """Every remaining row."""
+
+
+class Connection(Protocol):
+    """A connection inside one transaction. SQL uses `?` placeholders and the subset both
+    SQLite and PostgreSQL accept (`ON CONFLICT ... DO UPDATE`, `RETURNING`, row values)."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor:
+        """Run one statement."""
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any:
+        """Run one statement per parameter row."""
+
+
+class Store(Protocol):
+    """Where records live. Every method is one short transaction, atomic across threads,
+    processes and (for a shared store) machines."""
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages (never a password)."""
+
+    @property
+    def is_shared(self) -> bool:
+        """True when API servers on other machines may use this store too (then rate limits
+        and create retries are kept in it)."""
 
     def close(self) -> None:
-        """Close the connection."""
-        with self._locked():
-            self._db.close()
+        """Release connections."""
 
-    @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        with self._locked():
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def transaction(self) -> AbstractContextManager[Connection]:
+        """One write transaction, for the tables other modules own (files, skills, ...)."""
 
-    @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction, for the record tables other modules own (files, skills)."""
-        with self._transaction() as db:
-            yield db
-
-    @contextmanager
-    def reading(self) -> Iterator[sqlite3.Connection]:
-        """The connection, held for a read."""
-        with self._locked():
-            yield self._db
+    def reading(self) -> AbstractContextManager[Connection]:
+        """A consistent read."""
 
     def insert(self, record: ContainerRecord) -> ContainerRecord:
         """Add a new record."""
-        row = _to_row(record)
-        columns = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        with self._transaction() as db:
-            db.execute(f"INSERT INTO containers ({columns}) VALUES ({marks})", tuple(row.values()))  # noqa: S608
-        return record
 
     def get(self, container_id: str) -> ContainerRecord | None:
         """The record, or None."""
-        with self._locked():
-            row = self._db.execute(
-                "SELECT * FROM containers WHERE id = ?", (container_id,)
-            ).fetchone()
-        return _from_row(row) if row else None
 
     def update(self, container_id: str, **changes: Any) -> ContainerRecord:
-        """Change some fields and return the new record."""
-        with self._transaction() as db:
-            row = db.execute("SELECT * FROM containers WHERE id = ?", (container_id,)).fetchone()
-            if row is None:
-                raise NotFoundError(f"No container {container_id!r} in the store")
-            return _apply(db, row, changes)
+        """Change some fields and return the new record (NotFoundError if there is none)."""
 
     def claim(self, pool: str, *, expiring_after: float, **changes: Any) -> ContainerRecord | None:
         """Hand the oldest ready record of project `pool` that lives past `expiring_after` to
-        one caller, with `changes` applied; None if there is none. Atomic across processes:
-        each record is handed out once."""
-        with self._transaction() as db:
-            row = db.execute(
-                "SELECT * FROM containers WHERE project = ? AND status = 'ready' AND deleted = 0 "
-                "AND expires_at > ? ORDER BY created_at, id LIMIT 1",
-                (pool, expiring_after),
-            ).fetchone()
-            if row is None:
-                return None
-            return _apply(db, row, changes)
+        one caller, with `changes` applied; None if there is none. Each record is handed out
+        once, whichever process or machine asks."""
 
     def take(self, container_id: str, project: str, **changes: Any) -> ContainerRecord | None:
-        """Apply `changes` only if the record is still live in `project`; None otherwise.
-
-        How a pooled sandbox is retired without racing a claim from another process."""
-        with self._transaction() as db:
-            row = db.execute(
-                "SELECT * FROM containers WHERE id = ? AND project = ? AND deleted = 0 "
-                "AND status IN ('initializing', 'ready')",
-                (container_id, project),
-            ).fetchone()
-            if row is None:
-                return None
-            return _apply(db, row, changes)
+        """Apply `changes` only if the record is still live in `project`; None otherwise."""
 
     def end(
         self,
@@ -260,44 +141,11 @@ class Store:
         error: str | None = None,
         project: str | None = None,
     ) -> ContainerRecord | None:
-        """Move a record to an end status, once: atomic across threads and processes.
-
-        Returns the record as it was before, or None when there is nothing to do here: no
-        such record (in `project`, if given), already deleted, or already ended and this is
-        no delete. Only the caller that saw it live tears the sandbox down; `extra.ended_at`
-        and `extra.ended_by` (host, pid) let reconcile leave a teardown in progress alone.
-        """
-        with self._transaction() as db:
-            row = db.execute("SELECT * FROM containers WHERE id = ?", (container_id,)).fetchone()
-            if row is None:
-                return None
-            before = _from_row(row)
-            if (project is not None and before.project != project) or before.deleted:
-                return None
-            if not before.is_live and not deleted:
-                return None
-            changes: dict[str, Any] = {
-                "status": status if before.is_live else before.status,
-                "deleted": deleted,
-            }
-            if before.is_live:
-                changes["extra"] = {
-                    **before.extra,
-                    "ended_at": time.time(),
-                    "ended_by": [socket.gethostname(), os.getpid()],
-                }
-                if error is not None:
-                    changes["error"] = error[:2000]
-            _apply(db, row, changes)
-            return before
+        """Move a record to an end status, once; the record as it was before, or None when
+        there is nothing to do here."""
 
     def touch(self, container_id: str, now: float | None = None) -> None:
         """Move `last_active_at` to now."""
-        with self._transaction() as db:
-            db.execute(
-                "UPDATE containers SET last_active_at = ? WHERE id = ?",
-                (now if now is not None else time.time(), container_id),
-            )
 
     def page(
         self,
@@ -308,71 +156,46 @@ class Store:
         after: str | None,
         name: str | None = None,
     ) -> tuple[list[ContainerRecord], bool]:
-        """One page of a project's visible records, by creation time, and whether more follow."""
-        clauses = ["project = ?", "deleted = 0"]
-        args: list[Any] = [project]
-        if name is not None:
-            clauses.append("name = ?")
-            args.append(name)
-        direction = "DESC" if order == "desc" else "ASC"
-        with self._locked():
-            if after is not None:
-                # Deleted records are kept, so a cursor outlives its sandbox; another
-                # project's id is unknown here, as everywhere.
-                cursor = self._db.execute(
-                    "SELECT created_at, id FROM containers WHERE id = ? AND project = ?",
-                    (after, project),
-                ).fetchone()
-                if cursor is None:
-                    raise LookupError(after)
-                compare = "<" if order == "desc" else ">"
-                clauses.append(f"(created_at, id) {compare} (?, ?)")
-                args.extend([cursor["created_at"], cursor["id"]])
-            rows = self._db.execute(
-                f"SELECT * FROM containers WHERE {' AND '.join(clauses)} "  # noqa: S608
-                f"ORDER BY created_at {direction}, id {direction} LIMIT ?",
-                (*args, limit + 1),
-            ).fetchall()
-        records = [_from_row(r) for r in rows]
-        return records[:limit], len(records) > limit
+        """One page of a project's visible records, by creation time, and whether more follow
+        (LookupError if `after` is no record of `project`)."""
 
     def all(self, *, statuses: tuple[str, ...] | None = None) -> list[ContainerRecord]:
         """Every record (optionally only some statuses), deleted ones included."""
-        with self._locked():
-            if statuses:
-                marks = ", ".join("?" for _ in statuses)
-                rows = self._db.execute(
-                    f"SELECT * FROM containers WHERE status IN ({marks})",  # noqa: S608
-                    statuses,
-                ).fetchall()
-            else:
-                rows = self._db.execute("SELECT * FROM containers").fetchall()
-        return [_from_row(r) for r in rows]
 
 
-def _apply(db: sqlite3.Connection, row: sqlite3.Row, changes: dict[str, Any]) -> ContainerRecord:
-    """Write `changes` to the record in `row` (inside the caller's transaction)."""
-    record = replace(_from_row(row), **changes)
-    new_row = _to_row(record)
-    assignments = ", ".join(f"{k} = ?" for k in changes)
-    db.execute(
-        f"UPDATE containers SET {assignments} WHERE id = ?",  # noqa: S608
-        (*(new_row[k] for k in changes), record.id),
-    )
-    return record
+def describe_url(url: str) -> str:
+    """`postgresql://user@host:port/dbname` without the password, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        host, port, user = parts.hostname or "localhost", parts.port or 5432, parts.username
+    except ValueError:
+        return "postgresql://(unparsable url)"
+    return f"postgresql://{f'{user}@' if user else ''}{host}:{port}{parts.path}"
 
 
-def _to_row(record: ContainerRecord) -> dict[str, Any]:
-    row = dict(record.__dict__)
-    row["network_policy"] = json.dumps(record.network_policy)
-    row["extra"] = json.dumps(record.extra)
-    row["deleted"] = int(record.deleted)
-    return row
+def store_location(settings: Settings) -> str:
+    """Where `settings` put the store, without credentials (doctor, logs)."""
+    if settings.store_url is not None:
+        return describe_url(settings.store_url.get_secret_value())
+    return str(settings.store_path)
 
 
-def _from_row(row: sqlite3.Row) -> ContainerRecord:
-    data = dict(row)
-    data["network_policy"] = json.loads(data["network_policy"])
-    data["extra"] = json.loads(data["extra"])
-    data["deleted"] = bool(data["deleted"])
-    return ContainerRecord(**data)
+def open_store(settings: Settings) -> Store:
+    """The store `settings` name: PostgreSQL when `store_url` is set, else the SQLite file in
+    the state folder."""
+    if settings.store_url is not None:
+        url = settings.store_url.get_secret_value()
+        if not url.startswith(("postgresql://", "postgres://")):
+            # the message leaves the URL out: it may hold a password
+            raise BadRequestError("store_url must be a postgresql:// URL", param="store_url")
+        try:
+            from jupyter_sandbox.backends.postgres_store import PostgresStore
+        except ImportError as exc:
+            raise BadRequestError(
+                "store_url needs psycopg: pip install 'jupyter-sandbox[postgres]'",
+                param="store_url",
+            ) from exc
+        return PostgresStore(url)
+    from jupyter_sandbox.backends.sqlite_store import SqliteStore
+
+    return SqliteStore(settings.store_path)

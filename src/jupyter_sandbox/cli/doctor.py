@@ -78,7 +78,9 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
         )
         results.append(checks.check_egress_image(egress.tag, exists=egress.exists))
     results.append(disk_check(settings))
-    results.append(checks.Check("store", "info", str(settings.store_path)))
+    from jupyter_sandbox.backends.store import store_location
+
+    results.append(checks.Check("store", "info", store_location(settings)))
     code = code or checks.exit_code(results)
     summary = checks.missing(results)
     if as_json:

@@ -25,6 +25,7 @@ from jupyter_sandbox.server.limits import RateLimiter
 from jupyter_sandbox.server.middleware import RequestContext
 from jupyter_sandbox.server.responses import ResponsesService
 from jupyter_sandbox.server.routes import container_files, containers, files, responses, skills
+from jupyter_sandbox.server.shared_limits import SharedCreateLedger, SharedRateLimiter
 from jupyter_sandbox.server.state import ServerState, run
 from jupyter_sandbox.settings import Settings
 
@@ -93,6 +94,9 @@ def create_app(
         for line in report.lines() if report is not None else []:
             logger.info("start-up reconcile: %s", line)
         state.client = client
+        if client._store.is_shared:  # servers sharing the store share limits and retries
+            state.rate_limiter = SharedRateLimiter(settings.server_rate_limit, client._store)
+            state.ledger = SharedCreateLedger(client._store)
         app.state.responses = ResponsesService(settings)
         try:
             async with anyio.create_task_group() as group:
@@ -144,7 +148,7 @@ def create_app(
     app.add_middleware(
         RequestContext,
         keys=keys,
-        rate_limiter=state.rate_limiter,
+        rate_limiter=lambda: state.rate_limiter,
         max_body=max_body_bytes(settings),
         allowed_hosts=allowed_hosts,
     )

@@ -7,7 +7,8 @@ window by (project, canonical JSON body); a request with a retry count above 0 t
 one in flight waits for it, and one that matches a success returns that container instead of
 starting another. First attempts (count 0 or no header) always create: two identical
 intentional creates are two sandboxes. A failed attempt is forgotten, so its retry creates.
-Limit: the memory is per process and lost on restart.
+Limit: the memory is per process and lost on restart; servers sharing a PostgreSQL store keep
+both the buckets and the attempts in it instead (`shared_limits.py`).
 """
 
 from __future__ import annotations
@@ -41,18 +42,32 @@ class RateLimiter:
         now = time.monotonic() if now is None else now
         with self._lock:
             tokens, last = self._buckets.get(key_id, (self._capacity, now))
-            tokens = min(self._capacity, tokens + (now - last) * self._rate)
-            if tokens < 1.0:
-                self._buckets[key_id] = (tokens, now)
-                wait = (1.0 - tokens) / self._rate
-                raise QuotaExceededError(
-                    f"Rate limit reached: {int(self._capacity)} requests per minute for this "
-                    f"API key. Try again in {math.ceil(wait)} s.",
-                    retry_after=wait,
-                    should_retry=True,
-                    code="rate_limit_exceeded",
-                )
-            self._buckets[key_id] = (tokens - 1.0, now)
+            tokens, wait = self.take(tokens, last, now)
+            self._buckets[key_id] = (tokens, now)
+        if wait is not None:
+            raise self.refusal(wait)
+
+    async def acheck(self, key_id: str) -> None:
+        """`check` for the event loop (a shared limiter asks its store in a worker thread)."""
+        self.check(key_id)
+
+    def take(self, tokens: float, last: float, now: float) -> tuple[float, float | None]:
+        """A bucket of `tokens` at `last`, refilled to `now`, less one token: (tokens left,
+        None), or (tokens, seconds until one is free) when it holds less than one."""
+        tokens = min(self._capacity, tokens + max(0.0, now - last) * self._rate)
+        if tokens < 1.0:
+            return tokens, (1.0 - tokens) / self._rate
+        return tokens - 1.0, None
+
+    def refusal(self, wait: float) -> QuotaExceededError:
+        """The 429 for a key that must wait `wait` seconds."""
+        return QuotaExceededError(
+            f"Rate limit reached: {int(self._capacity)} requests per minute for this "
+            f"API key. Try again in {math.ceil(wait)} s.",
+            retry_after=wait,
+            should_retry=True,
+            code="rate_limit_exceeded",
+        )
 
 
 @dataclass
@@ -63,6 +78,10 @@ class Attempt:
     done: anyio.Event = field(default_factory=anyio.Event)
     container_id: str | None = None
     finished: float | None = None
+    record_id: str | None = None
+    """Its row in a shared store (`SharedCreateLedger`), if any."""
+    remote: bool = False
+    """Made by another server: known only from the store."""
 
 
 class CreateLedger:
@@ -124,3 +143,23 @@ class CreateLedger:
     def in_flight(self, project: str) -> int:
         """Creates of this project still running."""
         return self._in_flight.get(project, 0)
+
+    # The route's calls: a shared ledger also reads and writes its store (in worker threads).
+
+    async def find(self, fingerprint: str) -> Attempt | None:
+        """`earlier`, for the event loop."""
+        return self.earlier(fingerprint)
+
+    async def wait(self, attempt: Attempt) -> None:
+        """Until the attempt has ended (`attempt.container_id` then says how)."""
+        await attempt.done.wait()
+
+    async def start(self, fingerprint: str, project: str) -> Attempt:
+        """`begin`, for the event loop."""
+        return self.begin(fingerprint, project)
+
+    async def finish(
+        self, fingerprint: str, project: str, attempt: Attempt, container_id: str | None
+    ) -> None:
+        """`end`, for the event loop."""
+        self.end(fingerprint, project, attempt, container_id)

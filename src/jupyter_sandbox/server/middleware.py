@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 import anyio.to_thread
 from starlette.datastructures import Headers, MutableHeaders
@@ -87,13 +87,13 @@ class RequestContext:
         app: ASGIApp,
         *,
         keys: KeyRing,
-        rate_limiter: RateLimiter,
+        rate_limiter: Callable[[], RateLimiter],
         max_body: int,
         allowed_hosts: Collection[str] | None,
     ) -> None:
         self.app = app
         self.keys = keys
-        self.rate_limiter = rate_limiter
+        self.rate_limiter = rate_limiter  # the one in force: a shared one after start-up
         self.max_body = max_body
         self.allowed_hosts = None if allowed_hosts is None else frozenset(allowed_hosts)
 
@@ -145,7 +145,7 @@ class RequestContext:
             return message
 
         try:
-            refusal = self._refuse(scope, headers)
+            refusal = await self._refuse(scope, headers)
             if refusal is not None:
                 error_status, body, extra = refusal
                 await send_error(send_with_id, error_status, body, extra)
@@ -206,7 +206,7 @@ class RequestContext:
                 (time.monotonic() - started_at) * 1000,
             )
 
-    def _refuse(
+    async def _refuse(
         self, scope: Scope, headers: Headers
     ) -> tuple[int, dict[str, object], dict[str, str]] | None:
         """Why this request stops here (Host, key, rate), or None."""
@@ -232,7 +232,7 @@ class RequestContext:
         if key is None:
             return api_error_parts(AuthenticationError("Incorrect API key provided."))
         try:
-            self.rate_limiter.check(key.key_id)
+            await self.rate_limiter().acheck(key.key_id)
         except APIError as exc:
             return api_error_parts(exc)
         scope["state"]["api_key"] = key

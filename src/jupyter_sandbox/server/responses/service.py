@@ -13,7 +13,7 @@ from pydantic import TypeAdapter
 
 from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
 from jupyter_sandbox.backends.response_store import ResponseRecord, ResponseStore
-from jupyter_sandbox.backends.store import Store
+from jupyter_sandbox.backends.store import open_store
 from jupyter_sandbox.client import Client
 from jupyter_sandbox.server.responses.loop import Turns
 from jupyter_sandbox.server.responses.prepare import prepare
@@ -37,7 +37,7 @@ class ResponsesService:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._store = Store(settings.store_path)
+        self._store = open_store(settings)
         self.responses = ResponseStore(self._store)
         self._upstream: ChatUpstream | None = None
         self._lock = threading.Lock()

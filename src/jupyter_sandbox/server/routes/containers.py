@@ -72,9 +72,9 @@ async def create_container(
         body["network_policy"] = params.network_policy.create_params()
     fingerprint = state.ledger.fingerprint(tenant.project, body)
     if _retry_count(request) > 0:
-        earlier = state.ledger.earlier(fingerprint)
+        earlier = await state.ledger.find(fingerprint)
         if earlier is not None:
-            await earlier.done.wait()
+            await state.ledger.wait(earlier)
             if earlier.container_id is not None:
                 with contextlib.suppress(NotFoundError):  # deleted since: create anew
                     return await run(tenant.client.containers.retrieve, earlier.container_id)
@@ -89,13 +89,13 @@ async def create_container(
                 should_retry=False,
                 code="insufficient_quota",
             )
-        attempt = state.ledger.begin(fingerprint, tenant.project)
+        attempt = await state.ledger.start(fingerprint, tenant.project)
     container_id: str | None = None
     try:
         container = await run_long(state, tenant.client.containers.create, **body)
         container_id = container.id
     finally:
-        state.ledger.end(fingerprint, tenant.project, attempt, container_id)
+        await state.ledger.finish(fingerprint, tenant.project, attempt, container_id)
     return container
 
 
