@@ -34,7 +34,8 @@ test: image lint
 	@./scripts/system-deps --test
 	JUPYTER_SANDBOX_REQUIRE_DOCKER=1 $(BIN)/pytest
 
-test-fast: setup
+# No Docker needed (nor started): only the virtualenv.
+test-fast: $(STAMP)
 	$(BIN)/pytest -m "not docker and not slow"
 
 bench: image

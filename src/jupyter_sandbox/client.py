@@ -12,12 +12,10 @@ from pydantic import ValidationError
 
 from jupyter_sandbox._boundary import api_errors
 from jupyter_sandbox._exceptions import BadRequestError
+from jupyter_sandbox.backends.base import Backend
 from jupyter_sandbox.backends.blobs import BlobStore
-from jupyter_sandbox.backends.disk import Disks
-from jupyter_sandbox.backends.egress import EgressProxy
 from jupyter_sandbox.backends.file_store import FileStore
-from jupyter_sandbox.backends.kernel import SOCKET_PREFIX, connection_info
-from jupyter_sandbox.backends.runtime.docker import DockerRuntime
+from jupyter_sandbox.backends.registry import build_backend
 from jupyter_sandbox.backends.store import ContainerRecord, Store
 from jupyter_sandbox.client_files import ContainerFiles, Files, Skills
 from jupyter_sandbox.core.container_files import ContainerFileService, SandboxContent
@@ -26,9 +24,9 @@ from jupyter_sandbox.core.execution import ExecutionService, OutputCallback
 from jupyter_sandbox.core.expiry import Expiry
 from jupyter_sandbox.core.files import FileService
 from jupyter_sandbox.core.kernels import Kernels
-from jupyter_sandbox.core.network import EgressService
 from jupyter_sandbox.core.pool import POOL_PROJECT, WarmPool
 from jupyter_sandbox.core.reconcile import ReconcileReport, reconcile
+from jupyter_sandbox.core.resources import SandboxResources
 from jupyter_sandbox.core.skills import SkillService
 from jupyter_sandbox.core.validation import bad_request, check_seconds
 from jupyter_sandbox.settings import Settings
@@ -36,8 +34,6 @@ from jupyter_sandbox.types.container import Container, ContainerDeleted
 from jupyter_sandbox.types.egress import EgressDecision
 from jupyter_sandbox.types.execution import Execution
 from jupyter_sandbox.types.page import CursorPage
-
-_OMIT: Any = object()
 
 
 @api_errors
@@ -123,18 +119,18 @@ class Containers:
         """
         timeout = check_seconds(timeout, "timeout")  # before anything else: fail fast
         self._client.sweep()
-        record = self._client._containers.get_record(container_id, self._client.project)
+        record = self._client._containers.get_record(container_id, project=self._client.project)
         return self._client._executions.execute(record, code, timeout=timeout, on_output=on_output)
 
     def interrupt(self, container_id: str) -> None:
         """Send SIGINT to the sandbox's kernel (what Jupyter's interrupt button does)."""
-        record = self._client._containers.get_record(container_id, self._client.project)
+        record = self._client._containers.get_record(container_id, project=self._client.project)
         self._client._executions.interrupt(record)
 
     def restart(self, container_id: str) -> None:
         """Kill every process in the sandbox and start a fresh kernel; files are kept."""
         self._client.sweep()
-        record = self._client._containers.get_record(container_id, self._client.project)
+        record = self._client._containers.get_record(container_id, project=self._client.project)
         self._client._executions.restart(record)
 
     def egress_log(self, container_id: str) -> builtins.list[EgressDecision]:
@@ -142,27 +138,32 @@ class Containers:
 
         A refused request appears at once; an allowed HTTPS tunnel when it closes.
         """
-        record = self._client._containers.get_record(container_id, self._client.project)
-        return self._client._egress.log(record.id)
+        record = self._client._containers.get_record(container_id, project=self._client.project)
+        return self._client._backend.egress_log(record.id)
 
     def logs(self, container_id: str, *, tail: int = 200) -> str:
         """The sandbox's own log: its supervisor's and kernel's last `tail` lines (at most
         256 KiB; what ipykernel captures goes to executions, not here)."""
-        record = self._client._containers.get_record(container_id, self._client.project)
-        return self._client._runtime.logs(record.id, 1.0, tail=tail, max_bytes=256 * 2**10)
+        record = self._client._containers.get_record(container_id, project=self._client.project)
+        return self._client._backend.logs(record.id, 1.0, tail=tail, max_bytes=256 * 2**10)
 
     def connection_info(self, container_id: str) -> dict[str, Any]:
-        """A Jupyter connection dict (ipc transport, host paths) for the sandbox's kernel."""
-        record = self._client._containers.get_record(container_id, self._client.project)
-        return connection_info(f"{record.socket_dir}/{SOCKET_PREFIX}", record.kernel_key)
+        """A Jupyter connection dict for the sandbox's kernel (Docker: ipc transport, host
+        paths)."""
+        record = self._client._containers.get_record(container_id, project=self._client.project)
+        endpoint = self._client._backend.kernel_endpoint(record.socket_dir, record.kernel_key)
+        return endpoint.connection_info()
 
 
 class Client:
-    """Embedded client: the local Docker engine plus a SQLite store; nothing else to start.
+    """Embedded client: a backend (default: the local Docker engine) plus a SQLite store;
+    nothing else to start. This is the one composition root: it builds every service.
 
     Args:
         home: state folder (default `jupyter_data_dir()/sandbox`, or `JUPYTER_SANDBOX_HOME`).
         project: the tenant whose objects this client sees.
+        backend: where sandboxes run: a `Backend` object (closed by its owner, not here) or
+            a name (`docker`, `local`); default: the `backend` setting (`docker`).
         **settings: any other `Settings` field (image, extra_labels, ...).
     """
 
@@ -171,6 +172,7 @@ class Client:
         *,
         home: str | Path | None = None,
         project: str = "default",
+        backend: Backend | str | None = None,
         settings: Settings | None = None,
         **overrides: Any,
     ) -> None:
@@ -190,28 +192,35 @@ class Client:
         self._closed = False
         self._store = Store(settings.store_path)
         try:
-            self._runtime = DockerRuntime(settings)
+            if backend is None or isinstance(backend, str):
+                self._backend = build_backend(backend or settings.backend, settings)
+                self._owns_backend = True
+            else:
+                self._backend, self._owns_backend = backend, False
         except BaseException:
             self._store.close()
             raise
-        self._kernels = Kernels(settings, self._runtime)
-        records = FileStore(self._store)
+        self._compose(settings)
+        self.containers = Containers(self)
+        self.files = Files(self)
+        self.skills = Skills(self)
+        self._unreported: ReconcileReport | None = self.reconcile()
+        self._pool.start()
+
+    def _compose(self, settings: Settings) -> None:
+        """Build every service on the store and the backend (and nothing else)."""
+        store, backend = self._store, self._backend
+        self._kernels = Kernels(settings, backend)
+        records = FileStore(store)
         blobs = BlobStore(settings.home / "blobs")
         self._files = FileService(settings, records, blobs)
         self._skills = SkillService(settings, records, blobs)
-        content = SandboxContent(
-            settings, self._store, records, Disks(settings), self._files, self._skills,
-            self._runtime.engine,
-        )  # fmt: skip
-        self._egress = EgressService(
-            settings, self._store, EgressProxy(settings, self._runtime.engine)
-        )
-        self._containers = ContainerService(
-            settings, self._store, self._runtime, self._kernels, content, self._egress
-        )
+        content = SandboxContent(store, records, backend, self._files, self._skills)
+        self._resources = SandboxResources(settings, store, backend, self._kernels, content)
+        self._containers = ContainerService(settings, store, backend, self._resources, content)
         self._container_files = ContainerFileService(
             settings,
-            self._store,
+            store,
             records,
             content,
             self._files,
@@ -219,18 +228,17 @@ class Client:
             self._containers.failure,
         )
         self._pool = WarmPool(
-            settings, self._store, self._containers.boot_for_pool, self._destroy_pooled
+            settings,
+            store,
+            self._containers.boot_for_pool,
+            self._destroy_pooled,
+            backend.write_deadline,
         )
         self._containers.attach_pool(self._pool)
         self._executions = ExecutionService(
-            settings, self._store, self._kernels, self._containers.failure
+            settings, store, self._kernels, self._containers.failure
         )
-        self._expiry = Expiry(self._store, self._containers)
-        self.containers = Containers(self)
-        self.files = Files(self)
-        self.skills = Skills(self)
-        self._unreported: ReconcileReport | None = self.reconcile()
-        self._pool.start()
+        self._expiry = Expiry(store, self._containers)
 
     def _destroy_pooled(self, record: ContainerRecord) -> None:
         # Only while it is still where `record` saw it: a claim by another process must win.
@@ -275,17 +283,17 @@ class Client:
         return self._expiry.sweep()
 
     def reconcile(self) -> ReconcileReport:
-        """Mark records whose container vanished and remove orphaned Docker objects."""
-        return reconcile(self.settings, self._store, self._runtime, self._egress)
+        """Mark records whose sandbox vanished (releasing all it held) and remove objects of
+        the backend that no live sandbox owns."""
+        return reconcile(self.settings, self._store, self._backend, self._resources)
 
     def gc(self) -> tuple[list[str], ReconcileReport]:
-        """Expire overdue sandboxes and reconcile; return what changed."""
+        """Expire overdue sandboxes and reconcile; return what changed (the start-up pass's
+        findings included, once)."""
         expired = self._expiry.sweep(force=True)
         report = self.reconcile()
         if self._unreported is not None:  # what the start-up pass found counts too
-            report.marked = [*self._unreported.marked, *report.marked]
-            report.removed = [*self._unreported.removed, *report.removed]
-            report.socket_dirs = [*self._unreported.socket_dirs, *report.socket_dirs]
+            report = self._unreported.merge(report)
             self._unreported = None
         return expired, report
 
@@ -298,7 +306,8 @@ class Client:
         self._pool.close()
         self._kernels.close_all()
         self._store.close()
-        self._runtime.engine.close()
+        if self._owns_backend:
+            self._backend.close()
 
     def __enter__(self) -> Client:
         return self

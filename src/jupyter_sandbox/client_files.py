@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from jupyter_sandbox._boundary import api_errors
-from jupyter_sandbox.backends.transfer import BinaryContent
+from jupyter_sandbox.types.binary import BinaryContent
 from jupyter_sandbox.types.container_file import (
     ContainerFile,
     ContainerFileDeleted,

@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     """Kernel image every sandbox runs (built by `jupyter-sandbox image build`)."""
     runtime: str | None = None
     """OCI runtime: None for the engine's default (runc), or "runsc" for gVisor."""
+    backend: str = "docker"
+    """Where sandboxes run, by name (`backends.registry`): `docker` (the local engine) or
+    `local` (`jupyter_sandbox.testing.LocalBackend`: no isolation, for tests)."""
     default_memory_limit: str = "1g"
     allow_large_memory: bool = False
     """Allow the SDK's 16g and 64g tiers."""

@@ -66,7 +66,7 @@ def test_sigterm_to_pid_1_is_reported_at_the_next_call(sandboxes: Sandboxes) -> 
     )
     assert isinstance(killed, Execution | ConflictError), repr(killed)
     deadline = time.monotonic() + 30
-    while client._runtime.state(container_id) is not None and time.monotonic() < deadline:
+    while client._backend.state(container_id) is not None and time.monotonic() < deadline:
         time.sleep(0.1)  # auto-removed once it exits
     with pytest.raises(ConflictError, match=r"container exited \(code 0\)") as caught:
         client.containers.execute(container_id, "print(1)", timeout=30)
@@ -91,9 +91,9 @@ def test_list_and_retrieve_report_a_container_that_died(sandboxes: Sandboxes) ->
     client = sandboxes.client()
     container_id = client.containers.create(name="died-quietly").id
     # PID 1 ends without any call of ours watching; list is the next call.
-    client._runtime.signal(container_id, "SIGTERM")
+    client._backend.signal(container_id, "SIGTERM")
     deadline = time.monotonic() + 30
-    while client._runtime.state(container_id) is not None and time.monotonic() < deadline:
+    while client._backend.state(container_id) is not None and time.monotonic() < deadline:
         time.sleep(0.1)
     listed = {c.id: c.status for c in client.containers.list()}
     assert listed[container_id] == "terminated"

@@ -255,7 +255,15 @@ def test_gc_on_a_clean_store(cli: Run, tmp_path: Path) -> None:
     result = cli("gc", home_dir=tmp_path)
     assert (result.code, result.stdout, result.stderr) == (0, "Nothing to clean up.\n", "")
     as_json = json.loads(cli("gc", "--json", home_dir=tmp_path).stdout)
-    assert as_json == {"expired": [], "marked": [], "removed": [], "socket_dirs": []}
+    assert as_json == {
+        "expired": [],
+        "marked": [],
+        "removed": [],
+        "socket_dirs": [],
+        "storage": [],
+        "egress": [],
+        "uploads": [],
+    }
 
 
 @pytest.mark.slow

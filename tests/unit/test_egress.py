@@ -18,7 +18,8 @@ from pydantic import ValidationError
 
 from jupyter_sandbox import BadRequestError
 from jupyter_sandbox.backends.egress import BLOCKED_NETWORKS, blocked_networks
-from jupyter_sandbox.core.network import covers, parse_access_log, proxy_environment
+from jupyter_sandbox.backends.egress_network import parse_access_log, proxy_environment
+from jupyter_sandbox.core.network import covers
 from jupyter_sandbox.core.validation import parse
 from jupyter_sandbox.types.container import ContainerCreateParams
 
@@ -198,18 +199,19 @@ def test_test_overrides_are_off_by_default_and_validated() -> None:
 
 
 def test_operator_ceiling_bounds_every_allowlist() -> None:
-    from jupyter_sandbox.core.network import EgressService
+    from jupyter_sandbox.core.network import check_ceiling
     from jupyter_sandbox.settings import Settings
     from jupyter_sandbox.types.container import NetworkPolicyAllowlist
 
     settings = Settings(egress_allowed_domains=["pypi.org", "*.githubusercontent.com"])
-    service = EgressService(settings, None, None)  # type: ignore[arg-type]  # check() only
     allowed = NetworkPolicyAllowlist(
         type="allowlist", allowed_domains=["pypi.org", "raw.githubusercontent.com"]
     )
-    service.check(allowed)
+    check_ceiling(settings, allowed)
     with pytest.raises(BadRequestError) as caught:
-        service.check(NetworkPolicyAllowlist(type="allowlist", allowed_domains=["evil.example"]))
+        check_ceiling(
+            settings, NetworkPolicyAllowlist(type="allowlist", allowed_domains=["evil.example"])
+        )
     assert caught.value.param == "network_policy"
     assert "evil.example not permitted on this host" in caught.value.message
 

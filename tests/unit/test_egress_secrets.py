@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from jupyter_sandbox.backends.egress_network import parse_inject_log
 from jupyter_sandbox.backends.egress_secrets import (
     SecretEntry,
     SecretsConfig,
     new_placeholder,
     render_sandbox_conf,
 )
-from jupyter_sandbox.core.network import parse_inject_log
 
 VALUE = "sk-unit-4f9c2b7e1d0a6c3e8b5f"
 
@@ -114,7 +114,7 @@ def test_without_root_secrets_are_refused_not_left_readable(
     from typing import Any, cast
 
     from jupyter_sandbox import BadRequestError
-    from jupyter_sandbox.core.network import EgressService
+    from jupyter_sandbox.backends.egress_network import EgressNetworks
     from jupyter_sandbox.settings import Settings
     from jupyter_sandbox.types.container import NetworkPolicyAllowlist
 
@@ -125,7 +125,7 @@ def test_without_root_secrets_are_refused_not_left_readable(
             "domain_secrets": [{"domain": "api.example.com", "name": "K", "value": VALUE}],
         }
     )
-    service = EgressService(Settings(home=tmp_path), cast(Any, None), cast(Any, None))
+    service = EgressNetworks(Settings(home=tmp_path), cast(Any, None))
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(BadRequestError) as caught:
         service.check(policy)

@@ -14,9 +14,10 @@ import pytest
 
 from jupyter_sandbox import BadRequestError, NotFoundError, RequestTooLargeError, Settings
 from jupyter_sandbox.backends.blobs import BlobStore
+from jupyter_sandbox.backends.engine_files import tar_stream
 from jupyter_sandbox.backends.file_store import FileStore
+from jupyter_sandbox.backends.host_files import HostFiles
 from jupyter_sandbox.backends.store import Store
-from jupyter_sandbox.backends.transfer import HostFiles, tar_stream
 from jupyter_sandbox.core.files import FileService
 from jupyter_sandbox.core.skills import SkillService, check_relative, front_matter, install
 from jupyter_sandbox.types.container_file import ContainerFile, check_path

@@ -31,12 +31,12 @@ from jupyter_sandbox.backends.sandbox_files import (
     SANDBOX_UID,
     STALE_UPLOAD_SECONDS,
     UPLOAD_PREFIX,
-    BinaryContent,
     FoundFile,
     Scan,
     bad_path,
     copy_stream,
 )
+from jupyter_sandbox.types.binary import BinaryContent
 from jupyter_sandbox.types.container_file import ROOTS, check_path, split_root
 
 # Paths plus their sizes and times: the path budget, with room for the other fields.

@@ -28,13 +28,13 @@ from jupyter_sandbox.backends.sandbox_files import (
     SANDBOX_UID,
     STALE_UPLOAD_SECONDS,
     UPLOAD_PREFIX,
-    BinaryContent,
     FoundFile,
     Scan,
     bad_path,
     copy_stream,
     path_refusal,
 )
+from jupyter_sandbox.types.binary import BinaryContent
 from jupyter_sandbox.types.container_file import check_path, split_root
 
 

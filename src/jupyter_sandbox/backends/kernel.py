@@ -20,7 +20,6 @@ import socket
 import stat
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import zmq
 from jupyter_client.session import Session
 
 from jupyter_sandbox._exceptions import APITimeoutError, InternalServerError
+from jupyter_sandbox.backends.base import KernelMessage
 
 logger = logging.getLogger(__name__)
 
@@ -146,14 +146,8 @@ class ConnectionClosed(InternalServerError):
     """The connection was closed (its sandbox ended) while an operation used it."""
 
 
-@dataclass
-class Message:
-    """A kernel message on one channel."""
-
-    channel: str
-    msg_type: str
-    parent_id: str | None
-    content: dict[str, Any]
+Message = KernelMessage
+"""A kernel message on one channel (the seam's `KernelMessage`)."""
 
 
 def _malformed(channel: str, why: str, *, quiet: bool = False) -> Message:

@@ -301,20 +301,8 @@ def gc(ctx: typer.Context, as_json: JsonOption = False) -> None:
     """Expire overdue sandboxes and remove orphans a crash left behind."""
     with _client(ctx) as client:
         expired, report = client.gc()
-    found = {
-        "expired": expired,
-        "marked": report.marked,
-        "removed": report.removed,
-        "socket_dirs": report.socket_dirs,
-    }
     if as_json:
-        _print_json(found)
+        _print_json({"expired": expired, **dict(report.items())})
         return
-    labels = {
-        "expired": "expired",
-        "marked": "marked gone",
-        "removed": "removed orphan",
-        "socket_dirs": "removed socket folder",
-    }
-    lines = [f"{labels[key]} {item}" for key, items in found.items() for item in items]
+    lines = [f"expired {item}" for item in expired] + report.lines()
     typer.echo("\n".join(lines) if lines else "Nothing to clean up.")

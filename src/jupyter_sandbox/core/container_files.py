@@ -20,15 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from jupyter_sandbox._exceptions import APIError, BadRequestError, ConflictError, NotFoundError
-from jupyter_sandbox.backends.disk import Disks, SandboxStorage
+from jupyter_sandbox.backends.base import Backend, SandboxFiles, StorageGrant
 from jupyter_sandbox.backends.file_store import ContainerFileRecord, FileRecord, FileStore
 from jupyter_sandbox.backends.store import ContainerRecord, Store
-from jupyter_sandbox.backends.transfer import BinaryContent, EngineFiles, HostFiles, SandboxFiles
 from jupyter_sandbox.core import ids
 from jupyter_sandbox.core.files import FileService, open_upload
-from jupyter_sandbox.core.skills import ResolvedSkill, SkillService, install
+from jupyter_sandbox.core.resolved_skills import ResolvedSkill, install
+from jupyter_sandbox.core.skills import SkillService
 from jupyter_sandbox.core.validation import parse
 from jupyter_sandbox.settings import Settings
+from jupyter_sandbox.types.binary import BinaryContent
 from jupyter_sandbox.types.container_file import (
     DEFAULT_DIR,
     ContainerFile,
@@ -37,7 +38,7 @@ from jupyter_sandbox.types.container_file import (
     check_path,
 )
 from jupyter_sandbox.types.page import ListParams, invalid_after
-from jupyter_sandbox.types.skill import SKILLS_ROOT, InstalledSkill
+from jupyter_sandbox.types.skill import InstalledSkill
 
 logger = logging.getLogger(__name__)
 
@@ -72,9 +73,9 @@ class Plan:
 
 @dataclass
 class Prepared:
-    """The storage made for a sandbox, and how the runtime mounts it."""
+    """The storage made for a sandbox, and the skills installed in it."""
 
-    storage: SandboxStorage
+    storage: StorageGrant
     skills: list[InstalledSkill]
 
     @property
@@ -90,27 +91,23 @@ class SandboxContent:
 
     def __init__(
         self,
-        settings: Settings,
         store: Store,
         records: FileStore,
-        disks: Disks,
+        backend: Backend,
         files: FileService,
         skills: SkillService,
-        engine: Any,
     ) -> None:
-        self._settings = settings
         self._store = store
         self._records = records
-        self.disks = disks
+        self._backend = backend
         self._files = files
         self._skills = skills
-        self._engine = engine
 
-    def plan(self, file_ids: list[str], skills: list[dict[str, Any]], project: str) -> Plan:
+    def plan(self, file_ids: list[str], skills: list[dict[str, Any]], *, project: str) -> Plan:
         """Resolve every file id and skill; an unknown one fails before anything exists."""
         plan = Plan()
         for file_id in file_ids:
-            plan.files.append(self._files.get_record(file_id, project, param="file_ids"))
+            plan.files.append(self._files.get_record(file_id, project=project, param="file_ids"))
         names = [os.path.basename(f.filename) for f in plan.files]
         for name in names:
             checked_path(f"{DEFAULT_DIR}/{name}")
@@ -123,18 +120,19 @@ class SandboxContent:
         return plan
 
     def prepare(self, container_id: str, plan: Plan) -> Prepared:
-        """Make the storage (the capped disk when possible), install skills, copy files in."""
-        storage = self.disks.create(container_id)
-        prepared = Prepared(storage, install(plan.skills, storage.skills))
-        host_files = self._host_files(storage)
-        if host_files is not None:
-            self._copy_files(host_files, plan, container_id)
+        """Make the storage (the capped disk when possible), install skills, and copy files
+        in now if the backend can before the sandbox starts."""
+        storage = self._backend.create_storage(container_id)
+        prepared = Prepared(storage, install(plan.skills, storage.skills_folder))
+        if storage.files_before_start:
+            self._copy_files(self._backend.files(container_id, storage.kind), plan, container_id)
         return prepared
 
     def finish(self, container_id: str, plan: Plan, prepared: Prepared) -> None:
-        """After the container started: copy files in when there is no host-side disk."""
-        if prepared.storage.host_dirs() is None and plan.files:
-            self._copy_files(self._engine_files(container_id), plan, container_id)
+        """After the sandbox started: copy files in if that could not happen before."""
+        if not prepared.storage.files_before_start and plan.files:
+            channel = self._backend.files(container_id, prepared.storage.kind)
+            self._copy_files(channel, plan, container_id)
 
     def _copy_files(self, channel: SandboxFiles, plan: Plan, container_id: str) -> None:
         for record in plan.files:
@@ -147,37 +145,14 @@ class SandboxContent:
                 )
             )
 
-    def mounts(self, prepared: Prepared) -> tuple[dict[str, str] | None, str | None]:
-        """(host folders for /mnt/data and /workspace or None, host skills folder or None)."""
-        host_dirs = prepared.storage.host_dirs()
-        dirs = {k: str(v) for k, v in host_dirs.items()} if host_dirs else None
-        return dirs, (str(prepared.storage.skills) if prepared.skills else None)
-
-    def remove(self, container_id: str) -> None:
-        """Drop the sandbox's storage and its file records (after its container is gone)."""
-        try:
-            self.disks.remove(container_id)
-        finally:
-            self._records.delete_container_files(container_id)
-
-    def _engine_files(self, container_id: str) -> EngineFiles:
-        return EngineFiles(
-            self._engine, f"jsbx-{container_id}", spool=self._settings.home / "blobs" / "tmp"
-        )
-
-    def _host_files(self, storage: SandboxStorage) -> HostFiles | None:
-        host_dirs = storage.host_dirs()
-        if host_dirs is None:
-            return None
-        return HostFiles(host_dirs, uploads=storage.uploads, disk_limit=self._settings.disk_limit)
+    def forget(self, container_id: str) -> None:
+        """Drop the sandbox's file records (after its storage is gone)."""
+        self._records.delete_container_files(container_id)
 
     def channel(self, record: ContainerRecord) -> SandboxFiles:
         """How to reach this sandbox's files."""
-        if record.extra.get("storage") == "loop":
-            host_files = self._host_files(SandboxStorage(self.disks.folder(record.id), True))
-            assert host_files is not None
-            return host_files
-        return self._engine_files(record.id)
+        storage = record.extra.get("storage")
+        return self._backend.files(record.id, storage if isinstance(storage, str) else None)
 
 
 _Method = TypeVar("_Method", bound=Callable[..., Any])
@@ -225,7 +200,7 @@ class ContainerFileService:
         self._failure = failure
 
     def _ready(self, container_id: str, project: str) -> ContainerRecord:
-        record: ContainerRecord = self._get_record(container_id, project)
+        record: ContainerRecord = self._get_record(container_id, project=project)
         if record.status != "ready":
             raise ConflictError(
                 f"Container {record.id} is {record.status}"
@@ -244,7 +219,7 @@ class ContainerFileService:
         file: Any = None,
         file_id: str | None = None,
         path: str | None = None,
-        project: str = "default",
+        project: str,
     ) -> ContainerFile:
         """Put a local file, bytes, a stream, or an uploaded file (`file_id`) at `path`."""
         if (file is None) == (file_id is None):
@@ -252,7 +227,7 @@ class ContainerFileService:
         record = self._ready(container_id, project)
         channel = self._content.channel(record)
         if file_id is not None:
-            source = self._files.get_record(file_id, project)
+            source = self._files.get_record(file_id, project=project)
             target = checked_path(path or f"{DEFAULT_DIR}/{os.path.basename(source.filename)}")
             with self._files.open_blob(source) as blob:
                 size = channel.write(target, blob, limit=2**62, size=source.bytes)
@@ -280,9 +255,7 @@ class ContainerFileService:
         return found
 
     @_sandbox_errors
-    def retrieve(
-        self, container_id: str, file_id: str, *, project: str = "default"
-    ) -> ContainerFile:
+    def retrieve(self, container_id: str, file_id: str, *, project: str) -> ContainerFile:
         """One file's metadata (its size as it is now)."""
         record = self._ready(container_id, project)
         found = self._file(record, file_id)
@@ -295,17 +268,13 @@ class ContainerFileService:
         return to_container_file(ContainerFileRecord(**{**found.__dict__, "bytes": now.bytes}))
 
     @_sandbox_errors
-    def content(
-        self, container_id: str, file_id: str, *, project: str = "default"
-    ) -> BinaryContent:
+    def content(self, container_id: str, file_id: str, *, project: str) -> BinaryContent:
         """The file's bytes as a stream (a link at its path is refused, never followed)."""
         record = self._ready(container_id, project)
         return self._content.channel(record).open(self._file(record, file_id).path)
 
     @_sandbox_errors
-    def delete(
-        self, container_id: str, file_id: str, *, project: str = "default"
-    ) -> ContainerFileDeleted:
+    def delete(self, container_id: str, file_id: str, *, project: str) -> ContainerFileDeleted:
         """Remove the file from the sandbox and forget it."""
         record = self._ready(container_id, project)
         found = self._file(record, file_id)
@@ -354,9 +323,7 @@ class ContainerFileService:
         return scan.truncated
 
     @_sandbox_errors
-    def list(
-        self, container_id: str, params: dict[str, Any], *, project: str = "default"
-    ) -> ContainerFilePage:
+    def list(self, container_id: str, params: dict[str, Any], *, project: str) -> ContainerFilePage:
         """A page of the sandbox's files (newest first); the first page looks at the disk
         (and says in `truncated` if the walk reached a cap)."""
         query = parse(ListParams, params)
@@ -382,4 +349,4 @@ class ContainerFileService:
         return page
 
 
-__all__ = ["SKILLS_ROOT", "ContainerFileService", "Plan", "Prepared", "SandboxContent"]
+__all__ = ["ContainerFileService", "Plan", "Prepared", "SandboxContent"]

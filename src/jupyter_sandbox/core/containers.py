@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
-import socket
-import threading
-import time
-from pathlib import Path
 from typing import Any
 
 from jupyter_sandbox._exceptions import (
@@ -17,21 +12,16 @@ from jupyter_sandbox._exceptions import (
     InternalServerError,
     NotFoundError,
 )
-from jupyter_sandbox._version import __version__
-from jupyter_sandbox.backends import deadline_file, kernel, labels
-from jupyter_sandbox.backends.runtime.base import Runtime, SandboxNetworkSpec, SandboxSpec
-from jupyter_sandbox.backends.runtime.docker import KERNEL_MOUNT, SANDBOX_UID
+from jupyter_sandbox.backends.base import Backend
 from jupyter_sandbox.backends.store import ContainerRecord, Store
-from jupyter_sandbox.core import ids
 from jupyter_sandbox.core.container_files import SandboxContent
-from jupyter_sandbox.core.kernels import Kernels
-from jupyter_sandbox.core.network import EgressService
+from jupyter_sandbox.core.network import check_ceiling
 from jupyter_sandbox.core.pool import POOL_PROJECT, WarmPool, pool_idle_minutes, pool_request
+from jupyter_sandbox.core.resources import BootRequest, SandboxResources
 from jupyter_sandbox.core.validation import parse
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.container import (
     LARGE_MEMORY_LIMITS,
-    MEMORY_LIMIT_BYTES,
     Container,
     ContainerCreateParams,
     ContainerDeleted,
@@ -43,9 +33,6 @@ from jupyter_sandbox.types.container import (
 from jupyter_sandbox.types.page import CursorPage, ListParams, invalid_after
 
 logger = logging.getLogger(__name__)
-
-_TEARDOWN_LOCKS = tuple(threading.Lock() for _ in range(64))
-"""Striped: teardowns of one sandbox in this process never overlap (unmounts would race)."""
 
 
 def check_memory(value: object, settings: Settings) -> str:
@@ -96,24 +83,22 @@ class ContainerService:
         self,
         settings: Settings,
         store: Store,
-        runtime: Runtime,
-        kernels: Kernels,
+        backend: Backend,
+        resources: SandboxResources,
         content: SandboxContent | None = None,
-        egress: EgressService | None = None,
     ) -> None:
         self._settings = settings
         self._store = store
-        self._runtime = runtime
-        self._kernels = kernels
+        self._backend = backend
+        self._resources = resources
         self._content = content
-        self._egress = egress
         self._pool: WarmPool | None = None
 
     def attach_pool(self, pool: WarmPool) -> None:
         """Serve default-configuration creates from this warm pool."""
         self._pool = pool
 
-    def create(self, params: dict[str, Any], *, project: str = "default") -> Container:
+    def create(self, params: dict[str, Any], *, project: str) -> Container:
         """Start a sandbox and wait for its kernel, or roll back every trace of it.
 
         A request of the default configuration is a claim on the warm pool when one is set
@@ -172,85 +157,13 @@ class ContainerService:
     ) -> ContainerRecord:
         """Start a sandbox from a checked request and wait for its kernel; roll back on failure."""
         plan = (
-            self._content.plan(request.file_ids, request.skills, project)
+            self._content.plan(request.file_ids, request.skills, project=project)
             if self._content is not None
             else None
         )
-        now = time.time()
-        container_id = ids.container_id()
-        socket_dir = self._settings.sockets_root / container_id[5:17]
-        deadline_dir = self._settings.deadlines_root / container_id
-        record = self._store.insert(
-            ContainerRecord(
-                id=container_id,
-                project=project,
-                name=request.name,
-                status="initializing",
-                created_at=now,
-                last_active_at=now,
-                memory_limit=memory_limit,
-                network_policy=request.network_policy.model_dump(mode="json"),
-                idle_minutes=idle_minutes,
-                expires_at=now + lifetime,
-                image=self._settings.image,
-                kernel_key=kernel.new_key(),
-                socket_dir=str(socket_dir),
-                owner_pid=os.getpid(),
-                owner_host=socket.gethostname(),
-            )
+        return self._resources.acquire(
+            BootRequest(request, memory_limit, lifetime, idle_minutes, project, plan)
         )
-        deadline = time.monotonic() + self._settings.start_timeout
-        try:
-            kernel.create_socket_dir(socket_dir, record.kernel_key, KERNEL_MOUNT, SANDBOX_UID)
-            deadline_file.write(deadline_dir, record.expires_at)
-            prepared = None
-            host_dirs, skills_dir, extra = None, None, dict(record.extra)
-            if self._content is not None and plan is not None:
-                prepared = self._content.prepare(container_id, plan)
-                host_dirs, skills_dir = self._content.mounts(prepared)
-                extra["storage"] = "loop" if host_dirs else "volume"
-                extra["skills"] = [s.model_dump() for s in prepared.skills]
-            network, network_env = self._attach_network(record, request)
-            docker_id = self._runtime.start(
-                SandboxSpec(
-                    container_id=container_id,
-                    image=record.image,
-                    memory_bytes=MEMORY_LIMIT_BYTES[memory_limit],
-                    socket_dir=socket_dir,
-                    deadline=record.expires_at,
-                    labels=labels.sandbox_labels(
-                        container_id,
-                        self._settings.store_id,
-                        __version__,
-                        self._settings.extra_labels,
-                    ),
-                    environment={**(prepared.environment if prepared else {}), **network_env},
-                    network=network,
-                    host_dirs=host_dirs,
-                    skills_dir=skills_dir,
-                    deadline_dir=deadline_dir,
-                )
-            )
-            if self._content is not None and plan is not None and prepared is not None:
-                self._content.finish(container_id, plan, prepared)
-            self._kernels.open(record, deadline, since=now)
-            ready = self._store.take(
-                container_id, project, status="ready", docker_id=docker_id, extra=extra
-            )
-            if ready is None:
-                raise ConflictError(
-                    f"Container {container_id} was deleted while it was starting",
-                    param="container_id",
-                )
-        except BaseException as exc:
-            # The caller gets the error and never the id: like the hosted API, nothing is
-            # left to list. The record stays (deleted) with the reason, for diagnosis.
-            if not self.destroy(
-                record, status="failed", deleted=True, error=str(exc) or type(exc).__name__
-            ):
-                self._teardown(record)  # ended by another caller meanwhile: remove what we made
-            raise
-        return ready
 
     def _check_memory(self, requested: str | None) -> str:
         return check_memory(requested or self._settings.default_memory_limit, self._settings)
@@ -272,41 +185,11 @@ class ContainerService:
                 param="file_ids" if request.file_ids else "skills",
             )
         if isinstance(request.network_policy, NetworkPolicyAllowlist):
-            if self._egress is None:
-                # Fail closed: never start a sandbox with a policy we cannot enforce.
-                raise BadRequestError(
-                    "Invalid network_policy: this service has no egress proxy; "
-                    "use {'type': 'disabled'}",
-                    param="network_policy",
-                )
-            self._egress.check(request.network_policy)
+            # Fail closed: never start a sandbox with a policy we cannot enforce.
+            check_ceiling(self._settings, request.network_policy)
+            self._backend.check_network(request.network_policy)
 
-    def _attach_network(
-        self, record: ContainerRecord, request: ContainerCreateParams
-    ) -> tuple[SandboxNetworkSpec | None, dict[str, str]]:
-        """An allowlist sandbox's network and proxy variables; `disabled` gets neither."""
-        policy = request.network_policy
-        if not isinstance(policy, NetworkPolicyAllowlist) or self._egress is None:
-            return None, {}
-        attachment = self._egress.attach(
-            record,
-            policy,
-            labels.sandbox_labels(
-                record.id, self._settings.store_id, __version__, self._settings.extra_labels
-            ),
-            time.monotonic() + self._settings.egress_start_timeout,
-        )
-        network = attachment.network
-        spec = SandboxNetworkSpec(
-            name=network.name,
-            address=network.sandbox_ip,
-            dns=network.proxy_ip,
-            resolv_conf=attachment.resolv_conf,
-            ca_bundle=attachment.ca_bundle,
-        )
-        return spec, attachment.environment
-
-    def get_record(self, container_id: str, project: str = "default") -> ContainerRecord:
+    def get_record(self, container_id: str, *, project: str) -> ContainerRecord:
         """The visible record of a sandbox, or NotFoundError."""
         record = self._store.get(container_id) if isinstance(container_id, str) else None
         if record is None or record.deleted or record.project != project:
@@ -315,26 +198,28 @@ class ContainerService:
             )
         return record
 
-    def get_checked(self, container_id: str, project: str = "default") -> ContainerRecord:
+    def get_checked(self, container_id: str, *, project: str) -> ContainerRecord:
         """`get_record`, after checking that a ready sandbox still runs (its kernel's heartbeat
         socket accepts a connection, else the engine says): one whose container died (its
         PID 1 was killed) is marked `terminated` with the reason."""
-        record = self.get_record(container_id, project)
-        if record.status == "ready" and not kernel.kernel_listening(
-            Path(record.socket_dir), SANDBOX_UID
-        ):
-            state = self._runtime.state(record.id)
+        record = self.get_record(container_id, project=project)
+        if record.status == "ready" and not self._listening(record):
+            state = self._backend.state(record.id)
             if state is None or not state.running:
                 self._mark_died(record)
-                record = self.get_record(container_id, project)
+                record = self.get_record(container_id, project=project)
         return record
 
-    def retrieve(self, container_id: str, *, project: str = "default") -> Container:
+    def _listening(self, record: ContainerRecord) -> bool:
+        endpoint = self._backend.kernel_endpoint(record.socket_dir, record.kernel_key)
+        return self._backend.kernel_listening(endpoint)
+
+    def retrieve(self, container_id: str, *, project: str) -> Container:
         """One sandbox (a ready one whose container died is reported `terminated`)."""
-        return to_container(self.get_checked(container_id, project))
+        return to_container(self.get_checked(container_id, project=project))
 
     def list(
-        self, params: dict[str, Any], *, name: str | None = None, project: str = "default"
+        self, params: dict[str, Any], *, name: str | None = None, project: str
     ) -> CursorPage[Container]:
         """A page of sandboxes, newest first by default; iterate it to walk every page."""
         query = parse(ListParams, params)
@@ -344,13 +229,9 @@ class ContainerService:
             )
         except LookupError:
             raise invalid_after(query.after, "container") from None
-        quiet = [
-            r
-            for r in records
-            if r.status == "ready" and not kernel.kernel_listening(Path(r.socket_dir), SANDBOX_UID)
-        ]
-        if quiet:  # one engine call tells which of them still run
-            dead = {r.id for r in quiet} - self._runtime.running(self._settings.store_id)
+        quiet = [r for r in records if r.status == "ready" and not self._listening(r)]
+        if quiet:  # one backend call tells which of them still run
+            dead = {r.id for r in quiet} - self._backend.running_sandboxes()
             records = [self._mark_died(r) if r.id in dead else r for r in records]
         data = [to_container(r) for r in records]
         page = CursorPage[Container](
@@ -363,10 +244,10 @@ class ContainerService:
             lambda after: self.list({**params, "after": after}, name=name, project=project)
         )
 
-    def delete(self, container_id: str, *, project: str = "default") -> ContainerDeleted:
+    def delete(self, container_id: str, *, project: str) -> ContainerDeleted:
         """Stop and remove a sandbox and everything it owns; of concurrent deletes one wins,
         the others get NotFoundError."""
-        record = self.get_record(container_id, project)
+        record = self.get_record(container_id, project=project)
         if not self.destroy(record, status="terminated", deleted=True, project=project):
             raise NotFoundError(
                 f"No container found with id {container_id!r}", param="container_id"
@@ -382,38 +263,16 @@ class ContainerService:
         error: str | None = None,
         project: str | None = None,
     ) -> bool:
-        """End a sandbox once: mark the record (one atomic store transition, so of racing
-        deletes, expiries, reconciles and pool retirements exactly one proceeds), then remove
-        its container, volumes and socket folder. False if another caller ended it first."""
-        before = self._store.end(
-            record.id, status=status, deleted=deleted, error=error, project=project
+        """End a sandbox once and release everything it holds (`SandboxResources.release`);
+        False if another caller ended it first."""
+        return self._resources.release(
+            record, status=status, deleted=deleted, error=error, project=project
         )
-        if before is None:
-            return False
-        if before.is_live:
-            self._teardown(before)
-        return True
-
-    def _teardown(self, record: ContainerRecord) -> None:
-        """Remove what a sandbox holds; one teardown of a sandbox at a time in this process."""
-        with _TEARDOWN_LOCKS[hash(record.id) % len(_TEARDOWN_LOCKS)]:
-            self._kernels.close(record.id)
-            try:
-                self._runtime.remove(record.id)
-            finally:
-                kernel.remove_socket_dir(Path(record.socket_dir))
-                deadline_file.remove(self._settings.deadlines_root / record.id)
-                try:
-                    if self._content is not None:
-                        self._content.remove(record.id)
-                finally:
-                    if self._egress is not None:
-                        self._egress.release(record)  # the record is no longer live
 
     def _mark_died(self, record: ContainerRecord) -> ContainerRecord:
         """Mark a ready sandbox whose container is gone `terminated`, with the reason (as
         reconcile does; `failed` records are creates that never finished, and hidden)."""
-        code = self._runtime.exit_code(record.id, record.created_at)
+        code = self._backend.exit_code(record.id, record.created_at)
         reason = (
             f"the sandbox's container exited (code {code})"
             if code is not None
@@ -430,7 +289,7 @@ class ContainerService:
         current = self._store.get(container_id)
         if current is not None and current.status == "ready" and not current.deleted:
             try:
-                state = self._runtime.state(container_id)
+                state = self._backend.state(container_id)
             except APIError as engine:
                 return engine
             if state is None or not state.running:

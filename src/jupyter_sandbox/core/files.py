@@ -16,10 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
 from jupyter_sandbox.backends.blobs import BlobStore
 from jupyter_sandbox.backends.file_store import FileRecord, FileStore
-from jupyter_sandbox.backends.transfer import BinaryContent
 from jupyter_sandbox.core import ids
 from jupyter_sandbox.core.validation import parse
 from jupyter_sandbox.settings import Settings
+from jupyter_sandbox.types.binary import BinaryContent
 from jupyter_sandbox.types.file import FileDeleted, FileObject, FilePurpose, reported_purpose
 from jupyter_sandbox.types.page import CursorPage, invalid_after
 
@@ -133,7 +133,7 @@ class FileService:
         *,
         purpose: str,
         expires_after: dict[str, Any] | None = None,
-        project: str = "default",
+        project: str,
     ) -> FileObject:
         """Store an upload (streamed and hashed; refused past `file_size_limit`)."""
         params = parse(FileCreateParams, {"purpose": purpose, "expires_after": expires_after})
@@ -166,9 +166,7 @@ class FileService:
         )
         return to_file(self._records.add_file(record))
 
-    def get_record(
-        self, file_id: str, project: str = "default", *, param: str = "file_id"
-    ) -> FileRecord:
+    def get_record(self, file_id: str, *, project: str, param: str = "file_id") -> FileRecord:
         """The visible record of a file, or NotFoundError."""
         record = self._records.get_file(file_id) if isinstance(file_id, str) else None
         if record is not None and record.expires_at is not None and record.expires_at < time.time():
@@ -178,11 +176,11 @@ class FileService:
             raise NotFoundError(f"No file found with id {file_id!r}", param=param)
         return record
 
-    def retrieve(self, file_id: str, *, project: str = "default") -> FileObject:
+    def retrieve(self, file_id: str, *, project: str) -> FileObject:
         """One file's metadata."""
-        return to_file(self.get_record(file_id, project))
+        return to_file(self.get_record(file_id, project=project))
 
-    def list(self, params: dict[str, Any], *, project: str = "default") -> CursorPage[FileObject]:
+    def list(self, params: dict[str, Any], *, project: str) -> CursorPage[FileObject]:
         """A page of files, newest first by default; iterate it to walk every page."""
         query = parse(FileListParams, params)
         try:
@@ -204,18 +202,18 @@ class FileService:
         )
         return page.with_next(lambda after: self.list({**params, "after": after}, project=project))
 
-    def content(self, file_id: str, *, project: str = "default") -> BinaryContent:
+    def content(self, file_id: str, *, project: str) -> BinaryContent:
         """The file's bytes, as a stream."""
-        record = self.get_record(file_id, project)
+        record = self.get_record(file_id, project=project)
         return BinaryContent(self._blobs.open(record.sha256), record.bytes)
 
     def open_blob(self, record: FileRecord) -> IO[bytes]:
         """A stream of a file's bytes (for copying into a sandbox)."""
         return self._blobs.open(record.sha256)
 
-    def delete(self, file_id: str, *, project: str = "default") -> FileDeleted:
+    def delete(self, file_id: str, *, project: str) -> FileDeleted:
         """Forget the file; its blob goes when nothing else holds it."""
-        self._forget(self.get_record(file_id, project))
+        self._forget(self.get_record(file_id, project=project))
         return FileDeleted(id=file_id)
 
     def _forget(self, record: FileRecord) -> None:

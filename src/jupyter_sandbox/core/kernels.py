@@ -12,13 +12,10 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from jupyter_sandbox._exceptions import APITimeoutError, InternalServerError
 from jupyter_sandbox.backends import kernel
-from jupyter_sandbox.backends.kernel import KernelConnection
-from jupyter_sandbox.backends.runtime.base import Runtime
-from jupyter_sandbox.backends.runtime.docker import SANDBOX_UID
+from jupyter_sandbox.backends.base import Backend, KernelChannel, KernelEndpoint
 from jupyter_sandbox.backends.store import ContainerRecord
 from jupyter_sandbox.settings import Settings
 
@@ -31,7 +28,7 @@ _KERNEL_EXITED = re.compile(r"^sandbox-init: kernel (exited|killed)", re.MULTILI
 class Session:
     """One open kernel connection; `lock` is held by the one execution or restart using it."""
 
-    connection: KernelConnection
+    connection: KernelChannel
     lock: threading.Lock = field(default_factory=threading.Lock)
     oom_kills: int | None = None
     closing: bool = False
@@ -49,9 +46,9 @@ _RETIRED_MEMORY = 4096
 class Kernels:
     """This process's open connections to sandbox kernels, one per sandbox."""
 
-    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+    def __init__(self, settings: Settings, backend: Backend) -> None:
         self._settings = settings
-        self._runtime = runtime
+        self._backend = backend
         self._sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
         self._retired: dict[str, None] = {}  # ended sandboxes: never reconnect (bounded)
@@ -64,8 +61,8 @@ class Kernels:
         quotes what the sandbox's supervisor and kernel printed since `since` (epoch seconds).
         """
         since = time.time() if since is None else since
-        connection = KernelConnection(
-            Path(record.socket_dir), record.kernel_key, SANDBOX_UID, max_message(self._settings)
+        connection = self._backend.connect_kernel(
+            _endpoint(self._backend, record), max_message(self._settings)
         )
         check = self._start_check(record, since)
         try:
@@ -94,13 +91,13 @@ class Kernels:
 
     def _start_check(self, record: ContainerRecord, since: float) -> Callable[[], None]:
         def check() -> None:
-            state = self._runtime.state(record.id)
+            state = self._backend.state(record.id)
             if state is None or not state.running:
                 raise InternalServerError(
                     f"sandbox {record.id} stopped before its kernel was ready"
                     + self._log_note(record, since)
                 )
-            log = self._runtime.logs(record.id, since)
+            log = self._backend.logs(record.id, since)
             # Only an exit after the latest start counts (an earlier kernel's death may be
             # logged just after `since`).
             if _KERNEL_EXITED.search(log.rpartition("sandbox-init: kernel started")[2]):
@@ -112,7 +109,7 @@ class Kernels:
         return check
 
     def _log_note(self, record: ContainerRecord, since: float, log: str | None = None) -> str:
-        text = (self._runtime.logs(record.id, since) if log is None else log).strip()
+        text = (self._backend.logs(record.id, since) if log is None else log).strip()
         return f"; its log:\n{text}" if text else "; it printed nothing"
 
     def get(self, record: ContainerRecord) -> Session:
@@ -138,16 +135,16 @@ class Kernels:
         session.connection.close()
         if session.closing:
             raise SessionClosed(f"sandbox {record.id} ended")
-        kernel.clear_sockets(Path(record.socket_dir))
+        self._backend.reset_channel(_endpoint(self._backend, record))
         since = time.time()
-        self._runtime.signal(record.id, "SIGUSR1")
+        self._backend.signal(record.id, "SIGUSR1")
         fresh = self.open(record, time.monotonic() + self._settings.start_timeout, since)
         fresh.lock = session.lock  # the caller holds it
         return fresh
 
     def interrupt(self, record: ContainerRecord) -> None:
         """Send SIGINT to the kernel (through the supervisor, PID 1)."""
-        self._runtime.signal(record.id, "SIGINT")
+        self._backend.signal(record.id, "SIGINT")
 
     def close(self, container_id: str, *, retire: bool = True) -> None:
         """Forget and close the connection to one sandbox (`retire`: it ended, never connect
@@ -190,14 +187,17 @@ class Kernels:
             self.close(container_id, retire=False)
 
     def _oom_kills(self, container_id: str) -> int | None:
-        reader = getattr(self._runtime, "oom_kills", None)
-        return reader(container_id) if reader else None
+        return self._backend.oom_kills(container_id)
 
     def died_of_oom(self, record: ContainerRecord, session: Session) -> bool:
         """Whether the cgroup's oom_kill counter moved since we last looked."""
         now = self._oom_kills(record.id)
         before, session.oom_kills = session.oom_kills, now
         return now is not None and before is not None and now > before
+
+
+def _endpoint(backend: Backend, record: ContainerRecord) -> KernelEndpoint:
+    return backend.kernel_endpoint(record.socket_dir, record.kernel_key)
 
 
 def max_message(settings: Settings) -> int:

@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable
 
-from jupyter_sandbox.backends import deadline_file
 from jupyter_sandbox.backends.store import ContainerRecord, Store
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.container import ContainerCreateParams, NetworkPolicyDisabled
@@ -43,11 +42,15 @@ class WarmPool:
         store: Store,
         boot: Callable[[], ContainerRecord],
         destroy: Callable[[ContainerRecord], None],
+        write_deadline: Callable[[str, float], None],
     ) -> None:
+        """`boot` makes a pooled sandbox, `destroy` ends one (a no-op once claimed), and
+        `write_deadline` moves a claimed sandbox's hard deadline (`Backend.write_deadline`)."""
         self._settings = settings
         self._store = store
         self._boot = boot
         self._destroy = destroy
+        self._write_deadline = write_deadline
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -90,8 +93,8 @@ class WarmPool:
         if record is None:
             return None
         try:
-            deadline_file.write(self._settings.deadlines_root / record.id, record.expires_at)
-        except OSError:
+            self._write_deadline(record.id, record.expires_at)
+        except Exception:
             logger.exception("could not set the deadline of claimed sandbox %s", record.id)
             self._destroy(record)
             return None

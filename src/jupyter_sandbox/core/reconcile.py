@@ -1,4 +1,4 @@
-"""Reconcile the store with the engine after a crash: mark vanished sandboxes, reap orphans."""
+"""Reconcile the store with the backend after a crash: mark vanished sandboxes, reap orphans."""
 
 from __future__ import annotations
 
@@ -9,13 +9,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jupyter_sandbox.backends import deadline_file, disk, kernel
-from jupyter_sandbox.backends.host_scan import sweep_uploads
-from jupyter_sandbox.backends.runtime.base import Runtime
-from jupyter_sandbox.backends.sandbox_files import STALE_UPLOAD_SECONDS
+from jupyter_sandbox.backends.base import Backend, Leftover
 from jupyter_sandbox.backends.store import ContainerRecord, Store
-from jupyter_sandbox.core.network import EgressService
 from jupyter_sandbox.core.pool import POOL_PROJECT
+from jupyter_sandbox.core.resources import SandboxResources
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.container import ContainerStatus
 
@@ -41,6 +38,36 @@ class ReconcileReport:
     """What happened to the egress proxy (restarted while needed, removed when idle)."""
     uploads: list[str] = field(default_factory=list)
     """Upload temporary files left by a killed process (`<sandbox id>/<name>`), removed."""
+
+    def merge(self, other: ReconcileReport) -> ReconcileReport:
+        """A report of both passes (this one's entries first)."""
+        return ReconcileReport(
+            **{name: [*getattr(self, name), *getattr(other, name)] for name in _FIELDS}
+        )
+
+    def items(self) -> list[tuple[str, list[str]]]:
+        """(field name, entries) for every field, in declaration order."""
+        return [(name, list(getattr(self, name))) for name in _FIELDS]
+
+    def __bool__(self) -> bool:
+        return any(getattr(self, name) for name in _FIELDS)
+
+    def lines(self) -> list[str]:
+        """One human line per entry of every field (`gc` and `serve` print them all)."""
+        return [f"{LABELS[name]} {item}" for name, items in self.items() for item in items]
+
+
+_FIELDS = ("marked", "removed", "socket_dirs", "storage", "egress", "uploads")
+LABELS = {
+    "marked": "marked gone",
+    "removed": "removed orphan",
+    "socket_dirs": "removed socket folder",
+    "storage": "removed storage folder",
+    "egress": "egress proxy:",
+    "uploads": "removed stale upload",
+}
+"""How `lines` introduces each field's entries."""
+_ENGINE_KINDS = ("container", "volume", "network")
 
 
 def _creator_alive(record: ContainerRecord) -> bool:
@@ -76,61 +103,34 @@ def _being_torn_down(record: ContainerRecord, now: float) -> bool:
 
 
 def reconcile(
-    settings: Settings, store: Store, runtime: Runtime, egress: EgressService | None = None
+    settings: Settings, store: Store, backend: Backend, resources: SandboxResources
 ) -> ReconcileReport:
-    """Make records and engine agree; safe while other processes use the same store."""
+    """Make records and backend agree; safe while other processes use the same store.
+
+    A sandbox found dead is ended through `resources` like any other end (so its storage,
+    file records and network go too); objects no live record owns are removed."""
     report = ReconcileReport()
-    present = set(runtime.labelled(settings.store_id)["container"])
+    present = {o.owner for o in backend.existing() if o.kind == "container"}
     now = time.time()
     for record in store.all(statuses=("initializing", "ready")):
-        status: ContainerStatus
-        if record.status == "initializing":
-            stale = now - record.created_at > 2 * settings.start_timeout
-            if _creator_alive(record) and not stale:
-                continue
-            status, error = "failed", "its creator stopped before the sandbox was ready"
-        elif record.project == POOL_PROJECT and not _creator_alive(record):
-            # Retire it only if nobody claimed it since the snapshot.
-            status, error = "terminated", "its warm pool's process stopped"
-        elif record.id in present:
+        ending = _ending(settings, backend, record, present, now)
+        if ending is None:
             continue
-        else:
-            status = "expired" if now >= record.expires_at else "terminated"
-            code = runtime.exit_code(record.id, record.created_at)
-            error = (
-                f"the sandbox's container exited (code {code})"
-                if code is not None
-                else "the container stopped outside this store's control"
-            )
+        status, error = ending
         # The same atomic transition as every other end: a racing delete, expiry or claim
         # wins or loses here, never both.
         # A create that never finished returned no id to anyone: nothing to list.
-        ended = store.end(
-            record.id,
-            status=status,
-            error=error,
-            project=record.project,
-            deleted=status == "failed",
-        )
-        if ended is None:
-            continue
-        runtime.remove(record.id)
-        kernel.remove_socket_dir(Path(record.socket_dir))
-        deadline_file.remove(settings.deadlines_root / record.id)
-        report.marked.append(record.id)
+        if resources.release(
+            record, status=status, error=error, project=record.project, deleted=status == "failed"
+        ):
+            report.marked.append(record.id)
     for record in store.all(statuses=("failed",)):
         if not record.deleted:  # left visible by an older version
             store.update(record.id, deleted=True)
             report.marked.append(record.id)
-    # Snapshot the engine and the folder first, then the records: anything a concurrent
-    # create makes after its record was inserted is then always seen as owned.
-    owners = {i for ids in runtime.labelled(settings.store_id).values() for i in ids if i}
-    root = settings.sockets_root
-    entries = list(root.iterdir()) if root.is_dir() else []
-    storage_root = settings.home / "sandboxes"
-    storage = sorted(storage_root.iterdir()) if storage_root.is_dir() else []
-    deadlines_root = settings.deadlines_root
-    deadlines = sorted(deadlines_root.iterdir()) if deadlines_root.is_dir() else []
+    # Snapshot the backend first, then the records: anything a concurrent create makes
+    # after its record was inserted is then always seen as owned.
+    leftovers = backend.existing()
     # A sandbox that ended moments ago may still be being torn down by whoever ended it:
     # leave its objects to that caller (two removals at once race on unmounts).
     live_records = [
@@ -138,35 +138,48 @@ def reconcile(
         for r in store.all()
         if r.is_live or (r.id not in report.marked and _being_torn_down(r, now))
     ]
-    live = {r.id for r in live_records}
-    for sandbox_id in sorted(owners - live):
-        runtime.remove(sandbox_id)
-        report.removed.append(sandbox_id)
-    live_dirs = {Path(r.socket_dir).name for r in live_records}
-    for entry in entries:
-        if entry.name not in live_dirs:
-            kernel.remove_socket_dir(entry)
-            report.socket_dirs.append(entry.name)
-    for folder in storage:
-        if folder.name not in live:
-            disk.remove_folder(folder)
-            report.storage.append(folder.name)
-        else:
-            uploads = disk.SandboxStorage(folder, True).uploads
-            for name in sweep_uploads(uploads, older_than=STALE_UPLOAD_SECONDS):
-                report.uploads.append(f"{folder.name}/{name}")
-    for folder in deadlines:
-        if folder.name not in live:
-            deadline_file.remove(folder)
-    if egress is not None:
-        report.egress = egress.reconcile()
-    if (
-        report.marked
-        or report.removed
-        or report.socket_dirs
-        or report.storage
-        or report.egress
-        or report.uploads
-    ):
-        logger.info("reconcile: %s", report)
+    live = {r.id for r in live_records} | {r.socket_dir for r in live_records}
+    for leftover in leftovers:
+        if leftover.owner in live:
+            if leftover.kind == "storage":
+                stale = backend.sweep_stale(leftover.owner)
+                report.uploads += [f"{leftover.owner}/{name}" for name in stale]
+            continue
+        backend.remove_leftover(leftover)
+        _report(report, leftover)
+    report.egress = backend.reconcile_network(resources.network_needed)
+    for line in report.lines():
+        logger.info("reconcile: %s", line)
     return report
+
+
+def _ending(
+    settings: Settings, backend: Backend, record: ContainerRecord, present: set[str], now: float
+) -> tuple[ContainerStatus, str] | None:
+    """How a live record ends now (status, reason), or None if it stays."""
+    if record.status == "initializing":
+        stale = now - record.created_at > 2 * settings.start_timeout
+        if _creator_alive(record) and not stale:
+            return None
+        return "failed", "its creator stopped before the sandbox was ready"
+    if record.project == POOL_PROJECT and not _creator_alive(record):
+        # Retire it only if nobody claimed it since the snapshot.
+        return "terminated", "its warm pool's process stopped"
+    if record.id in present:
+        return None
+    code = backend.exit_code(record.id, record.created_at)
+    error = (
+        f"the sandbox's container exited (code {code})"
+        if code is not None
+        else "the container stopped outside this store's control"
+    )
+    return ("expired" if now >= record.expires_at else "terminated"), error
+
+
+def _report(report: ReconcileReport, leftover: Leftover) -> None:
+    if leftover.kind in _ENGINE_KINDS:
+        report.removed.append(leftover.owner)
+    elif leftover.kind == "channel":
+        report.socket_dirs.append(leftover.name)
+    elif leftover.kind == "storage":
+        report.storage.append(leftover.name)

@@ -17,7 +17,6 @@ from typing import Any
 from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
 from jupyter_sandbox.backends.blobs import BlobStore
 from jupyter_sandbox.backends.file_store import FileStore, SkillRecord, SkillVersionRecord
-from jupyter_sandbox.backends.transfer import BinaryContent
 from jupyter_sandbox.core import ids
 from jupyter_sandbox.core.resolved_skills import ResolvedSkill as ResolvedSkill
 from jupyter_sandbox.core.resolved_skills import ResolvedSkills as ResolvedSkills
@@ -32,6 +31,7 @@ from jupyter_sandbox.core.skill_files import read_folder as read_folder
 from jupyter_sandbox.core.skill_files import read_zip as read_zip
 from jupyter_sandbox.core.validation import parse
 from jupyter_sandbox.settings import Settings
+from jupyter_sandbox.types.binary import BinaryContent
 from jupyter_sandbox.types.page import CursorPage, ListParams, invalid_after
 from jupyter_sandbox.types.skill import (
     Skill,
@@ -92,7 +92,7 @@ class SkillService:
 
     # the API
 
-    def create(self, files: Any, *, project: str = "default") -> Skill:
+    def create(self, files: Any, *, project: str) -> Skill:
         """A new skill from a folder with a SKILL.md, a zip, or a list of files (version 1)."""
         bundle, folder = read_bundle(files, self._settings)
         name, description = describe(bundle, folder)
@@ -107,10 +107,10 @@ class SkillService:
         return to_skill(skill)
 
     def create_version(
-        self, skill_id: str, files: Any, *, default: bool = False, project: str = "default"
+        self, skill_id: str, files: Any, *, default: bool = False, project: str
     ) -> SkillVersion:
         """Upload new files for a skill; `default=True` makes them the default version."""
-        skill = self.get_record(skill_id, project)
+        skill = self.get_record(skill_id, project=project)
         bundle, folder = read_bundle(files, self._settings)
         name, description = describe(bundle, folder)
         digest, size = self._blobs_put(name, bundle)
@@ -134,20 +134,20 @@ class SkillService:
     def _blobs_put(self, name: str, bundle: Bundle) -> tuple[str, int]:
         return self._store_zip(name, bundle)
 
-    def get_record(self, skill_id: str, project: str = "default") -> SkillRecord:
+    def get_record(self, skill_id: str, *, project: str) -> SkillRecord:
         """The skill, or NotFoundError."""
         record = self._records.get_skill(skill_id) if isinstance(skill_id, str) else None
         if record is None or record.project != project:
             raise NotFoundError(f"No skill found with id {skill_id!r}", param="skill_id")
         return record
 
-    def retrieve(self, skill_id: str, *, project: str = "default") -> Skill:
+    def retrieve(self, skill_id: str, *, project: str) -> Skill:
         """One skill."""
-        return to_skill(self.get_record(skill_id, project))
+        return to_skill(self.get_record(skill_id, project=project))
 
-    def update(self, skill_id: str, *, default_version: str, project: str = "default") -> Skill:
+    def update(self, skill_id: str, *, default_version: str, project: str) -> Skill:
         """Choose the default version."""
-        skill = self.get_record(skill_id, project)
+        skill = self.get_record(skill_id, project=project)
         version = self._version(skill, str(default_version), param="default_version")
         return to_skill(
             self._records.update_skill(
@@ -158,7 +158,7 @@ class SkillService:
             )
         )  # fmt: skip
 
-    def list(self, params: dict[str, Any], *, project: str = "default") -> CursorPage[Skill]:
+    def list(self, params: dict[str, Any], *, project: str) -> CursorPage[Skill]:
         """A page of skills; iterate it to walk every page."""
         query = parse(ListParams, params)
         try:
@@ -176,19 +176,17 @@ class SkillService:
         )
         return page.with_next(lambda after: self.list({**params, "after": after}, project=project))
 
-    def delete(self, skill_id: str, *, project: str = "default") -> SkillDeleted:
+    def delete(self, skill_id: str, *, project: str) -> SkillDeleted:
         """Forget a skill and every version (sandboxes that have it keep their copy)."""
-        skill = self.get_record(skill_id, project)
+        skill = self.get_record(skill_id, project=project)
         for digest in self._records.delete_skill(skill.id):
             if not self._records.blob_in_use(digest):
                 self._blobs.delete(digest)
         return SkillDeleted(id=skill.id)
 
-    def content(
-        self, skill_id: str, *, version: str | None = None, project: str = "default"
-    ) -> BinaryContent:
+    def content(self, skill_id: str, *, version: str | None = None, project: str) -> BinaryContent:
         """The zip of a version (default: the default version)."""
-        skill = self.get_record(skill_id, project)
+        skill = self.get_record(skill_id, project=project)
         record = self._version(skill, version or skill.default_version, param="version")
         return BinaryContent(self._blobs.open(record.sha256), record.bytes)
 
@@ -199,19 +197,17 @@ class SkillService:
             raise NotFoundError(f"Skill {skill.id} has no version {version!r}", param=param)
         return record
 
-    def retrieve_version(
-        self, skill_id: str, version: str, *, project: str = "default"
-    ) -> SkillVersion:
+    def retrieve_version(self, skill_id: str, version: str, *, project: str) -> SkillVersion:
         """One version."""
         return to_version(
-            self._version(self.get_record(skill_id, project), str(version), param="version")
+            self._version(self.get_record(skill_id, project=project), str(version), param="version")
         )
 
     def list_versions(
-        self, skill_id: str, params: dict[str, Any], *, project: str = "default"
+        self, skill_id: str, params: dict[str, Any], *, project: str
     ) -> CursorPage[SkillVersion]:
         """A page of a skill's versions, newest first by default."""
-        skill = self.get_record(skill_id, project)
+        skill = self.get_record(skill_id, project=project)
         query = parse(ListParams, params)
         try:
             records, more = self._records.skill_versions_page(
@@ -230,11 +226,9 @@ class SkillService:
             lambda after: self.list_versions(skill_id, {**params, "after": after}, project=project)
         )
 
-    def delete_version(
-        self, skill_id: str, version: str, *, project: str = "default"
-    ) -> SkillVersionDeleted:
+    def delete_version(self, skill_id: str, version: str, *, project: str) -> SkillVersionDeleted:
         """Forget one version (not the only one; the default moves to the latest left)."""
-        skill = self.get_record(skill_id, project)
+        skill = self.get_record(skill_id, project=project)
         record = self._version(skill, str(version), param="version")
         page, _ = self._records.skill_versions_page(skill.id, limit=2, order="desc", after=None)
         if len(page) < 2:
@@ -261,7 +255,7 @@ class SkillService:
 
     # sandboxes
 
-    def resolve(self, skills: SkillSpecs, *, project: str = "default") -> ResolvedSkills:
+    def resolve(self, skills: SkillSpecs, *, project: str) -> ResolvedSkills:
         """Check every skill a create asks for and load its files (before anything starts)."""
         params = parse(SkillParams, {"skills": skills})
         resolved: ResolvedSkills = []

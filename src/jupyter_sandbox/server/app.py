@@ -62,7 +62,8 @@ async def _maintain(state: ServerState, client: Client) -> None:
             # Once soon after start too: engine calls that a killed predecessor left in flight
             # (a container still being created) land after the start-up reconcile.
             if sweeps == 1 or sweeps % RECONCILE_EVERY == 0:
-                await run(client.reconcile)
+                for line in (await run(client.reconcile)).lines():
+                    logger.info("reconcile: %s", line)
         except APIError as exc:
             logger.warning("maintenance pass failed: %s", exc)
 
@@ -89,12 +90,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = await run(Client, settings=settings)
         report = client._unreported
-        if report is not None and (report.marked or report.removed):
-            logger.info(
-                "start-up reconcile: %d record(s) marked, %d orphan(s) removed",
-                len(report.marked),
-                len(report.removed),
-            )
+        for line in report.lines() if report is not None else []:
+            logger.info("start-up reconcile: %s", line)
         state.client = client
         app.state.responses = ResponsesService(settings)
         try:

@@ -1,15 +1,14 @@
-"""What the core needs from a container runtime."""
+"""What the Docker backend asks its container runtime for: one container's full spec."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 
 @dataclass(frozen=True)
-class SandboxSpec:
-    """Everything needed to start one hardened sandbox container."""
+class ContainerSpec:
+    """Everything needed to start one hardened sandbox container (host paths included)."""
 
     container_id: str
     image: str
@@ -46,56 +45,3 @@ class SandboxNetworkSpec:
     ca_bundle: str | None = None
     """domain_secrets only: host file bound read-only over the system CA bundle (the system
     CAs and the sandbox's own egress CA); see `ca_bundle_mounts`."""
-
-
-@dataclass(frozen=True)
-class SandboxState:
-    """What the engine says about a sandbox container."""
-
-    docker_id: str
-    running: bool
-    oom_kills: int | None
-    """The cgroup's oom_kill counter, when the host can read it."""
-
-
-class Runtime(Protocol):
-    """Starts, signals, inspects and removes sandbox containers."""
-
-    def start(self, spec: SandboxSpec) -> str:
-        """Create and start the container; return the engine's id. Fails closed."""
-        ...
-
-    def state(self, container_id: str) -> SandboxState | None:
-        """The container's state, or None if it is gone."""
-        ...
-
-    def oom_kills(self, container_id: str) -> int | None:
-        """The container's cumulative count of out-of-memory kills, if the host can read it."""
-        ...
-
-    def logs(
-        self, container_id: str, since: float, *, tail: int = ..., max_bytes: int = ...
-    ) -> str:
-        """The supervisor's and kernel's own output since `since` (epoch seconds): the last
-        `tail` lines, at most `max_bytes`."""
-        ...
-
-    def signal(self, container_id: str, signal: str) -> None:
-        """Send a signal to the container's supervisor (SIGINT interrupts, SIGUSR1 restarts)."""
-        ...
-
-    def remove(self, container_id: str) -> None:
-        """Remove the container and its volumes; idempotent."""
-        ...
-
-    def labelled(self, store_id: str) -> dict[str, list[str]]:
-        """Sandbox ids that own labelled objects of this store, by kind (container, volume)."""
-        ...
-
-    def running(self, store_id: str) -> set[str]:
-        """Ids of this store's sandboxes whose container is running."""
-        ...
-
-    def exit_code(self, container_id: str, since: float) -> int | None:
-        """The container's exit code after `since` (epoch seconds), if the engine knows it."""
-        ...

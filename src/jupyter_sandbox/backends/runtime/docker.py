@@ -20,7 +20,8 @@ from jupyter_sandbox._exceptions import (
     NotFoundError,
 )
 from jupyter_sandbox.backends import deadline_file, labels
-from jupyter_sandbox.backends.runtime.base import SandboxNetworkSpec, SandboxSpec, SandboxState
+from jupyter_sandbox.backends.base import SandboxState
+from jupyter_sandbox.backends.runtime.base import ContainerSpec, SandboxNetworkSpec
 from jupyter_sandbox.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -85,10 +86,10 @@ class DockerRuntime:
         self._api = self.engine.api
         self._cgroup_files: dict[str, Path | None] = {}
 
-    def start(self, spec: SandboxSpec) -> str:
+    def start(self, spec: ContainerSpec) -> str:
         """Create and start the container; any failure removes what was made."""
         settings = self._settings
-        name = _container_name(spec.container_id)
+        name = container_name(spec.container_id)
         try:
             with docker_errors(f"creating sandbox {spec.container_id}"):
                 for role in _WRITABLE_DIRS if spec.host_dirs is None else ():
@@ -178,7 +179,7 @@ class DockerRuntime:
         """The container's state, or None once it is gone."""
         try:
             with docker_errors(f"inspecting sandbox {container_id}"):
-                info = self._api.inspect_container(_container_name(container_id))
+                info = self._api.inspect_container(container_name(container_id))
         except NotFoundError:
             return None
         docker_id = str(info["Id"])
@@ -210,7 +211,7 @@ class DockerRuntime:
         `since`; empty once gone."""
         try:
             with docker_errors(f"reading the log of sandbox {container_id}"):
-                raw = self._api.logs(_container_name(container_id), tail=tail, since=since)
+                raw = self._api.logs(container_name(container_id), tail=tail, since=since)
         except (NotFoundError, InternalServerError):  # gone, or being removed
             return ""
         return bytes(raw)[-max_bytes:].decode("utf-8", "replace")
@@ -218,11 +219,11 @@ class DockerRuntime:
     def signal(self, container_id: str, signal: str) -> None:
         """Send a signal to PID 1, the supervisor (sandbox-init)."""
         with docker_errors(f"signalling sandbox {container_id}"):
-            self._api.kill(_container_name(container_id), signal=signal)
+            self._api.kill(container_name(container_id), signal=signal)
 
     def remove(self, container_id: str) -> None:
         """Remove the container and its volumes; safe to call twice or on nothing."""
-        name = _container_name(container_id)
+        name = container_name(container_id)
         with docker_errors(f"removing sandbox {container_id}"):
             try:
                 self._api.remove_container(name, force=True, v=True)
@@ -237,7 +238,7 @@ class DockerRuntime:
             self._remove_network(network_name(container_id))
         self._cgroup_files.pop(container_id, None)
 
-    def _networking_config(self, spec: SandboxSpec) -> dict[str, Any] | None:
+    def _networking_config(self, spec: ContainerSpec) -> dict[str, Any] | None:
         """An allowlist sandbox's fixed address on its own network (the proxy trusts it)."""
         if spec.network is None:
             return None
@@ -292,7 +293,7 @@ class DockerRuntime:
                 events = self._api.events(  # type: ignore[call-overload]  # until: str ok
                     since=int(since) - 1,
                     until=f"{time.time():.3f}",  # now: the stream ends at once
-                    filters={"container": _container_name(container_id), "event": "die"},
+                    filters={"container": container_name(container_id), "event": "die"},
                     decode=True,
                 )
                 codes = [
@@ -325,7 +326,7 @@ class DockerRuntime:
         }
 
 
-def _writable_mounts(spec: SandboxSpec) -> list[Mount]:
+def _writable_mounts(spec: ContainerSpec) -> list[Mount]:
     """/mnt/data and /workspace: the capped disk's folders, or else volumes; skills read-only."""
     if spec.host_dirs is None:
         mounts = [
@@ -342,7 +343,7 @@ def _writable_mounts(spec: SandboxSpec) -> list[Mount]:
     return mounts
 
 
-def _network_mounts(spec: SandboxSpec) -> list[Mount]:
+def _network_mounts(spec: ContainerSpec) -> list[Mount]:
     """An allowlist sandbox gets a resolv.conf with no nameserver: names resolve nowhere."""
     if spec.network is None:
         return []
@@ -352,7 +353,7 @@ def _network_mounts(spec: SandboxSpec) -> list[Mount]:
     ]
 
 
-# --- domain_secrets hook (kept apart for the Backend refactor): the sandbox's CA bundle ---
+# --- domain_secrets: the sandbox's CA bundle ---
 CA_BUNDLE_PATHS = ("/etc/ssl/certs/ca-certificates.crt",)
 """Where the kernel image keeps its system CA bundle (Debian's, which curl, pip and
 SSL_CERT_FILE read); a sandbox with domain secrets sees its own bundle there."""
@@ -370,7 +371,8 @@ def network_name(container_id: str) -> str:
     return f"jsbx-{container_id}-net"
 
 
-def _container_name(container_id: str) -> str:
+def container_name(container_id: str) -> str:
+    """The Docker name of a sandbox's container."""
     return f"jsbx-{container_id}"
 
 

@@ -11,9 +11,9 @@ from starlette.responses import StreamingResponse
 
 from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox.backends.blobs import CHUNK
-from jupyter_sandbox.backends.transfer import BinaryContent
 from jupyter_sandbox.server import strict_json
 from jupyter_sandbox.server.state import run
+from jupyter_sandbox.types.binary import BinaryContent
 
 Order = Annotated[
     Literal["asc", "desc"], Query(description="By creation time; default newest first.")

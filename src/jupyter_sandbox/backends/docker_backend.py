@@ -1,0 +1,316 @@
+"""`DockerBackend`: the `Backend` of one local Docker engine (one hardened container per
+sandbox), built from the runtime, the disks, the egress networks and the kernel channel.
+
+Everything host-specific lives here and below: the socket folder (`sockets_root`), the
+deadline folder (`deadlines_root`), the storage folder (`home/sandboxes`), container and
+network names. Core sees only `backends.base`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import docker
+
+from jupyter_sandbox.backends import deadline_file, kernel
+from jupyter_sandbox.backends.base import (
+    CHANNELS,
+    KernelChannel,
+    KernelEndpoint,
+    Leftover,
+    NetworkGrant,
+    SandboxFiles,
+    SandboxSpec,
+    SandboxState,
+    StorageGrant,
+)
+from jupyter_sandbox.backends.disk import Disks, SandboxStorage, remove_folder
+from jupyter_sandbox.backends.egress import EgressProxy
+from jupyter_sandbox.backends.egress_network import EgressNetworks, NetworkAttachment
+from jupyter_sandbox.backends.engine_files import EngineFiles
+from jupyter_sandbox.backends.host_files import HostFiles
+from jupyter_sandbox.backends.host_scan import sweep_uploads
+from jupyter_sandbox.backends.runtime.base import ContainerSpec, SandboxNetworkSpec
+from jupyter_sandbox.backends.runtime.docker import (
+    KERNEL_MOUNT,
+    LOG_TAIL_BYTES,
+    LOG_TAIL_LINES,
+    SANDBOX_UID,
+    DockerRuntime,
+    container_name,
+)
+from jupyter_sandbox.backends.sandbox_files import STALE_UPLOAD_SECONDS
+from jupyter_sandbox.settings import Settings
+from jupyter_sandbox.types.container import NetworkPolicyAllowlist
+from jupyter_sandbox.types.egress import EgressDecision
+
+_ENGINE_KINDS = ("container", "volume", "network")
+
+
+class DockerBackend:
+    """Sandboxes as hardened containers on the Docker engine named by the environment.
+
+    Args:
+        settings: the store's settings (the `runtime` setting picks the OCI runtime).
+        engine: an open docker client to use (default: one from DOCKER_HOST; closed by
+            `close` only when made here).
+    """
+
+    name = "docker"
+
+    def __init__(self, settings: Settings, engine: docker.DockerClient | None = None) -> None:
+        self.settings = settings
+        self._owns_engine = engine is None
+        self.runtime = DockerRuntime(settings, engine)
+        self.engine = self.runtime.engine
+        try:
+            self.disks = Disks(settings)
+        except BaseException:
+            self.close()
+            raise
+        self.egress = EgressNetworks(settings, EgressProxy(settings, self.engine))
+
+    # --- the sandbox itself -------------------------------------------------------------
+    def start(self, spec: SandboxSpec) -> str:
+        """Start the container; a failure removes what was made."""
+        return self.runtime.start(
+            ContainerSpec(
+                container_id=spec.sandbox_id,
+                image=spec.image,
+                memory_bytes=spec.memory_bytes,
+                socket_dir=Path(spec.channel),
+                deadline=spec.deadline,
+                labels=spec.labels,
+                environment=spec.environment,
+                host_dirs=self._host_dirs(spec.storage),
+                skills_dir=(
+                    str(spec.storage.skills_folder)
+                    if spec.storage is not None and spec.mount_skills
+                    else None
+                ),
+                network=_network_spec(spec.network),
+                deadline_dir=self._deadline_dir(spec.sandbox_id),
+            )
+        )
+
+    def _host_dirs(self, storage: StorageGrant | None) -> dict[str, str] | None:
+        if storage is None or storage.kind != "loop":
+            return None
+        dirs = self._storage(storage.sandbox_id).host_dirs()
+        assert dirs is not None  # a loop storage has host folders
+        return {path: str(folder) for path, folder in dirs.items()}
+
+    def state(self, sandbox_id: str) -> SandboxState | None:
+        """The container's state, or None once it is gone."""
+        return self.runtime.state(sandbox_id)
+
+    def oom_kills(self, sandbox_id: str) -> int | None:
+        """The container cgroup's oom_kill counter."""
+        return self.runtime.oom_kills(sandbox_id)
+
+    def logs(
+        self,
+        sandbox_id: str,
+        since: float,
+        *,
+        tail: int = LOG_TAIL_LINES,
+        max_bytes: int = LOG_TAIL_BYTES,
+    ) -> str:
+        """The container's capped log since `since`."""
+        return self.runtime.logs(sandbox_id, since, tail=tail, max_bytes=max_bytes)
+
+    def signal(self, sandbox_id: str, signal: str) -> None:
+        """Signal PID 1 (sandbox-init)."""
+        self.runtime.signal(sandbox_id, signal)
+
+    def exit_code(self, sandbox_id: str, since: float) -> int | None:
+        """The container's last exit code after `since`, from the engine's events."""
+        return self.runtime.exit_code(sandbox_id, since)
+
+    def remove(self, sandbox_id: str) -> None:
+        """Remove the container, its volumes and its network; idempotent."""
+        self.runtime.remove(sandbox_id)
+
+    def running_sandboxes(self) -> set[str]:
+        """This store's sandboxes whose container runs."""
+        return self.runtime.running(self.settings.store_id)
+
+    def existing(self) -> list[Leftover]:
+        """Labelled engine objects (one entry per sandbox: its container if it has one),
+        socket folders, storage folders and deadline folders of this store."""
+        found: list[Leftover] = []
+        engine: dict[str, str] = {}
+        labelled = self.runtime.labelled(self.settings.store_id)
+        for kind in _ENGINE_KINDS:
+            for owner in labelled.get(kind, []):
+                if owner:
+                    engine.setdefault(owner, kind)
+        found += [Leftover(kind, owner, owner) for owner, kind in engine.items()]
+        found += [
+            Leftover("channel", str(entry), entry.name) for entry in _entries(self._sockets_root)
+        ]
+        found += [Leftover("storage", f.name, f.name) for f in self.disks.entries()]
+        found += [
+            Leftover("deadline", f.name, f.name) for f in _entries(self.settings.deadlines_root)
+        ]
+        return found
+
+    def remove_leftover(self, leftover: Leftover) -> None:
+        """Remove one object `existing` reported (an engine kind: all of the sandbox's)."""
+        if leftover.kind in _ENGINE_KINDS:
+            self.runtime.remove(leftover.owner)
+        elif leftover.kind == "channel":
+            kernel.remove_socket_dir(self._sockets_root / leftover.name)
+        elif leftover.kind == "storage":
+            remove_folder(self.disks.folder(leftover.owner))
+        elif leftover.kind == "deadline":
+            deadline_file.remove(self._deadline_dir(leftover.owner))
+
+    def sweep_stale(self, sandbox_id: str) -> list[str]:
+        """Upload temporary files of a killed process, on a live sandbox's disk."""
+        uploads = SandboxStorage(self.disks.folder(sandbox_id), True).uploads
+        return sweep_uploads(uploads, older_than=STALE_UPLOAD_SECONDS)
+
+    # --- the kernel channel ---------------------------------------------------------------
+    @property
+    def _sockets_root(self) -> Path:
+        return self.settings.sockets_root
+
+    def channel_location(self, sandbox_id: str) -> str:
+        """`<sockets_root>/<12 characters of the id>` (a socket path must stay short)."""
+        return str(self._sockets_root / sandbox_id[5:17])
+
+    def create_channel(self, location: str, key: str) -> None:
+        """The private socket folder (a 1 MiB tmpfs as root) and its connection file."""
+        kernel.create_socket_dir(Path(location), key, KERNEL_MOUNT, SANDBOX_UID)
+
+    def remove_channel(self, location: str) -> None:
+        """Unmount and delete the socket folder; idempotent."""
+        kernel.remove_socket_dir(Path(location))
+
+    def kernel_endpoint(self, location: str, key: str) -> KernelEndpoint:
+        """ipc sockets `<location>/k-1` ... `k-5`, owned by the sandbox user."""
+        return KernelEndpoint(
+            transport="ipc",
+            ip=f"{location}/{kernel.SOCKET_PREFIX}",
+            ports={name: index + 1 for index, name in enumerate(CHANNELS)},
+            key=key,
+            folder=Path(location),
+            uid=SANDBOX_UID,
+        )
+
+    def kernel_listening(self, endpoint: KernelEndpoint) -> bool:
+        """Whether the heartbeat socket accepts a connection."""
+        return kernel.kernel_listening(*_ipc(endpoint))
+
+    def connect_kernel(self, endpoint: KernelEndpoint, max_message: int) -> KernelChannel:
+        """A ZeroMQ connection over the ipc sockets (each `lstat`ed before it is dialled)."""
+        folder, uid = _ipc(endpoint)
+        return kernel.KernelConnection(folder, endpoint.key, uid, max_message)
+
+    def reset_channel(self, endpoint: KernelEndpoint) -> None:
+        """Delete the old kernel's socket files."""
+        kernel.clear_sockets(_ipc(endpoint)[0])
+
+    # --- the hard deadline ----------------------------------------------------------------
+    def _deadline_dir(self, sandbox_id: str) -> Path:
+        return self.settings.deadlines_root / sandbox_id
+
+    def write_deadline(self, sandbox_id: str, deadline: float) -> None:
+        """Atomically replace the deadline file the supervisor rereads."""
+        deadline_file.write(self._deadline_dir(sandbox_id), deadline)
+
+    def remove_deadline(self, sandbox_id: str) -> None:
+        """Delete the deadline folder; idempotent."""
+        deadline_file.remove(self._deadline_dir(sandbox_id))
+
+    # --- storage and files ----------------------------------------------------------------
+    def _storage(self, sandbox_id: str) -> SandboxStorage:
+        return SandboxStorage(self.disks.folder(sandbox_id), True)
+
+    def create_storage(self, sandbox_id: str) -> StorageGrant:
+        """The capped disk image (loop mode) or a folder for skills beside volumes."""
+        storage = self.disks.create(sandbox_id)
+        return StorageGrant(
+            sandbox_id=sandbox_id,
+            kind="loop" if storage.is_capped else "volume",
+            skills_folder=storage.skills,
+            files_before_start=storage.is_capped,
+        )
+
+    def remove_storage(self, sandbox_id: str) -> None:
+        """Unmount and delete the storage folder; idempotent."""
+        self.disks.remove(sandbox_id)
+
+    def files(self, sandbox_id: str, storage_kind: str | None) -> SandboxFiles:
+        """`HostFiles` on the mounted disk (loop), else `EngineFiles` (archive API)."""
+        if storage_kind == "loop":
+            storage = self._storage(sandbox_id)
+            roots = storage.host_dirs()
+            assert roots is not None
+            return HostFiles(roots, uploads=storage.uploads, disk_limit=self.settings.disk_limit)
+        return EngineFiles(
+            self.engine,
+            container_name(sandbox_id),
+            spool=self.settings.home / "blobs" / "tmp",
+        )
+
+    # --- network ------------------------------------------------------------------------
+    def check_network(self, policy: NetworkPolicyAllowlist) -> None:
+        """Domain secrets need root (squid's files must be its own)."""
+        self.egress.check(policy)
+
+    def attach_network(
+        self,
+        sandbox_id: str,
+        policy: NetworkPolicyAllowlist,
+        labels: dict[str, str],
+        deadline: float,
+    ) -> NetworkGrant:
+        """The sandbox's own internal network, with the proxy on it."""
+        attachment = self.egress.attach(sandbox_id, policy, labels, deadline)
+        return NetworkGrant(sandbox_id, attachment.environment, attachment)
+
+    def release_network(self, sandbox_id: str, needed: Callable[[], set[str]]) -> None:
+        """Drop the sandbox's list and secrets; the proxy goes with the last one."""
+        self.egress.release(sandbox_id, needed)
+
+    def reconcile_network(self, needed: Callable[[], set[str]]) -> list[str]:
+        """Proxy up while needed, gone otherwise."""
+        return self.egress.reconcile(needed)
+
+    def egress_log(self, sandbox_id: str) -> list[EgressDecision]:
+        """The proxy's decisions about the sandbox."""
+        return self.egress.log(sandbox_id)
+
+    def close(self) -> None:
+        """Close the engine connection if this backend opened it."""
+        if self._owns_engine:
+            self.engine.close()
+
+
+def _network_spec(grant: NetworkGrant | None) -> SandboxNetworkSpec | None:
+    if grant is None:
+        return None
+    attachment = grant.handle
+    if not isinstance(attachment, NetworkAttachment):
+        raise TypeError("a NetworkGrant not made by this backend")
+    return SandboxNetworkSpec(
+        name=attachment.network.name,
+        address=attachment.network.sandbox_ip,
+        dns=attachment.network.proxy_ip,
+        resolv_conf=attachment.resolv_conf,
+        ca_bundle=attachment.ca_bundle,
+    )
+
+
+def _ipc(endpoint: KernelEndpoint) -> tuple[Path, int]:
+    """The socket folder and owner of an ipc endpoint (this backend makes no other kind)."""
+    if endpoint.transport != "ipc" or endpoint.folder is None or endpoint.uid is None:
+        raise TypeError(f"not an ipc endpoint of this backend: {endpoint.transport}")
+    return endpoint.folder, endpoint.uid
+
+
+def _entries(root: Path) -> list[Path]:
+    return sorted(root.iterdir()) if root.is_dir() else []
