@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,7 +41,7 @@ def make_api(backend_name: str, home: Path, test_label: str) -> Iterator[Callabl
     made: list[Client] = []
     local: list[LocalBackend] = []
 
-    def make(**settings: object) -> Client:
+    def make(**settings: Any) -> Client:
         if backend_name == "docker":
             made.append(Client(home=home, extra_labels={TEST_LABEL: test_label}, **settings))
         else:
