@@ -129,18 +129,25 @@ class FakeBackend:
         self.networks: set[str] = set()
         self.calls: list[tuple[str, str]] = []
         self.failures: dict[str, BaseException] = {}
+        self.failure_subjects: dict[str, str] = {}
         self.executed: list[str] = []
         self.script: Script = ok_script
         self.network_reconciles = 0
 
     # --- test controls --------------------------------------------------------------------
-    def fail_next(self, method: str, error: BaseException) -> None:
-        """Make the next call of `method` raise `error`."""
+    def fail_next(self, method: str, error: BaseException, subject: str | None = None) -> None:
+        """Make the next call of `method` (about `subject`, if given) raise `error`."""
         self.failures[method] = error
+        if subject is not None:
+            self.failure_subjects[method] = subject
 
     def called(self, method: str, subject: str) -> None:
         self.calls.append((method, subject))
+        wanted = self.failure_subjects.get(method)
+        if wanted is not None and wanted != subject:
+            return
         error = self.failures.pop(method, None)
+        self.failure_subjects.pop(method, None)
         if error is not None:
             raise error
 
