@@ -451,3 +451,50 @@ def test_proxy_lifecycle_restart_and_removal(egress_client: Client, lab: Lab) ->
         capture_output=True, text=True,
     )  # fmt: skip
     assert networks.stdout.strip() == ""
+
+
+def _network_exists(name: str) -> bool:
+    found = subprocess.run(
+        ["docker", "network", "ls", "-q", "--filter", f"name=^{name}$"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return found.stdout.strip() != ""
+
+
+def test_reconcile_of_a_dead_allowlist_sandbox_releases_its_network(egress_client: Client) -> None:
+    """A sandbox killed outside our control is ended by reconcile through the one resource
+    owner: its own network, its allowlist on the proxy, its storage and file records, and
+    the proxy (no other allowlist sandbox needs it) all go."""
+    from jupyter_sandbox.backends.file_store import FileStore
+
+    client = egress_client
+    container = client.containers.create(
+        name="dies", network_policy={"type": "allowlist", "allowed_domains": ["allowed.test"]}
+    )
+    client.containers.files.create(container.id, file=b"x", path="/mnt/data/x.txt")
+    network = f"jsbx-{container.id}-net"
+    proxy = f"jsbx-egress-{client.settings.store_id}"
+    policies = client.settings.home / "egress" / "config" / "policies"
+    assert _network_exists(network)
+    assert len(list(policies.glob("*.json"))) == 1
+    subprocess.run(["docker", "kill", f"jsbx-{container.id}"], capture_output=True, check=True)
+    deadline = time.monotonic() + 30
+    while client._backend.state(container.id) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)  # auto-removed once it exits
+    assert _network_exists(network)  # nothing of ours has looked yet
+
+    report = client.reconcile()
+
+    assert container.id in report.marked
+    record = client._store.get(container.id)
+    assert record is not None
+    assert record.status == "terminated"
+    assert not _network_exists(network)
+    assert list(policies.glob("*.json")) == []
+    assert FileStore(client._store).container_files(container.id) == {}
+    assert not (client.settings.home / "sandboxes" / container.id).exists()
+    gone = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"name=^{proxy}$"], capture_output=True, text=True
+    )
+    assert gone.stdout.strip() == ""
+    assert client.reconcile().marked == []  # once only

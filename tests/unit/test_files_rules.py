@@ -19,7 +19,9 @@ from jupyter_sandbox.backends.file_store import FileStore
 from jupyter_sandbox.backends.host_files import HostFiles
 from jupyter_sandbox.backends.store import Store
 from jupyter_sandbox.core.files import FileService
-from jupyter_sandbox.core.skills import SkillService, check_relative, front_matter, install
+from jupyter_sandbox.core.resolved_skills import install
+from jupyter_sandbox.core.skill_files import check_relative, front_matter
+from jupyter_sandbox.core.skills import SkillService
 from jupyter_sandbox.types.container_file import ContainerFile, check_path
 from jupyter_sandbox.types.skill import InlineSkill, SkillParams, SkillReference
 
@@ -93,25 +95,27 @@ def test_files_create_list_page_content_delete(
     files, _ = services
     local = tmp_path / "data.csv"
     local.write_bytes(b"a,b\n1,2\n")
-    made = [files.create(local, purpose="user_data") for _ in range(3)]
+    made = [files.create(local, purpose="user_data", project="default") for _ in range(3)]
     assert made[0].id.startswith("file-")
     assert made[0].filename == "data.csv"
     assert made[0].bytes == 8
-    listed = files.list({"limit": 2})
+    listed = files.list({"limit": 2}, project="default")
     assert len(listed.data) == 2
     assert listed.has_more
     assert [f.id for f in listed] == [f.id for f in reversed(made)]  # auto-paging, newest first
-    assert files.content(made[0].id).read() == b"a,b\n1,2\n"
-    files.delete(made[0].id)
+    assert files.content(made[0].id, project="default").read() == b"a,b\n1,2\n"
+    files.delete(made[0].id, project="default")
     with pytest.raises(NotFoundError):
-        files.retrieve(made[0].id)
-    assert files.content(made[1].id).read() == b"a,b\n1,2\n"  # the shared blob stays
+        files.retrieve(made[0].id, project="default")
+    assert (
+        files.content(made[1].id, project="default").read() == b"a,b\n1,2\n"
+    )  # the shared blob stays
     with pytest.raises(RequestTooLargeError):
-        files.create(("big.bin", b"x" * 1001), purpose="user_data")
+        files.create(("big.bin", b"x" * 1001), purpose="user_data", project="default")
     with pytest.raises(BadRequestError):
-        files.create(local, purpose="nonsense")
+        files.create(local, purpose="nonsense", project="default")
     with pytest.raises(BadRequestError):
-        files.create(str(local), purpose="user_data")
+        files.create(str(local), purpose="user_data", project="default")
 
 
 def test_host_files_refuse_links_fifos_and_escape(tmp_path: Path) -> None:
@@ -215,22 +219,27 @@ def test_skills_from_folder_list_and_zip(
     folder.mkdir()
     (folder / "SKILL.md").write_text("---\nname: csv-tools\ndescription: CSV\n---\n")
     (folder / "tool.py").write_text("X = 1\n")
-    made = skills.create(folder)
+    made = skills.create(folder, project="default")
     assert (made.name, made.description, made.default_version) == ("csv-tools", "CSV", "1")
-    second = skills.create_version(made.id, [folder / "SKILL.md", folder / "tool.py"])
+    second = skills.create_version(
+        made.id, [folder / "SKILL.md", folder / "tool.py"], project="default"
+    )
     assert second.version == "2"
-    assert skills.retrieve(made.id).latest_version == "2"
-    assert skills.retrieve(made.id).default_version == "1"
-    assert [v.version for v in skills.list_versions(made.id, {})] == ["2", "1"]
-    with zipfile.ZipFile(io.BytesIO(skills.content(made.id).read())) as archive:
+    assert skills.retrieve(made.id, project="default").latest_version == "2"
+    assert skills.retrieve(made.id, project="default").default_version == "1"
+    assert [v.version for v in skills.list_versions(made.id, {}, project="default")] == ["2", "1"]
+    with zipfile.ZipFile(io.BytesIO(skills.content(made.id, project="default").read())) as archive:
         assert sorted(archive.namelist()) == ["csv-tools/SKILL.md", "csv-tools/tool.py"]
-    zipped = skills.create(("pack.zip", _zip({"pack/SKILL.md": b"---\nname: pack\n---\n"})))
+    zipped = skills.create(
+        ("pack.zip", _zip({"pack/SKILL.md": b"---\nname: pack\n---\n"})), project="default"
+    )
     assert zipped.name == "pack"
     resolved = skills.resolve(
         [
             {"skill_id": made.id},
             {"type": "inline", "source": {"files": [{"path": "helper.py", "content": "y=2"}]}},
-        ]
+        ],
+        project="default",
     )
     target = tmp_path / "installed"
     target.mkdir()
@@ -238,9 +247,9 @@ def test_skills_from_folder_list_and_zip(
     assert [s.path for s in installed] == ["/mnt/skills/csv-tools", "/mnt/skills/inline-1"]
     assert installed[0].skill_md == "/mnt/skills/csv-tools/SKILL.md"
     assert (target / "inline-1" / "helper.py").read_text() == "y=2"
-    skills.delete(made.id)
+    skills.delete(made.id, project="default")
     with pytest.raises(NotFoundError):
-        skills.resolve([{"skill_id": made.id}])
+        skills.resolve([{"skill_id": made.id}], project="default")
 
 
 @pytest.mark.parametrize(
@@ -266,7 +275,7 @@ def test_inline_zip_skills_are_checked(
         "source": {"type": "base64", "media_type": "application/zip", "data": data},
     }
     with pytest.raises(BadRequestError, match=message) as caught:
-        skills.resolve([inline])
+        skills.resolve([inline], project="default")
     assert caught.value.param == "skills"
 
 
@@ -276,6 +285,6 @@ def test_duplicate_and_bad_inline_names_are_refused(
     _, skills = services
     inline = {"type": "inline", "source": {"files": [{"path": "a.py", "content": ""}]}}
     with pytest.raises(BadRequestError, match="two skills"):
-        skills.resolve([{**inline, "name": "same"}, {**inline, "name": "same"}])
+        skills.resolve([{**inline, "name": "same"}, {**inline, "name": "same"}], project="default")
     with pytest.raises(BadRequestError):
-        skills.resolve([{**inline, "name": "../up"}])
+        skills.resolve([{**inline, "name": "../up"}], project="default")

@@ -22,7 +22,7 @@ def test_recipe_hash_is_16_hex_digits_and_stable() -> None:
     assert images.recipe_hash() == images.recipe_hash()
 
 
-@pytest.mark.parametrize("name", images.RECIPE_FILES)
+@pytest.mark.parametrize("name", kernel_recipe.RECIPE_FILES)
 def test_recipe_hash_changes_when_a_file_changes(name: str) -> None:
     recipe = kernel_recipe.recipe_files()
     changed = {**recipe, name: recipe[name] + b"\n"}
@@ -40,7 +40,7 @@ def test_recipe_hash_tells_file_boundaries_apart() -> None:
 
 
 def test_package_list() -> None:
-    packages = images.parse_packages(kernel_recipe.recipe_files()["packages.txt"].decode())
+    packages = kernel_recipe.parse_packages(kernel_recipe.recipe_files()["packages.txt"].decode())
     assert packages == [
         "python3",
         "python3-ipykernel",
@@ -52,14 +52,14 @@ def test_package_list() -> None:
 
 
 def test_parse_packages_skips_comments_and_blanks() -> None:
-    assert images.parse_packages("# head\n\n tini  # init\npython3\n") == ["tini", "python3"]
+    assert kernel_recipe.parse_packages("# head\n\n tini  # init\npython3\n") == ["tini", "python3"]
 
 
 def test_base_tag_depends_on_the_packages_not_their_order() -> None:
-    tag = images.base_image_tag(["python3", "tini"])
+    tag = kernel_recipe.base_image_tag(["python3", "tini"])
     assert tag.startswith("jupyter-sandbox-base:")
-    assert images.base_image_tag(["tini", "python3"]) == tag
-    assert images.base_image_tag(["python3"]) != tag
+    assert kernel_recipe.base_image_tag(["tini", "python3"]) == tag
+    assert kernel_recipe.base_image_tag(["python3"]) != tag
 
 
 def test_kernel_dockerfile() -> None:

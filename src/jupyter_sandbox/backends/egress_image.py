@@ -25,9 +25,9 @@ import docker.errors
 
 from jupyter_sandbox._exceptions import APIConnectionError
 from jupyter_sandbox._version import __version__
-from jupyter_sandbox.backends import image_build, images
-from jupyter_sandbox.backends.build_progress import NullProgress
-from jupyter_sandbox.backends.images import BuildProgress, ImageStatus
+from jupyter_sandbox.backends import image_build, kernel_recipe
+from jupyter_sandbox.backends.build_progress import BuildProgress, NullProgress, RichBuildProgress
+from jupyter_sandbox.backends.images import ImageStatus
 from jupyter_sandbox.settings import Settings
 
 __all__ = [
@@ -79,7 +79,7 @@ def egress_recipe_hash() -> str:
     digest = hashlib.sha256()
     for part in [
         EGRESS_REPOSITORY.encode(),
-        *(o.encode() for o in images.BOOTSTRAP_OPTIONS),
+        *(o.encode() for o in kernel_recipe.BOOTSTRAP_OPTIONS),
         *(item for name in sorted(recipe) for item in (name.encode(), recipe[name])),
     ]:
         digest.update(len(part).to_bytes(8, "big"))
@@ -95,7 +95,9 @@ def egress_image_status(docker_client: docker.DockerClient, tag: str) -> ImageSt
         return ImageStatus(tag, exists=False, up_to_date=False, size_bytes=None, recipe_hash=None)
     except docker.errors.DockerException as exc:
         raise APIConnectionError(f"Docker engine unreachable: {exc}") from exc
-    label = ((image.attrs.get("Config") or {}).get("Labels") or {}).get(images.RECIPE_HASH_LABEL)
+    label = ((image.attrs.get("Config") or {}).get("Labels") or {}).get(
+        kernel_recipe.RECIPE_HASH_LABEL
+    )
     size = image.attrs.get("Size")
     return ImageStatus(
         tag,
@@ -126,15 +128,15 @@ def build_egress_image(
     if status.up_to_date and not force:
         return status
     recipe = recipe_files()
-    packages = images.parse_packages(recipe["packages.txt"].decode())
-    base = images.base_image_tag(packages).replace(
-        images.BASE_REPOSITORY, f"{EGRESS_REPOSITORY}-base"
+    packages = kernel_recipe.parse_packages(recipe["packages.txt"].decode())
+    base = kernel_recipe.base_image_tag(packages).replace(
+        kernel_recipe.BASE_REPOSITORY, f"{EGRESS_REPOSITORY}-base"
     )
     if image_build.lookup_image_id(docker_client, base) is None:
         with image_build.scratch_folder(cache_dir) as folder:
             tarball = folder / f"egress-rootfs-{base.partition(':')[2]}.tar"
             if not tarball.exists():
-                progress.step(f"Bootstrapping Debian {images.SUITE} for the egress proxy")
+                progress.step(f"Bootstrapping Debian {kernel_recipe.SUITE} for the egress proxy")
                 image_build.bootstrap(packages, tarball, progress)
             progress.step(f"Importing {base}")
             repository, _, base_tag = base.partition(":")
@@ -179,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = Settings()
-    with images.RichBuildProgress() as progress:
+    with RichBuildProgress() as progress:
         status = build_egress_image(
             docker.from_env(), tag=settings.egress_image, force="--force" in args, progress=progress
         )

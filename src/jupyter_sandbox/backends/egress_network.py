@@ -224,8 +224,6 @@ class EgressNetworks:
 
     def release(self, sandbox_id: str, needed: Callable[[], set[str]]) -> None:
         """Forget a sandbox's list and secrets; remove the proxy if no sandbox needs it."""
-        if not self._proxy.folder.exists():
-            return  # this store never ran a proxy
         with self._locked():
             keep = needed() - {sandbox_id}
             self._drop_policies(keep=keep)

@@ -12,8 +12,7 @@ pip installs the Python packages. The kernel image is rebuilt only when its reci
 
 This module holds the entry points (`image_status`, `build_image`); the recipe (hashes, tags,
 Dockerfiles) lives in `kernel_recipe`, the pipeline's steps in `image_build` and progress
-reporting in `build_progress`. Their names, including the private ones this module had before
-it was split, stay importable from here.
+reporting in `build_progress`; import their names from there.
 """
 
 from __future__ import annotations
@@ -36,7 +35,6 @@ from jupyter_sandbox.backends.image_build import (
     lookup_image_id,
     remove_if_dangling,
 )
-from jupyter_sandbox.backends.kernel_recipe import BASE_LABEL as BASE_LABEL
 from jupyter_sandbox.backends.kernel_recipe import (
     BASE_REPOSITORY,
     KERNEL_REPOSITORY,
@@ -46,13 +44,6 @@ from jupyter_sandbox.backends.kernel_recipe import (
     render_kernel_dockerfile,
     render_registry_dockerfile,
 )
-from jupyter_sandbox.backends.kernel_recipe import BOOTSTRAP_OPTIONS as BOOTSTRAP_OPTIONS
-from jupyter_sandbox.backends.kernel_recipe import MIRRORS as MIRRORS
-from jupyter_sandbox.backends.kernel_recipe import RECIPE_FILES as RECIPE_FILES
-from jupyter_sandbox.backends.kernel_recipe import REGISTRY_PIP_PACKAGES as REGISTRY_PIP_PACKAGES
-from jupyter_sandbox.backends.kernel_recipe import SUITE as SUITE
-from jupyter_sandbox.backends.kernel_recipe import base_image_tag as base_image_tag
-from jupyter_sandbox.backends.kernel_recipe import parse_packages as parse_packages
 
 __all__ = [
     "BASE_REPOSITORY",

@@ -18,17 +18,15 @@ from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
 from jupyter_sandbox.backends.blobs import BlobStore
 from jupyter_sandbox.backends.file_store import FileStore, SkillRecord, SkillVersionRecord
 from jupyter_sandbox.core import ids
-from jupyter_sandbox.core.resolved_skills import ResolvedSkill as ResolvedSkill
-from jupyter_sandbox.core.resolved_skills import ResolvedSkills as ResolvedSkills
-from jupyter_sandbox.core.resolved_skills import install as install
-from jupyter_sandbox.core.resolved_skills import resolve_inline
-from jupyter_sandbox.core.skill_files import SKILL_MD as SKILL_MD
-from jupyter_sandbox.core.skill_files import Budget, describe, read_bundle, strip_top_folder
-from jupyter_sandbox.core.skill_files import Bundle as Bundle
-from jupyter_sandbox.core.skill_files import check_relative as check_relative
-from jupyter_sandbox.core.skill_files import front_matter as front_matter
-from jupyter_sandbox.core.skill_files import read_folder as read_folder
-from jupyter_sandbox.core.skill_files import read_zip as read_zip
+from jupyter_sandbox.core.resolved_skills import ResolvedSkill, ResolvedSkills, resolve_inline
+from jupyter_sandbox.core.skill_files import (
+    Budget,
+    Bundle,
+    describe,
+    read_bundle,
+    read_zip,
+    strip_top_folder,
+)
 from jupyter_sandbox.core.validation import parse
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.binary import BinaryContent

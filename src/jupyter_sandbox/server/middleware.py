@@ -35,7 +35,6 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _THREAD_PARSE_BYTES = 64 * 2**10
 """Bodies at least this big are parsed in a worker thread, off the event loop."""
 PUBLIC_PATHS = frozenset({"/openapi.json", "/health"})
-LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
 
 
 async def _read_body(receive: Receive) -> bytes:
