@@ -133,6 +133,8 @@ class FakeBackend:
         self.executed: list[str] = []
         self.script: Script = ok_script
         self.network_reconciles = 0
+        self.files_before_start = True
+        """False: like Docker volumes, files can be copied in only once the sandbox runs."""
 
     # --- test controls --------------------------------------------------------------------
     def fail_next(self, method: str, error: BaseException, subject: str | None = None) -> None:
@@ -291,7 +293,7 @@ class FakeBackend:
         for part in ("data", "workspace", "skills", "uploads"):
             (folder / part).mkdir(parents=True, exist_ok=True)
         self.storage.add(sandbox_id)
-        return StorageGrant(sandbox_id, "fake", folder / "skills", files_before_start=True)
+        return StorageGrant(sandbox_id, "fake", folder / "skills", self.files_before_start)
 
     def remove_storage(self, sandbox_id: str) -> None:
         self.called("remove_storage", sandbox_id)

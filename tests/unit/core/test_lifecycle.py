@@ -9,6 +9,7 @@ import pytest
 from jupyter_sandbox import (
     APIConnectionError,
     APITimeoutError,
+    BadRequestError,
     Client,
     ConflictError,
     InternalServerError,
@@ -81,6 +82,57 @@ def test_a_create_that_fails_at_any_step_leaves_nothing(
     assert record.error == f"{step} failed"
     assert list(client.containers.list()) == []
     assert client.containers.create(name="next").status == "ready"  # nothing blocks the next
+
+
+@pytest.mark.parametrize("step", ["files", "connect"])
+def test_files_copied_after_start_roll_back_too(
+    client: Client, backend: FakeBackend, step: str
+) -> None:
+    backend.files_before_start = False  # as with Docker volumes
+    stored = client.files.create(file=("in.txt", io.BytesIO(b"data")))
+    backend.fail_next(step, APIConnectionError(f"{step} failed"))
+    with pytest.raises(APIConnectionError):
+        client.containers.create(name="late", file_ids=[stored.id])
+    assert backend.holds() == {}
+    order = [method for method, _ in backend.calls if method in ("start", "files")]
+    assert order == ["start", "files"]
+    box = client.containers.create(name="late", file_ids=[stored.id])
+    assert [f.path for f in client.containers.files.list(box.id)] == ["/mnt/data/in.txt"]
+    client.containers.delete(box.id)
+
+
+def test_a_store_that_lost_the_record_mid_create_is_a_conflict(
+    client: Client, backend: FakeBackend
+) -> None:
+    original = client._store.take
+
+    def take_nothing(*args, **kwargs):  # type: ignore[no-untyped-def]
+        original(*args, **kwargs)
+        return None  # as if deleted between the kernel answering and the record turning ready
+
+    client._store.take = take_nothing  # type: ignore[method-assign]
+    with pytest.raises(ConflictError, match="was deleted while it was starting") as caught:
+        client.containers.create(name="lost")
+    assert caught.value.param == "container_id"
+    assert backend.holds() == {}
+
+
+@pytest.mark.parametrize(
+    ("params", "param"),
+    [
+        ({"file_ids": ["file_missing"]}, "file_ids"),
+        ({"skills": [{"skill_id": "skill_missing"}]}, "skills"),
+        ({"memory_limit": "64g"}, "memory_limit"),
+    ],
+)
+def test_a_create_refused_up_front_makes_nothing(
+    client: Client, backend: FakeBackend, params: dict[str, object], param: str
+) -> None:
+    with pytest.raises((BadRequestError, NotFoundError)) as caught:
+        client.containers.create(name="refused", **params)  # type: ignore[arg-type]
+    assert str(caught.value.param).startswith(param)
+    assert backend.calls == []
+    assert client._store.all() == []
 
 
 def test_a_failing_rollback_step_does_not_stop_the_others(
