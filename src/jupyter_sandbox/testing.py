@@ -9,7 +9,7 @@ Test your own agent or notebook code against the real API without Docker, as htt
     with LocalBackend() as backend, Client(backend=backend) as client:
         box = client.containers.create(name="test")
         client.containers.execute(box.id, "x = 6 * 7")
-        assert client.containers.execute(box.id, "print(x)").outputs[0].text == "42\\n"
+        assert client.containers.execute(box.id, "print(x)").stdout == "42\\n"
 
 Each sandbox is a real ipykernel in a subprocess, under the same supervisor as in the image
 (`sandbox-init`), in a temporary folder. Create, execute (state across calls, timeouts,

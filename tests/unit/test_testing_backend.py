@@ -78,3 +78,10 @@ def test_a_given_root_is_kept(tmp_path: Path) -> None:
     assert backend.channel_location("cntr_0123456789abcdef").startswith(str(tmp_path / "mine"))
     backend.close()
     assert (tmp_path / "mine").is_dir()
+
+
+def test_the_readme_example_runs_as_written(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent")  # no Docker needed
+    section = README.read_text().split("## Testing your own code without Docker\n", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})  # our own documentation
