@@ -83,7 +83,8 @@ class LocalBackend:
     """NO ISOLATION AT ALL: sandboxes are local ipykernel subprocesses, for tests only.
 
     Args:
-        settings: accepted for `Client(backend="local")`; nothing in it is needed.
+        settings: given by `Client(backend="local")`, which must name its own `home`
+            (BadRequestError on `home` otherwise: the default store holds real sandboxes).
         root: the folder for channels, deadlines and storage (default: a fresh temporary
             folder, removed by `close`). Keep its path short: Unix socket paths are limited.
 
@@ -95,6 +96,14 @@ class LocalBackend:
     name = "local"
 
     def __init__(self, settings: Settings | None = None, *, root: str | Path | None = None):
+        if settings is not None and "home" not in settings.model_fields_set:
+            # Built by name on the default state folder, reconcile would end every sandbox
+            # recorded there (they are not this backend's): refuse.
+            raise BadRequestError(
+                "Invalid home: the local backend needs a state folder of its own; pass "
+                "home=... (or JUPYTER_SANDBOX_HOME), or Client(backend=LocalBackend())",
+                param="home",
+            )
         self._owned = root is None
         self.root = Path(tempfile.mkdtemp(prefix="jsbx-local-")) if root is None else Path(root)
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -73,6 +73,16 @@ def test_the_local_backend_is_found_by_name(tmp_path: Path) -> None:
     assert not root.exists()  # built by name, so closed with the client
 
 
+def test_by_name_it_refuses_the_default_state_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("JUPYTER_SANDBOX_HOME", raising=False)
+    monkeypatch.setenv("JUPYTER_DATA_DIR", str(tmp_path / "data"))
+    with pytest.raises(BadRequestError) as caught:
+        Client(backend="local")
+    assert caught.value.param == "home"
+
+
 def test_a_given_root_is_kept(tmp_path: Path) -> None:
     backend = LocalBackend(root=tmp_path / "mine")
     assert backend.channel_location("cntr_0123456789abcdef").startswith(str(tmp_path / "mine"))
