@@ -176,6 +176,9 @@ class Client:
         settings: Settings | None = None,
         **overrides: Any,
     ) -> None:
+        backend_home = getattr(backend, "default_home", None)  # a test backend's own store
+        if home is None and isinstance(backend_home, Path) and "home" not in overrides:
+            home = backend_home
         if settings is None:
             if home is not None:
                 overrides["home"] = Path(home)

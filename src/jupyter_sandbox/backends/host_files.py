@@ -42,13 +42,24 @@ class HostFiles:
     """Files of a sandbox whose roots are host folders (the mounted, capped disk image)."""
 
     def __init__(
-        self, roots: dict[str, Path], *, uploads: Path, disk_limit: int | None = None
+        self,
+        roots: dict[str, Path],
+        *,
+        uploads: Path,
+        disk_limit: int | None = None,
+        owner: int | None = SANDBOX_UID,
     ) -> None:
         """`roots`: host folder of each API root; `uploads`: a host-only folder on the same
-        file system (not mounted in the sandbox) for uploads in flight."""
+        file system (not mounted in the sandbox) for uploads in flight; `owner`: the uid
+        that gets what is written (None: whoever writes, as for a local kernel)."""
         self._roots = roots
         self._uploads = uploads
         self._disk_limit = disk_limit
+        self._owner = owner
+
+    def _chown(self, descriptor: int) -> None:
+        if self._owner is not None:
+            os.fchown(descriptor, self._owner, self._owner)
 
     def _uploads_descriptor(self) -> int:
         with contextlib.suppress(FileExistsError):
@@ -69,7 +80,7 @@ class HostFiles:
                     with contextlib.suppress(FileExistsError):
                         os.mkdir(name, 0o755, dir_fd=descriptor)
                     child = os.open(name, _DIR_FLAGS, dir_fd=descriptor)
-                    os.fchown(child, SANDBOX_UID, SANDBOX_UID)
+                    self._chown(child)
                 os.close(descriptor)
                 descriptor = child
         except OSError as exc:
@@ -102,7 +113,7 @@ class HostFiles:
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             descriptor = os.open(temporary, flags, 0o644, dir_fd=uploads)
             try:
-                os.fchown(descriptor, SANDBOX_UID, SANDBOX_UID)
+                self._chown(descriptor)
                 written = copy_stream(source, descriptor, limit=limit, size=size)
             finally:
                 os.close(descriptor)

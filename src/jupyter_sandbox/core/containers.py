@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from jupyter_sandbox._exceptions import (
@@ -270,15 +271,17 @@ class ContainerService:
         )
 
     def _mark_died(self, record: ContainerRecord) -> ContainerRecord:
-        """Mark a ready sandbox whose container is gone `terminated`, with the reason (as
-        reconcile does; `failed` records are creates that never finished, and hidden)."""
+        """Mark a ready sandbox whose container is gone `terminated` (`expired` once its hard
+        lifetime is over: its supervisor obeyed the deadline), with the reason, as reconcile
+        does (`failed` records are creates that never finished, and hidden)."""
         code = self._backend.exit_code(record.id, record.created_at)
         reason = (
             f"the sandbox's container exited (code {code})"
             if code is not None
             else "the sandbox's container stopped"
         )
-        if self.destroy(record, status="terminated", error=reason):
+        status: ContainerStatus = "expired" if time.time() >= record.expires_at else "terminated"
+        if self.destroy(record, status=status, error=reason):
             logger.warning("sandbox %s: %s", record.id, reason)
         return self._store.get(record.id) or record
 

@@ -1,4 +1,8 @@
-"""Running code in a sandbox's kernel: outputs in order, timeouts, deaths and restarts."""
+"""Running code in a sandbox's kernel: outputs in order, timeouts, deaths and restarts.
+
+The run itself is `execution_machine.RunMachine`; `_run` here only drives it: it reads the
+kernel channel and the clock, and carries out the machine's commands.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
 
 from jupyter_sandbox._exceptions import (
     APIError,
@@ -14,91 +17,30 @@ from jupyter_sandbox._exceptions import (
     ConflictError,
     InternalServerError,
 )
-from jupyter_sandbox.backends import kernel
 from jupyter_sandbox.backends.store import ContainerRecord, Store
-from jupyter_sandbox.core import kernel_messages
+from jupyter_sandbox.core.execution_machine import (
+    CheckHealth,
+    Command,
+    Event,
+    Health,
+    Interrupt,
+    Quiet,
+    Received,
+    RunMachine,
+    Tick,
+)
+from jupyter_sandbox.core.execution_output import Collector, OutputCallback
 from jupyter_sandbox.core.kernels import Kernels, Session, SessionClosed, max_message
 from jupyter_sandbox.core.validation import check_seconds
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.container import MEMORY_LIMIT_BYTES
-from jupyter_sandbox.types.execution import (
-    Execution,
-    ExecutionOutput,
-    StreamOutput,
-)
+from jupyter_sandbox.types.execution import Execution
+
+__all__ = ["ExecutionService", "OutputCallback"]
 
 logger = logging.getLogger(__name__)
 
-OutputCallback = Callable[[ExecutionOutput], None]
-_QUIET_BEFORE_CHECK = 1.0
 _HEARTBEAT_TIMEOUT = 1.0
-
-
-class _Collector:
-    """Outputs in order, streams merged, bounded by a byte budget."""
-
-    def __init__(self, limit: int, on_output: OutputCallback | None) -> None:
-        self.outputs: list[ExecutionOutput] = []
-        self.truncated = False
-        self._budget = limit
-        self._limit = limit
-        self._on_output = on_output
-        self.malformed_count = 0
-
-    def add(self, msg_type: str, content: Any) -> None:
-        try:
-            output = kernel_messages.to_output(msg_type, content)
-        except kernel_messages.MalformedMessage as exc:
-            self.malformed(str(exc))
-            return
-        if output is kernel_messages.IGNORED:
-            if msg_type == "clear_output":
-                self.outputs.clear()
-            return
-        assert not isinstance(output, kernel_messages._Ignored)
-        size = (
-            len(output.text) if isinstance(output, StreamOutput) else len(output.model_dump_json())
-        )
-        if size > self._budget:
-            if not self.truncated:
-                self.truncated = True
-                self._append(
-                    StreamOutput(
-                        name="stderr", text=f"\n[output truncated at {self._limit} bytes]\n"
-                    )
-                )
-            self._budget = 0
-            return
-        self._budget -= size
-        self._append(output)
-
-    def drop(self, what: str) -> None:
-        """Note output lost on the way (a message over the size limit was refused)."""
-        if not self.truncated:
-            self.truncated = True
-            self._append(StreamOutput(name="stderr", text=f"\n[output dropped: {what}]\n"))
-
-    def malformed(self, why: str) -> None:
-        """Note a kernel message dropped for its shape (sandbox code can forge them)."""
-        self.malformed_count += 1
-        logger.info("dropped a malformed kernel message: %s", why)
-        if self.malformed_count == 1:
-            self._append(
-                StreamOutput(name="stderr", text=f"\n[dropped a malformed kernel message: {why}]\n")
-            )
-
-    def _append(self, output: ExecutionOutput) -> None:
-        last = self.outputs[-1] if self.outputs else None
-        if (
-            isinstance(output, StreamOutput)
-            and isinstance(last, StreamOutput)
-            and last.name == output.name
-        ):
-            last.text += output.text
-        else:
-            self.outputs.append(output.model_copy())
-        if self._on_output is not None:
-            self._on_output(output)
 
 
 def _reason(record: ContainerRecord) -> str:
@@ -212,8 +154,6 @@ class ExecutionService:
         on_output: OutputCallback | None,
     ) -> Execution:
         started = time.monotonic()
-        deadline = started + timeout if timeout is not None else float("inf")
-        collector = _Collector(self._settings.output_limit_bytes, on_output)
         connection = session.connection
         msg_id = connection.send(
             "shell",
@@ -227,92 +167,59 @@ class ExecutionService:
                 "stop_on_error": True,
             },
         )
-        reply: tuple[str, int | None] | None = None  # (status, execution_count)
-        idle = False
-        shell_lost = iopub_lost = False
-        last_message = started
-        interrupted_at: float | None = None
+        machine = RunMachine(
+            msg_id,
+            Collector(self._settings.output_limit_bytes, on_output),
+            started=started,
+            timeout=timeout,
+            grace=self._settings.interrupt_grace,
+            max_message=max_message(self._settings),
+            name=record.id,
+        )
 
-        def result(status: str, message: str | None = None) -> Execution:
-            return Execution(
-                container_id=record.id,
-                status=status,  # type: ignore[arg-type]
-                outputs=collector.outputs,
-                execution_count=reply[1] if reply is not None else None,
-                duration=time.monotonic() - started,
-                truncated=collector.truncated,
-                message=message,
-            )
+        def drive(event: Event) -> None:
+            self._carry_out(record, session, machine, machine.step(event))
 
-        while (reply is None and not shell_lost) or not (idle or iopub_lost):
+        while not machine.done:
             if session.closing:  # the sandbox ended under this run (deleted, expired, died)
                 raise SessionClosed(f"sandbox {record.id} ended while the code ran")
             now = time.monotonic()
-            if interrupted_at is None and now >= deadline:
+            drive(Tick(now))
+            if machine.finished is not None:
+                break
+            for msg in connection.receive(machine.wait(now)):
+                drive(Received(msg, time.monotonic()))
+                if machine.finished is not None:
+                    break
+            else:
+                drive(Quiet(time.monotonic()))
+        finish = machine.outcome()
+        return Execution(
+            container_id=record.id,
+            status=finish.status,
+            outputs=machine.collector.outputs,
+            execution_count=machine.reply[1] if machine.reply is not None else None,
+            duration=time.monotonic() - started,
+            truncated=machine.collector.truncated,
+            message=finish.message,
+        )
+
+    def _carry_out(
+        self,
+        record: ContainerRecord,
+        session: Session,
+        machine: RunMachine,
+        commands: list[Command],
+    ) -> None:
+        """Do what the machine asked, in order (a `Finish` is the last command it gives)."""
+        for command in commands:
+            if isinstance(command, Interrupt):
                 self._kernels.interrupt(record)
-                interrupted_at = now
-            if (
-                interrupted_at is not None
-                and now >= interrupted_at + self._settings.interrupt_grace
-            ):
+            elif isinstance(command, CheckHealth):
+                answer = Health(self._death(record, session))
+                self._carry_out(record, session, machine, machine.step(answer))
+            elif command.restart:
                 self._kernels.restart(record, session)
-                return result(
-                    "timeout",
-                    f"Execution timed out after {timeout:g} s and ignored the interrupt; "
-                    "the kernel was restarted (variables are lost, files are kept)",
-                )
-            wait = min(0.25, max(0.0, (interrupted_at or deadline) - now)) if timeout else 0.25
-            for msg in connection.receive(wait):
-                last_message = time.monotonic()
-                if msg.msg_type == kernel.DROPPED:
-                    died = self._death(record, session)  # a dying kernel drops them too
-                    if died is not None:
-                        self._kernels.restart(record, session)
-                        return result("died", died)
-                    limit = max_message(self._settings)
-                    logger.warning("%s: dropped a kernel message over %d bytes", record.id, limit)
-                    collector.drop(f"the kernel sent a message over {limit} bytes")
-                    shell_lost = shell_lost or msg.channel == "shell"
-                    iopub_lost = iopub_lost or msg.channel == "iopub"
-                    continue
-                if msg.msg_type == kernel.MALFORMED:
-                    if not msg.content.get("quiet"):
-                        collector.malformed(str(msg.content.get("why", "unreadable")))
-                    continue
-                if msg.parent_id != msg_id:
-                    continue
-                if msg.channel == "shell" and msg.msg_type == "execute_reply":
-                    try:
-                        reply = kernel_messages.reply_fields(msg.content)
-                    except kernel_messages.MalformedMessage as exc:
-                        collector.malformed(str(exc))
-                        reply = ("error", None)
-                elif msg.msg_type == "status":
-                    idle = kernel_messages.execution_state(msg.content) == "idle"
-                else:
-                    collector.add(msg.msg_type, msg.content)
-            if time.monotonic() - last_message >= _QUIET_BEFORE_CHECK:
-                if reply is not None:
-                    break  # replied, then a quiet iopub: its idle status was lost (queue full)
-                if idle and not shell_lost:
-                    # ipykernel swallows a KeyboardInterrupt that lands in its own code (just
-                    # before or after the user's) and then sends the idle status but no reply.
-                    if interrupted_at is not None:
-                        return result("timeout", f"Execution timed out after {timeout:g} s")
-                    return result(
-                        "error", "KeyboardInterrupt: interrupted; the kernel sent no reply"
-                    )
-                last_message = time.monotonic()
-                died = self._death(record, session)
-                if died is not None:
-                    self._kernels.restart(record, session)
-                    return result("died", died)
-        if interrupted_at is not None:
-            return result("timeout", f"Execution timed out after {timeout:g} s and was interrupted")
-        if reply is None:
-            return result("error", "The kernel's reply was over the size limit and was dropped")
-        status = "ok" if reply[0] == "ok" else "error"
-        return result(status)
 
     def _death(self, record: ContainerRecord, session: Session) -> str | None:
         """Why the kernel died, or None if it is alive."""

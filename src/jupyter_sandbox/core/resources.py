@@ -12,6 +12,7 @@ each step attempted even when an earlier one failed. A new resource is added her
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -35,6 +36,8 @@ from jupyter_sandbox.types.container import (
     ContainerStatus,
     NetworkPolicyAllowlist,
 )
+
+logger = logging.getLogger(__name__)
 
 _TEARDOWN_LOCKS = tuple(threading.Lock() for _ in range(64))
 """Striped: teardowns of one sandbox in this process never overlap (unmounts would race)."""
@@ -104,10 +107,13 @@ class SandboxResources:
         except BaseException as exc:
             # The caller gets the error and never the id: like the hosted API, nothing is
             # left to list. The record stays (deleted) with the reason, for diagnosis.
-            if not self.release(
-                record, status="failed", deleted=True, error=str(exc) or type(exc).__name__
-            ):
-                self.teardown(record)  # ended by another caller meanwhile: remove what we made
+            try:
+                if not self.release(
+                    record, status="failed", deleted=True, error=str(exc) or type(exc).__name__
+                ):
+                    self.teardown(record)  # ended by another caller: remove what we made
+            except Exception:  # what the rollback left, reconcile removes; the cause is `exc`
+                logger.exception("sandbox %s: the rollback of its create failed", sandbox_id)
             raise
         return ready
 
