@@ -136,8 +136,11 @@ class ExecutionService:
         *,
         timeout: float | None = None,
         on_output: OutputCallback | None = None,
+        store_history: bool = True,
     ) -> Execution:
-        """Run `code`; a timeout interrupts it, then restarts the kernel if it stays busy."""
+        """Run `code`; a timeout interrupts it, then restarts the kernel if it stays busy.
+
+        `store_history=False` (snapshots' own cells) leaves `In`, `Out` and the count alone."""
         if not isinstance(code, str):
             raise BadRequestError("Invalid code: must be a string", param="code")
         timeout = check_seconds(timeout, "timeout")
@@ -153,7 +156,7 @@ class ExecutionService:
                 try:
                     session = self._kernels.get(record)
                     self._touch(record.id)
-                    return self._run(record, session, code, timeout, on_output)
+                    return self._run(record, session, code, timeout, on_output, store_history)
                 finally:
                     self._kernels.settle(record.id)
                     self._touch(record.id)
@@ -210,6 +213,7 @@ class ExecutionService:
         code: str,
         timeout: float | None,
         on_output: OutputCallback | None,
+        store_history: bool = True,
     ) -> Execution:
         started = time.monotonic()
         deadline = started + timeout if timeout is not None else float("inf")
@@ -221,7 +225,7 @@ class ExecutionService:
             {
                 "code": code,
                 "silent": False,
-                "store_history": True,
+                "store_history": store_history,
                 "user_expressions": {},
                 "allow_stdin": False,
                 "stop_on_error": True,

@@ -84,6 +84,14 @@ class Runtime(Protocol):
         """Send a signal to the container's supervisor (SIGINT interrupts, SIGUSR1 restarts)."""
         ...
 
+    def pause(self, container_id: str) -> None:
+        """Freeze the sandbox's processes, memory kept (issue 18); idempotent."""
+        ...
+
+    def unpause(self, container_id: str) -> None:
+        """Thaw a paused sandbox; idempotent."""
+        ...
+
     def remove(self, container_id: str) -> None:
         """Remove the container and its volumes; idempotent."""
         ...

@@ -1,0 +1,104 @@
+"""Pausing idle sandboxes (`idle_action="pause"`) and resuming them on their next use.
+
+A paused sandbox is frozen by the cgroup freezer (no CPU, memory kept). The store keeps it
+`ready` with `extra.paused_at`; the API reports `paused`. Its hard lifetime is enforced
+inside the container by a deadline that cannot fire while it is frozen, so the host's expiry
+sweep ends a paused sandbox at its deadline (`Expiry` asks `holds` first).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from jupyter_sandbox._exceptions import APIError
+from jupyter_sandbox.backends.runtime.base import Runtime
+from jupyter_sandbox.backends.store import ContainerRecord, Store
+from jupyter_sandbox.settings import Settings
+from jupyter_sandbox.types.container import IdleAction
+
+logger = logging.getLogger(__name__)
+
+PAUSED_AT = "paused_at"
+IDLE_ACTION = "idle_action"
+
+
+def is_paused(record: ContainerRecord) -> bool:
+    """Frozen by the idle policy (the store still says `ready`)."""
+    return record.status == "ready" and not record.deleted and PAUSED_AT in record.extra
+
+
+def idle_action(record: ContainerRecord) -> IdleAction:
+    """The record's idle policy (records made before issue 18 expire)."""
+    return "pause" if record.extra.get(IDLE_ACTION) == "pause" else "expire"
+
+
+_LOCKS = tuple(threading.Lock() for _ in range(64))
+"""Striped: a pause and a resume of one sandbox in this process never interleave."""
+
+
+def _lock(container_id: str) -> threading.Lock:
+    return _LOCKS[hash(container_id) % len(_LOCKS)]
+
+
+class PauseService:
+    """Freezes idle sandboxes whose policy is `pause`, and thaws them on use."""
+
+    def __init__(self, settings: Settings, store: Store, runtime: Runtime) -> None:
+        self._settings = settings
+        self._store = store
+        self._runtime = runtime
+
+    def set_policy(self, container_id: str, action: IdleAction | None) -> None:
+        """Record a new sandbox's idle policy (`None`: the settings' default)."""
+        if (action or self._settings.default_idle_action) != "pause":
+            return
+        record = self._store.get(container_id)
+        if record is not None:
+            extra = {**record.extra, IDLE_ACTION: "pause"}
+            self._store.take(record.id, record.project, extra=extra)
+
+    def holds(self, record: ContainerRecord, now: float) -> bool:
+        """For the expiry sweep: True keeps an idle sandbox (paused now if it was not),
+        False lets it end (its policy is `expire`, or its hard lifetime is over)."""
+        if idle_action(record) != "pause" or now >= record.expires_at:
+            return False
+        if not is_paused(record):
+            self.pause(record.id)
+        return True
+
+    def pause(self, container_id: str) -> None:
+        """Freeze a sandbox unless it was used since the sweep looked at it."""
+        with _lock(container_id):
+            record = self._store.get(container_id)
+            if record is None or not record.is_live or is_paused(record):
+                return
+            if time.time() < record.idle_deadline():  # used meanwhile
+                return
+            try:
+                self._runtime.pause(record.id)
+            except APIError as exc:
+                logger.warning("could not pause %s: %s", record.id, exc)
+                return
+            if self._store.take(
+                record.id, record.project, extra={**record.extra, PAUSED_AT: time.time()}
+            ):
+                logger.info("paused idle sandbox %s", record.id)
+
+    def resume(self, record: ContainerRecord) -> ContainerRecord:
+        """Thaw a paused sandbox and count this as activity; others are returned as they are."""
+        if not is_paused(record):
+            return record
+        with _lock(record.id):
+            current = self._store.get(record.id)
+            if current is None or not is_paused(current):
+                return current or record
+            self._runtime.unpause(record.id)
+            extra: dict[str, Any] = {k: v for k, v in current.extra.items() if k != PAUSED_AT}
+            resumed = self._store.take(
+                record.id, record.project, extra=extra, last_active_at=time.time()
+            )
+        logger.info("resumed sandbox %s", record.id)
+        return resumed if resumed is not None else current
