@@ -39,9 +39,11 @@ def timed(action: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def value(client: Client, container_id: str, code: str) -> str:
+    """Run `code`; its last output's text (empty if it printed nothing)."""
     execution = client.containers.execute(container_id, code)
     assert execution.status == "ok", execution.outputs
-    return str(execution.outputs[-1].data["text/plain"])  # type: ignore[union-attr]
+    last = execution.outputs[-1] if execution.outputs else None
+    return str(last.data["text/plain"]) if last is not None else ""  # type: ignore[union-attr]
 
 
 def snapshot_rows(client: Client, megabytes: int) -> list[str]:
@@ -49,9 +51,9 @@ def snapshot_rows(client: Client, megabytes: int) -> list[str]:
     rows = megabytes * 10**6 // 40
     memory = "4g" if megabytes >= 500 else "2g"
     built, source = timed(lambda: client.containers.create(name="bench", memory_limit=memory))
-    cells, _ = timed(lambda: value(client, source.id, CELLS.format(rows=rows)))
-    expected = value(client, source.id, PROBE)
     try:
+        cells, _ = timed(lambda: value(client, source.id, CELLS.format(rows=rows)))
+        expected = value(client, source.id, PROBE)
         took, snapshot = timed(lambda: client.containers.snapshots.create(source.id))
         forked, fork = timed(
             lambda: client.containers.create(
@@ -150,6 +152,8 @@ def main() -> None:
         for line in paused_memory(client, args.paused, 100):
             print(line)
     finally:
+        for left in client.containers.list(limit=100):  # a failed run leaves nothing
+            client.containers.delete(left.id)
         client.close()
         shutil.rmtree(home, ignore_errors=True)
 
