@@ -46,31 +46,60 @@ def value(client: Client, container_id: str, code: str) -> str:
     return str(last.data["text/plain"]) if last is not None else ""  # type: ignore[union-attr]
 
 
-def snapshot_rows(client: Client, megabytes: int) -> list[str]:
-    """One table row per measure for a DataFrame of `megabytes` MB (5 float64 columns)."""
+def snapshot_round(client: Client, megabytes: int) -> dict[str, float]:
+    """One round for a DataFrame of `megabytes` MB (5 float64 columns): seconds per step."""
     rows = megabytes * 10**6 // 40
     memory = "4g" if megabytes >= 500 else "2g"
-    built, source = timed(lambda: client.containers.create(name="bench", memory_limit=memory))
+    times: dict[str, float] = {}
+    times["create a fresh sandbox"], source = timed(
+        lambda: client.containers.create(name="bench", memory_limit=memory)
+    )
+    made = [source.id]
     try:
-        cells, _ = timed(lambda: value(client, source.id, CELLS.format(rows=rows)))
+        times["re-run the cells"], _ = timed(
+            lambda: value(client, source.id, CELLS.format(rows=rows))
+        )
         expected = value(client, source.id, PROBE)
-        took, snapshot = timed(lambda: client.containers.snapshots.create(source.id))
-        forked, fork = timed(
+        times["snapshot"], snapshot = timed(lambda: client.containers.snapshots.create(source.id))
+        times["bytes"] = snapshot.bytes
+        times["fork (create + restore)"], fork = timed(
             lambda: client.containers.create(
                 name="fork", memory_limit=memory, snapshot_id=snapshot.id
             )
         )
+        made.append(fork.id)
         assert value(client, fork.id, PROBE) == expected
-        client.containers.delete(fork.id)
+        plain = client.containers.create(name="plain", memory_limit=memory)
+        made.append(plain.id)
+        record = client._containers.get_record(plain.id, client.project)
+        stored = client._snapshots.check(snapshot.id, client.project)
+        times["restore alone (into a ready sandbox)"], _ = timed(
+            lambda: client._snapshots.restore(record, stored)
+        )
+        assert value(client, plain.id, PROBE) == expected
         client.containers.snapshots.delete(source.id, snapshot.id)
     finally:
-        client.containers.delete(source.id)
-    size = f"{megabytes} MB"
-    return [
-        f"| {size} | fresh sandbox + re-run cells | {built + cells:.2f} | - |",
-        f"| {size} | snapshot | {took:.2f} | {snapshot.bytes / 2**20:.1f} MiB |",
-        f"| {size} | fork (create from snapshot, state loaded) | {forked:.2f} | - |",
-    ]
+        for container_id in made:
+            client.containers.delete(container_id)
+    return times
+
+
+def snapshot_rows(client: Client, megabytes: int, rounds: int) -> list[str]:
+    """Table rows (median over `rounds`) for one DataFrame size."""
+    runs = [snapshot_round(client, megabytes) for _ in range(rounds)]
+    size = f"{runs[0]['bytes'] / 2**20:.1f} MiB"
+    lines = []
+    for measure in runs[0]:
+        if measure == "bytes":
+            continue
+        samples = [run[measure] for run in runs]
+        lines.append(
+            f"| {megabytes} MB | {measure} | {statistics.median(samples):.2f} | "
+            f"{min(samples):.2f} | {len(samples)} | {size if measure == 'snapshot' else ''} |"
+        )
+    rebuild = statistics.median([r["create a fresh sandbox"] + r["re-run the cells"] for r in runs])
+    lines.append(f"| {megabytes} MB | fresh sandbox + re-run (sum) | {rebuild:.2f} | | | |")
+    return lines
 
 
 def resume_latency(client: Client, count: int) -> tuple[list[float], list[float]]:
@@ -126,16 +155,17 @@ def main() -> None:
     parser.add_argument("--sizes", default="1,100", help="DataFrame sizes in MB")
     parser.add_argument("--large", action="store_true", help="add 1000 MB")
     parser.add_argument("--resumes", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per size")
     parser.add_argument("--paused", type=int, default=3, help="sandboxes paused at once")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")] + ([1000] if args.large else [])
     home = tempfile.mkdtemp(prefix="jsbx-bench-")
     client = Client(home=home, extra_labels={"org.jupyter-sandbox.bench": "snapshots"})
     try:
-        print("| data | measure | seconds | size |")
-        print("|---|---|---:|---:|")
+        print("| data | measure | seconds (median) | min | n | bundle |")
+        print("|---|---|---:|---:|---:|---:|")
         for megabytes in sizes:
-            for line in snapshot_rows(client, megabytes):
+            for line in snapshot_rows(client, megabytes, 1 if megabytes >= 500 else args.rounds):
                 print(line, flush=True)
         paused, running = resume_latency(client, args.resumes)
         print()
