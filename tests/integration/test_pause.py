@@ -101,3 +101,20 @@ def test_an_unknown_idle_action_is_refused_naming_it(client: Client) -> None:
         client.containers.create(name="bad", idle_action="sleep")  # type: ignore[arg-type]
     assert caught.value.param == "idle_action"
     assert list(client.containers.list()) == []
+
+
+def test_another_process_reconciles_a_paused_sandbox_as_alive_and_resumes_it(
+    make_client: Callable[..., Client],
+) -> None:
+    first = make_client()
+    container = first.containers.create(name="pausing", idle_action="pause")
+    first.containers.execute(container.id, "x = 41")
+    make_idle(first, container.id)
+    first._expiry.sweep(force=True)
+    second = make_client()  # its start-up reconcile sees a frozen container
+    assert second.reconcile().marked == []
+    assert second.containers.retrieve(container.id).status == "paused"
+    execution = second.containers.execute(container.id, "x + 1")
+    assert execution.outputs[0].data["text/plain"] == "42"  # type: ignore[union-attr]
+    assert first.containers.retrieve(container.id).status == "ready"
+    second.containers.delete(container.id)
