@@ -6,20 +6,20 @@ before the host keeps it; the pickled namespace itself is never read on the host
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_REPORT_NAMES = 2000
 """Names a report keeps per list; a sandbox with more says so in `truncated`."""
-_Name = str
+_Name = Annotated[str, Field(max_length=200)]
 
 
 class SkippedObject(BaseModel):
     """A variable left out of a snapshot, and why (it could not be pickled)."""
 
     model_config = ConfigDict(extra="forbid")
-    name: _Name = Field(max_length=200)
+    name: _Name
     type: str = Field(max_length=200)
     """The object's type, as the sandbox named it (`generator`, `socket`, ...)."""
     reason: str = Field(max_length=500)
