@@ -118,3 +118,25 @@ def test_another_process_reconciles_a_paused_sandbox_as_alive_and_resumes_it(
     assert execution.outputs[0].data["text/plain"] == "42"  # type: ignore[union-attr]
     assert first.containers.retrieve(container.id).status == "ready"
     second.containers.delete(container.id)
+
+
+@pytest.mark.slow
+def test_a_real_idle_period_longer_than_the_limit_pauses_and_keeps_the_variables(
+    client: Client,
+) -> None:
+    container = client.containers.create(
+        name="real-idle",
+        idle_action="pause",
+        expires_after={"anchor": "last_active_at", "minutes": 1},
+    )
+    try:
+        client.containers.execute(container.id, "kept = [1, 2, 3]")
+        idle_until = time.time() + 65
+        while time.time() < idle_until:
+            time.sleep(1)
+        statuses = {c.id: c.status for c in client.containers.list()}  # any call sweeps
+        assert statuses[container.id] == "paused"
+        execution = client.containers.execute(container.id, "sum(kept)")
+        assert execution.outputs[0].data["text/plain"] == "6"  # type: ignore[union-attr]
+    finally:
+        client.containers.delete(container.id)
