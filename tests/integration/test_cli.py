@@ -378,7 +378,9 @@ def test_snapshots_create_list_and_fork(cli: Run) -> None:
         assert listed.code == 0, listed.stderr
         assert snapshot_id in listed.stdout
         assert "first" in listed.stdout
-        forked = cli("create", "--name", "cli-fork", "--snapshot", snapshot_id, "--json")
+        forked = cli(
+            "create", "--name", "cli-fork", "--snapshot", snapshot_id, "--json", extra_env=env
+        )
         assert forked.code == 0, forked.stderr
         fork = json.loads(forked.stdout)["id"]
         assert cli("exec", fork, "answer + 1").stdout == "42\n"

@@ -265,6 +265,8 @@ class SnapshotService:
             detail = f"{error.ename}: {error.evalue}" if error else execution.status
             if error is not None and "snapshot_max_bytes" in error.evalue:
                 raise self._over_cap(execution.container_id)
+            if error is not None and "'dill'" in error.evalue:
+                detail += " (the sandbox's image predates snapshots: `jupyter-sandbox image build`)"
             raise ConflictError(
                 f"Container {execution.container_id}: the {what} failed in the sandbox "
                 f"({detail[:500]})",
