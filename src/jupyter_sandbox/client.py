@@ -247,7 +247,9 @@ class Client:
             settings, self._store, self._kernels, self._containers.failure
         )
         # issue 18: idle pause (the expiry sweep asks it first) and snapshots
-        self._pause = PauseService(settings, self._store, self._runtime)
+        self._pause = PauseService(
+            settings, self._store, self._runtime, self._executions.is_running
+        )
         self._snapshots = SnapshotService(
             settings,
             SnapshotStore(self._store),

@@ -4,6 +4,7 @@ next execute or file call resumes it with its state; its hard lifetime still end
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 
@@ -138,5 +139,27 @@ def test_a_real_idle_period_longer_than_the_limit_pauses_and_keeps_the_variables
         assert statuses[container.id] == "paused"
         execution = client.containers.execute(container.id, "sum(kept)")
         assert execution.outputs[0].data["text/plain"] == "6"  # type: ignore[union-attr]
+    finally:
+        client.containers.delete(container.id)
+
+
+def test_a_cell_running_past_the_idle_limit_is_not_frozen(client: Client) -> None:
+    container = client.containers.create(name="busy", idle_action="pause")
+    try:
+        done: list[object] = []
+        worker = threading.Thread(
+            target=lambda: done.append(
+                client.containers.execute(container.id, "import time; time.sleep(3); 7")
+            )
+        )
+        worker.start()
+        deadline = time.monotonic() + 10
+        while not client._executions.is_running(container.id) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        make_idle(client, container.id)
+        assert client._expiry.sweep(force=True) == []
+        assert client.containers.retrieve(container.id).status == "ready"  # not frozen
+        worker.join(timeout=30)
+        assert done[0].outputs[0].data["text/plain"] == "7"  # type: ignore[attr-defined]
     finally:
         client.containers.delete(container.id)

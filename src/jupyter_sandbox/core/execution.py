@@ -127,6 +127,7 @@ class ExecutionService:
         self._store = store
         self._kernels = kernels
         self._touched: dict[str, float] = {}
+        self._running: set[str] = set()  # sandboxes running code in this process
         self._failure = failure or _as_api_error
 
     def execute(
@@ -153,13 +154,19 @@ class ExecutionService:
         with self._errors(record):
             session = self._kernels.get(record)
             with session.lock:
+                self._running.add(record.id)
                 try:
                     session = self._kernels.get(record)
                     self._touch(record.id)
                     return self._run(record, session, code, timeout, on_output, store_history)
                 finally:
+                    self._running.discard(record.id)
                     self._kernels.settle(record.id)
                     self._touch(record.id)
+
+    def is_running(self, container_id: str) -> bool:
+        """Whether this process is running code in the sandbox now (idle pause waits)."""
+        return container_id in self._running
 
     @contextmanager
     def _errors(self, record: ContainerRecord) -> Iterator[None]:

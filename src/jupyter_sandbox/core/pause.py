@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from jupyter_sandbox._exceptions import APIError
@@ -46,10 +47,17 @@ def _lock(container_id: str) -> threading.Lock:
 class PauseService:
     """Freezes idle sandboxes whose policy is `pause`, and thaws them on use."""
 
-    def __init__(self, settings: Settings, store: Store, runtime: Runtime) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        runtime: Runtime,
+        is_running: Callable[[str], bool] = lambda container_id: False,
+    ) -> None:
         self._settings = settings
         self._store = store
         self._runtime = runtime
+        self._is_running = is_running
 
     def set_policy(self, container_id: str, action: IdleAction | None) -> None:
         """Record a new sandbox's idle policy (`None`: the settings' default)."""
@@ -75,8 +83,8 @@ class PauseService:
             record = self._store.get(container_id)
             if record is None or not record.is_live or is_paused(record):
                 return
-            if time.time() < record.idle_deadline():  # used meanwhile
-                return
+            if time.time() < record.idle_deadline() or self._is_running(record.id):
+                return  # used meanwhile, or a long cell runs: freezing it would hang the call
             try:
                 self._runtime.pause(record.id)
             except APIError as exc:
