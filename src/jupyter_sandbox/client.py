@@ -259,6 +259,7 @@ class Client:
             self._resumed,
         )
         self._expiry = Expiry(self._store, self._containers, pause=self._pause)
+        self._pause.watch_deadlines(lambda: self._expiry.sweep(force=True))
         self.containers = Containers(self)
         self.files = Files(self)
         self.skills = Skills(self)
@@ -332,6 +333,7 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        self._pause.close()
         self._pool.close()
         self._kernels.close_all()
         self._store.close()

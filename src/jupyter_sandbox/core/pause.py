@@ -58,6 +58,45 @@ class PauseService:
         self._store = store
         self._runtime = runtime
         self._is_running = is_running
+        self._on_deadline: Callable[[], object] | None = None
+        self._timers: dict[str, threading.Timer] = {}
+        self._timers_lock = threading.Lock()
+
+    def watch_deadlines(self, sweep: Callable[[], object]) -> None:
+        """Call `sweep` at the hard deadline of each sandbox this process sees paused: the
+        in-container deadline cannot fire while it is frozen, so the host ends it."""
+        self._on_deadline = sweep
+
+    def close(self) -> None:
+        """Cancel the deadline timers (another process's sweep, or the next call, takes over)."""
+        with self._timers_lock:
+            timers, self._timers = list(self._timers.values()), {}
+        for timer in timers:
+            timer.cancel()
+
+    def _watch(self, record: ContainerRecord) -> None:
+        """One timer per paused sandbox in this process, firing just after its deadline."""
+        if self._on_deadline is None:
+            return
+        with self._timers_lock:
+            if record.id in self._timers:
+                return
+            timer = threading.Timer(
+                max(0.0, record.expires_at - time.time()) + 0.5, self._deadline, (record.id,)
+            )
+            timer.daemon = True
+            self._timers[record.id] = timer
+        timer.start()
+
+    def _deadline(self, container_id: str) -> None:
+        with self._timers_lock:
+            self._timers.pop(container_id, None)
+        if self._on_deadline is None:
+            return
+        try:
+            self._on_deadline()
+        except APIError as exc:  # a timer thread has no caller: log, the next sweep retries
+            logger.warning("could not end paused sandbox %s at its deadline: %s", container_id, exc)
 
     def set_policy(self, container_id: str, action: IdleAction | None) -> None:
         """Record a new sandbox's idle policy (`None`: the settings' default)."""
@@ -75,6 +114,8 @@ class PauseService:
             return False
         if not is_paused(record):
             self.pause(record.id)
+        else:
+            self._watch(record)  # paused by another process, maybe one that has ended
         return True
 
     def pause(self, container_id: str) -> None:
@@ -90,10 +131,12 @@ class PauseService:
             except APIError as exc:
                 logger.warning("could not pause %s: %s", record.id, exc)
                 return
-            if self._store.take(
+            paused = self._store.take(
                 record.id, record.project, extra={**record.extra, PAUSED_AT: time.time()}
-            ):
-                logger.info("paused idle sandbox %s", record.id)
+            )
+        if paused is not None:
+            logger.info("paused idle sandbox %s", record.id)
+            self._watch(paused)
 
     def resume(self, record: ContainerRecord) -> ContainerRecord:
         """Thaw a paused sandbox and count this as activity; others are returned as they are."""
