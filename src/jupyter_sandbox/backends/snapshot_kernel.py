@@ -169,7 +169,7 @@ def _jsb_restore(bundle: str, roots: list[str], marker: str) -> None:
                 try:
                     _, value = unpickler.load()
                 except Exception as exc:
-                    failed.append({"name": name, "type": "?", "reason": repr(exc)[:500]})
+                    failed.append({"name": name, "type": "unknown", "reason": repr(exc)[:500]})
                     continue
                 shell.user_ns[name] = value
                 restored.append(name)
