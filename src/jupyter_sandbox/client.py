@@ -16,21 +16,25 @@ from jupyter_sandbox.backends.base import Backend
 from jupyter_sandbox.backends.blobs import BlobStore
 from jupyter_sandbox.backends.file_store import FileStore
 from jupyter_sandbox.backends.registry import build_backend
+from jupyter_sandbox.backends.snapshot_store import SnapshotStore
 from jupyter_sandbox.backends.store import ContainerRecord, open_store
 from jupyter_sandbox.client_files import ContainerFiles, Files, Skills
+from jupyter_sandbox.client_snapshots import ContainerSnapshots, finish_create
 from jupyter_sandbox.core.container_files import ContainerFileService, SandboxContent
 from jupyter_sandbox.core.containers import ContainerService
 from jupyter_sandbox.core.execution import ExecutionService, OutputCallback
 from jupyter_sandbox.core.expiry import Expiry
 from jupyter_sandbox.core.files import FileService
 from jupyter_sandbox.core.kernels import Kernels
+from jupyter_sandbox.core.pause import PauseService
 from jupyter_sandbox.core.pool import POOL_PROJECT, WarmPool
 from jupyter_sandbox.core.reconcile import ReconcileReport, reconcile
 from jupyter_sandbox.core.resources import SandboxResources
 from jupyter_sandbox.core.skills import SkillService
+from jupyter_sandbox.core.snapshots import SnapshotService
 from jupyter_sandbox.core.validation import bad_request, check_seconds
 from jupyter_sandbox.settings import Settings
-from jupyter_sandbox.types.container import Container, ContainerDeleted
+from jupyter_sandbox.types.container import Container, ContainerDeleted, IdleAction
 from jupyter_sandbox.types.egress import EgressDecision
 from jupyter_sandbox.types.execution import Execution
 from jupyter_sandbox.types.page import CursorPage
@@ -43,6 +47,7 @@ class Containers:
     def __init__(self, client: Client) -> None:
         self._client = client
         self.files = ContainerFiles(client)
+        self.snapshots = ContainerSnapshots(client)
 
     def create(
         self,
@@ -54,8 +59,15 @@ class Containers:
         skills: list[dict[str, Any]] | None = None,
         expires_after: dict[str, Any] | None = None,
         lifetime_seconds: int | None = None,
+        idle_action: IdleAction | None = None,
+        snapshot_id: str | None = None,
     ) -> Container:
         """Create a sandbox and wait until its kernel answers.
+
+        Args:
+            idle_action: extension: `"expire"` (default setting) or `"pause"` (an idle sandbox
+                is frozen, and resumed by its next execute or file call).
+            snapshot_id: extension: fork this snapshot (files, variables, imports restored).
 
         Raises:
             BadRequestError: a parameter is invalid (`param` names it).
@@ -72,11 +84,20 @@ class Containers:
                 "skills": skills,
                 "expires_after": expires_after,
                 "lifetime_seconds": lifetime_seconds,
+                "idle_action": idle_action,
+                "snapshot_id": snapshot_id,
             }.items()
             if value is not None
         }
         self._client.sweep()
-        return self._client._containers.create(params, project=self._client.project)
+        # issue 18: a fork's snapshot is checked before anything boots
+        snapshot = (
+            self._client._snapshots.check(snapshot_id, self._client.project)
+            if snapshot_id is not None
+            else None
+        )
+        container = self._client._containers.create(params, project=self._client.project)
+        return finish_create(self._client, container, idle_action, snapshot)
 
     def retrieve(self, container_id: str) -> Container:
         """One sandbox, by id."""
@@ -119,18 +140,18 @@ class Containers:
         """
         timeout = check_seconds(timeout, "timeout")  # before anything else: fail fast
         self._client.sweep()
-        record = self._client._containers.get_record(container_id, project=self._client.project)
+        record = self._client._resumed(container_id, self._client.project)
         return self._client._executions.execute(record, code, timeout=timeout, on_output=on_output)
 
     def interrupt(self, container_id: str) -> None:
         """Send SIGINT to the sandbox's kernel (what Jupyter's interrupt button does)."""
-        record = self._client._containers.get_record(container_id, project=self._client.project)
+        record = self._client._resumed(container_id, self._client.project)
         self._client._executions.interrupt(record)
 
     def restart(self, container_id: str) -> None:
         """Kill every process in the sandbox and start a fresh kernel; files are kept."""
         self._client.sweep()
-        record = self._client._containers.get_record(container_id, project=self._client.project)
+        record = self._client._resumed(container_id, self._client.project)
         self._client._executions.restart(record)
 
     def egress_log(self, container_id: str) -> builtins.list[EgressDecision]:
@@ -150,7 +171,7 @@ class Containers:
     def connection_info(self, container_id: str) -> dict[str, Any]:
         """A Jupyter connection dict for the sandbox's kernel (Docker: ipc transport, host
         paths)."""
-        record = self._client._containers.get_record(container_id, project=self._client.project)
+        record = self._client._resumed(container_id, self._client.project)
         endpoint = self._client._backend.kernel_endpoint(record.socket_dir, record.kernel_key)
         return endpoint.connection_info()
 
@@ -227,7 +248,7 @@ class Client:
             records,
             content,
             self._files,
-            self._containers.get_checked,
+            self._resumed,  # issue 18: a file call resumes a paused sandbox
             self._containers.failure,
         )
         self._pool = WarmPool(
@@ -241,7 +262,22 @@ class Client:
         self._executions = ExecutionService(
             settings, store, self._kernels, self._containers.failure
         )
-        self._expiry = Expiry(store, self._containers)
+        # issue 18: idle pause (the expiry sweep asks it first) and snapshots
+        self._pause = PauseService(settings, store, self._backend, self._executions.is_running)
+        self._snapshots = SnapshotService(
+            settings,
+            SnapshotStore(store),
+            BlobStore(settings.home / "snapshots"),
+            content,
+            self._executions,
+            self._resumed,
+        )
+        self._expiry = Expiry(store, self._containers, pause=self._pause)
+        self._pause.watch_deadlines(lambda: self._expiry.sweep(force=True))
+
+    def _resumed(self, container_id: str, project: str) -> ContainerRecord:
+        """`get_checked`, thawing a paused sandbox first (issue 18)."""
+        return self._pause.resume(self._containers.get_checked(container_id, project=project))
 
     def _destroy_pooled(self, record: ContainerRecord) -> None:
         # Only while it is still where `record` saw it: a claim by another process must win.
@@ -306,6 +342,7 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        self._pause.close()
         self._pool.close()
         self._kernels.close_all()
         self._store.close()

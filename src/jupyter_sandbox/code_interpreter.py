@@ -46,6 +46,7 @@ from jupyter_sandbox.types.code_interpreter import (
     CodeInterpreterCallInterpretingEvent,
     CodeInterpreterCallOutputEvent,
     CodeInterpreterContainer,
+    CodeInterpreterContainerAuto,
     CodeInterpreterEvent,
     ContainerFileCitation,
     OutputItemAddedEvent,
@@ -305,6 +306,43 @@ class CodeInterpreter(AutoContainers):
             tool_name=tool_name,
             include_images=include_images,
         )
+
+    def fork(self, container: CodeInterpreterContainer = "auto") -> CodeInterpreter:
+        """A second CodeInterpreter whose auto sandbox is a fork of this one's: a snapshot of
+        its files and variables now, restored in a new sandbox (issue 18). Both go on
+        independently; closing the fork deletes only its sandbox.
+
+        Args:
+            container: the sandbox to fork (default: this one's auto sandbox, made if needed).
+        """
+        source = self.resolve(container)
+        key = next((k for k, v in self._auto.items() if v == source), None)
+        if key is None:  # an explicit sandbox: the fork becomes the default auto one
+            key = self._auto_config(CodeInterpreterContainerAuto())[0]
+        twin = CodeInterpreter(
+            self.client,
+            timeout=self.timeout,
+            idle_minutes=self.idle_minutes,
+            lifetime_seconds=self.lifetime_seconds,
+            name=self.name,
+            history=self.calls.maxlen or 100,
+        )
+        original = self.client.containers.retrieve(source)
+        snapshot = self.client.containers.snapshots.create(source)
+        try:
+            forked = self.client.containers.create(
+                name=self.name,
+                memory_limit=original.memory_limit,
+                network_policy=original.network_policy,  # domain secrets are not copied
+                snapshot_id=snapshot.id,
+                expires_after={"anchor": "last_active_at", "minutes": self.idle_minutes},
+                lifetime_seconds=self.lifetime_seconds,
+            )
+        finally:
+            self.client.containers.snapshots.delete(source, snapshot.id)
+        twin._auto[key] = forked.id
+        twin._auto_files[forked.id] = set(self._auto_files.get(source, ()))
+        return twin
 
     def close(self) -> None:
         """Delete the sandboxes `container="auto"` made (and close the client if we made it)."""

@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import threading
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -79,7 +80,10 @@ class AutoContainers:
             param="container",
         )
 
-    def _resolve_auto(self, params: CodeInterpreterContainerAuto) -> str:
+    def _auto_config(
+        self, params: CodeInterpreterContainerAuto
+    ) -> tuple[str, str, dict[str, Any] | None]:
+        """(key, memory limit, network policy) of an auto configuration."""
         memory_limit = params.memory_limit or self.client.settings.default_memory_limit
         policy = None
         if isinstance(params.network_policy, NetworkPolicyAllowlist):
@@ -90,6 +94,10 @@ class AutoContainers:
         key = hashlib.sha256(
             json.dumps([memory_limit, policy], sort_keys=True).encode()
         ).hexdigest()
+        return key, memory_limit, policy
+
+    def _resolve_auto(self, params: CodeInterpreterContainerAuto) -> str:
+        key, memory_limit, policy = self._auto_config(params)
         with self._lock:
             container_id = self._auto.get(key)
             if container_id is not None and not self._is_ready(container_id):
@@ -119,6 +127,6 @@ class AutoContainers:
 
     def _is_ready(self, container_id: str) -> bool:
         try:
-            return self.client.containers.retrieve(container_id).status == "ready"
+            return self.client.containers.retrieve(container_id).status in ("ready", "paused")
         except NotFoundError:
             return False

@@ -18,6 +18,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import display
 
+from jupyter_sandbox import magics_snapshots
 from jupyter_sandbox._exceptions import BadRequestError, JupyterSandboxError
 from jupyter_sandbox._options import (
     NETWORK_HELP,
@@ -150,6 +151,7 @@ def _parsers() -> tuple[_ArgumentParser, _ArgumentParser]:
     commands.add_parser("status", help="show the sandbox in use")
     commands.add_parser("panel", help="show the sandboxes panel (ipywidgets)")
     commands.add_parser("help", help="show this help")
+    magics_snapshots.add_commands(commands)  # issue 18
     cell = _ArgumentParser(prog="%%sandbox", description="Run this cell in a sandbox.")
     cell.add_argument("id", metavar="ID", nargs="?", help="sandbox (default: the one in use)")
     cell.add_argument("--timeout", type=float, default=None, metavar="S", help="seconds")
@@ -197,6 +199,9 @@ class SandboxMagics(Magics):
             %sandbox delete [ID]                  delete ID (default: the one in use)
             %sandbox status                       the sandbox in use
             %sandbox panel                        an ipywidgets panel of it all
+            %sandbox snapshot [--name N]          keep the files and variables in use
+            %sandbox fork [SNAPSHOT] [--name N]   a new sandbox from a snapshot; use it
+            %sandbox snapshots [ID]               snapshots of ID (default: the one in use)
             %sandbox COMMAND --help               help for one command
 
         Cell magic:
@@ -308,6 +313,15 @@ class SandboxMagics(Magics):
         from jupyter_sandbox.widgets import Panel
 
         return Panel(client=self.client, magics=self)
+
+    def _do_snapshot(self, args: argparse.Namespace) -> None:
+        magics_snapshots.do_snapshot(self, args)
+
+    def _do_fork(self, args: argparse.Namespace) -> None:
+        magics_snapshots.do_fork(self, args)
+
+    def _do_snapshots(self, args: argparse.Namespace) -> None:
+        magics_snapshots.do_snapshots(self, args)
 
     def _do_help(self, args: argparse.Namespace) -> None:
         self._line_parser.print_help()

@@ -171,7 +171,7 @@ class SandboxProvisioner(KernelProvisionerBase):
 
         def alive(client: Client) -> bool:
             try:
-                if client.containers.retrieve(container_id).status != "ready":
+                if client.containers.retrieve(container_id).status not in ("ready", "paused"):
                     return False
             except NotFoundError:
                 return False

@@ -115,6 +115,16 @@ class Settings(BaseSettings):
     a boot. 0 turns it off."""
     pool_max_age_seconds: int = Field(default=3600, ge=60, le=_YEAR)
     """A pooled sandbox not claimed within this many seconds is replaced."""
+    default_idle_action: Literal["expire", "pause"] = "expire"
+    """What an idle sandbox's `expires_after` does when `idle_action` is not given: `expire`
+    (end it, the hosted API's semantics) or `pause` (freeze it, memory kept; the next
+    execute or file call resumes it). The hard lifetime ends a paused sandbox too."""
+    snapshot_max_bytes: int = Field(default=2 * 2**30, ge=1024, le=2**50)
+    """Largest snapshot (files of /mnt/data and /workspace plus the pickled namespace)."""
+    snapshot_expiry_seconds: int = Field(default=7 * 24 * 3600, ge=60, le=_YEAR)
+    """A snapshot is deleted this many seconds after it was taken."""
+    snapshot_timeout: float = Field(default=600.0, gt=0, le=24 * 3600)
+    """Seconds a sandbox has to write (or load) a snapshot's bundle."""
     server_max_live_sandboxes: int = Field(default=10, ge=1, le=100_000)
     """`serve`: live (initializing or ready) sandboxes one project may hold; more is a 429."""
     server_rate_limit: int = Field(default=600, ge=0, le=10_000_000)

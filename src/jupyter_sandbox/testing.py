@@ -218,6 +218,14 @@ class LocalBackend:
         if not self._process(sandbox_id).signal(signal):
             raise ConflictError(f"sandbox {sandbox_id} is not running", param="container_id")
 
+    def pause(self, sandbox_id: str) -> None:
+        """SIGSTOP to the sandbox's process group (no cgroup freezer here)."""
+        self._process(sandbox_id).stop_group(True)
+
+    def unpause(self, sandbox_id: str) -> None:
+        """SIGCONT to the sandbox's process group."""
+        self._process(sandbox_id).stop_group(False)
+
     def exit_code(self, sandbox_id: str, since: float) -> int | None:
         """The supervisor's exit code, once it exited."""
         with self._lock:

@@ -365,3 +365,41 @@ def test_image_status(cli: Run) -> None:
     assert status["tag"] == IMAGE
     assert status["exists"] is True
     assert status["size_bytes"] > 0
+
+
+def test_snapshots_create_list_and_fork(cli: Run) -> None:
+    image = os.environ.get("JUPYTER_SANDBOX_IMAGE")
+    env = {"JUPYTER_SANDBOX_IMAGE": image} if image else None
+    created = cli("create", "--name", "cli-snap", "--idle-action", "pause", "--json", extra_env=env)
+    assert created.code == 0, created.stderr
+    source = json.loads(created.stdout)["id"]
+    fork = None
+    try:
+        assert cli("exec", source, "answer = 41").code == 0
+        taken = cli("snapshots", "create", source, "--name", "first")
+        assert taken.code == 0, taken.stderr
+        snapshot_id, size = taken.stdout.split()[:2]
+        assert snapshot_id.startswith("snap_")
+        assert int(size) > 0
+        assert "1 variables, 0 imports, 0 files" in taken.stdout
+        listed = cli("snapshots", "list", source)
+        assert listed.code == 0, listed.stderr
+        assert snapshot_id in listed.stdout
+        assert "first" in listed.stdout
+        forked = cli(
+            "create", "--name", "cli-fork", "--snapshot", snapshot_id, "--json", extra_env=env
+        )
+        assert forked.code == 0, forked.stderr
+        fork = json.loads(forked.stdout)["id"]
+        assert cli("exec", fork, "answer + 1").stdout == "42\n"
+        missing = cli("create", "--name", "nope", "--snapshot", "snap_unknown")
+        assert missing.code != 0
+        assert "snap_unknown" in missing.stderr
+        assert cli("snapshots", "delete", source, snapshot_id).stdout == f"deleted {snapshot_id}\n"
+        bad = cli("create", "--name", "bad", "--idle-action", "sleep")
+        assert bad.code != 0
+        assert "idle_action" in bad.stderr
+    finally:
+        for container_id in (source, fork):
+            if container_id is not None:
+                cli("delete", container_id)

@@ -356,3 +356,20 @@ def test_responses_adapter_answers_a_function_call(client: Client) -> None:
         )
         wrong = ci.handle_function_call({**item, "arguments": json.dumps({"cod": "1"})})
         assert wrong["output"] == 'Invalid arguments: send {"code": "<python code>"}'
+
+
+def test_fork_gives_a_second_interpreter_with_the_same_state(client: Client) -> None:
+    with CodeInterpreter(client) as ci:
+        first = ci.run("import numpy as np\nxs = np.arange(5)\nprint(int(xs.sum()))")
+        assert first.outputs[0].model_dump() == {"type": "logs", "logs": "10\n"}
+        with ci.fork() as twin:
+            assert twin.auto_containers != ci.auto_containers
+            try_a = twin.run("xs = xs * 2\nprint(int(xs.sum()))")
+            try_b = ci.run("xs = xs + 1\nprint(int(xs.sum()))")
+            assert try_a.outputs[0].model_dump() == {"type": "logs", "logs": "20\n"}
+            assert try_b.outputs[0].model_dump() == {"type": "logs", "logs": "15\n"}
+            forked = twin.auto_containers[0]
+            assert list(client.containers.snapshots.list(ci.auto_containers[0])) == []
+        with pytest.raises(NotFoundError):  # closing the fork deleted only its sandbox
+            client.containers.retrieve(forked)
+        assert ci.run("print(int(xs.sum()))").outputs[0].model_dump()["logs"] == "15\n"

@@ -106,3 +106,37 @@ def test_panel_lists_creates_and_deletes(client: Client) -> None:
         assert "No sandboxes" in panel.rows.children[0].value
     finally:
         panel.close()
+
+
+def test_snapshot_then_fork_in_a_notebook_gives_an_independent_second_sandbox(
+    home: Path, test_label: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUPYTER_SANDBOX_HOME", str(home))
+    monkeypatch.setenv("JUPYTER_SANDBOX_EXTRA_LABELS", json.dumps({TEST_LABEL: test_label}))
+    sources = [
+        "%load_ext jupyter_sandbox",
+        "%sandbox create --name source",
+        "%%sandbox\nimport pandas as pd\ndf = pd.DataFrame({'a': [1, 2, 3]})",
+        "source = get_ipython().magics_manager.registry['SandboxMagics'].current",
+        "%sandbox snapshot --name nb",
+        "%sandbox fork --name forked",
+        "%%sandbox\nint(df['a'].sum())",
+        "%%sandbox\ndf['a'] = 0\nint(df['a'].sum())",
+        "%%sandbox $source\nint(df['a'].sum())",
+        "%sandbox snapshots $source",
+        "%sandbox delete",
+        "%sandbox delete $source",
+    ]
+    nb = new_notebook(cells=[new_code_cell(s) for s in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python", "display_name": "P"}
+    NotebookClient(nb, timeout=180, allow_errors=False, kernel_name="python3").execute()
+    cells = nb.cells
+    assert cells[4].outputs[0]["text"].startswith("Snapshot snap_")
+    assert "1 variables, 1 imports" in cells[4].outputs[0]["text"]
+    forked = cells[5].outputs[0]["text"]
+    assert re.match(r"Forked snap_\w+ into sandbox cntr_\w+ \(forked\); now in use", forked)
+    assert cells[6].outputs[0]["data"]["text/plain"] == "6"  # the fork holds the DataFrame
+    assert cells[7].outputs[0]["data"]["text/plain"] == "0"  # and changes only its own
+    assert cells[8].outputs[0]["data"]["text/plain"] == "6"  # the source is untouched
+    assert cells[9].outputs[0]["text"].startswith("snap_")
+    assert not labelled_objects(f"{TEST_LABEL}={test_label}").get("container")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -171,3 +172,42 @@ def test_long_runs_do_not_block_other_requests(server: RunningServer) -> None:
         assert running.result(60)["outputs"][0]["data"]["text/plain"] == "'slept'"
     assert len(set(created)) == 2
     assert {c.id for c in client.containers.list()} == {busy.id, *created}
+
+
+@pytest.fixture
+def image_server(tmp_path: Path, test_label: str) -> Iterator[RunningServer]:
+    """`server`, on the kernel image this test run uses (`JUPYTER_SANDBOX_IMAGE` if set)."""
+    image = os.environ.get("JUPYTER_SANDBOX_IMAGE")
+    with serving(tmp_path / "home", test_label, **({"image": image} if image else {})) as running:
+        yield running
+
+
+def test_snapshots_over_http_fork_and_keep_tenants_apart(image_server: RunningServer) -> None:
+    server = image_server
+    alice, bob = server.sdk(), server.sdk("bob")
+    source = alice.containers.create(name="source")
+    run = alice.post(f"/containers/{source.id}/execute", body={"code": "x = 41"}, cast_to=dict)
+    assert run["status"] == "ok"
+    snapshot = alice.post(f"/containers/{source.id}/snapshots", body={"name": "s"}, cast_to=dict)
+    assert snapshot["object"] == "container.snapshot"
+    assert snapshot["report"]["variables"] == ["x"]
+    path = f"/containers/{source.id}/snapshots"
+    listed = alice.get(path, cast_to=dict)
+    assert [s["id"] for s in listed["data"]] == [snapshot["id"]]
+    assert alice.get(f"{path}/{snapshot['id']}", cast_to=dict) == snapshot
+    with pytest.raises(openai.NotFoundError):
+        bob.get(f"{path}/{snapshot['id']}", cast_to=dict)
+    with pytest.raises(openai.NotFoundError):
+        bob.containers.create(name="steal", extra_body={"snapshot_id": snapshot["id"]})
+    with pytest.raises(openai.BadRequestError):
+        alice.post(path, body={"unknown": 1}, cast_to=dict)
+    fork = alice.containers.create(name="fork", extra_body={"snapshot_id": snapshot["id"]})
+    answer = alice.post(f"/containers/{fork.id}/execute", body={"code": "x + 1"}, cast_to=dict)
+    assert answer["outputs"][0]["data"]["text/plain"] == "42"
+    deleted = alice.delete(f"{path}/{snapshot['id']}", cast_to=dict)
+    assert deleted == {
+        "id": snapshot["id"],
+        "object": "container.snapshot.deleted",
+        "deleted": True,
+    }
+    assert alice.get(path, cast_to=dict)["data"] == []

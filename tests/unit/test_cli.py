@@ -63,6 +63,11 @@ EXPECTED = {
     ("skills", "list"),
     ("skills", "get"),
     ("skills", "delete"),
+    ("snapshots",),
+    ("snapshots", "create"),
+    ("snapshots", "list"),
+    ("snapshots", "get"),
+    ("snapshots", "delete"),
     ("logs",),
     ("serve",),
 }

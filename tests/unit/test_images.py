@@ -47,6 +47,7 @@ def test_package_list() -> None:
         "python3-numpy",
         "python3-pandas",
         "python3-matplotlib",
+        "python3-dill",
         "ca-certificates",
     ]
 

@@ -272,6 +272,8 @@ def test_openapi_documents_every_route_without_422(http: TestClient) -> None:
         "/v1/containers/{container_id}/files": {"get", "post"},
         "/v1/containers/{container_id}/files/{file_id}": {"get", "delete"},
         "/v1/containers/{container_id}/files/{file_id}/content": {"get"},
+        "/v1/containers/{container_id}/snapshots": {"get", "post"},
+        "/v1/containers/{container_id}/snapshots/{snapshot_id}": {"get", "delete"},
         "/v1/files": {"get", "post"},
         "/v1/files/{file_id}": {"get", "delete"},
         "/v1/files/{file_id}/content": {"get"},

@@ -251,6 +251,14 @@ class Backend(Protocol):
         """How the sandbox last exited after `since` (epoch seconds), if known."""
         ...
 
+    def pause(self, sandbox_id: str) -> None:
+        """Freeze every process of the sandbox, memory kept (idle pause); idempotent."""
+        ...
+
+    def unpause(self, sandbox_id: str) -> None:
+        """Thaw a paused sandbox; idempotent (a running one is left alone)."""
+        ...
+
     def remove(self, sandbox_id: str) -> None:
         """Remove the sandbox and every object `start` made for it; idempotent."""
         ...

@@ -124,6 +124,14 @@ class DockerBackend:
         """Signal PID 1 (sandbox-init)."""
         self.runtime.signal(sandbox_id, signal)
 
+    def pause(self, sandbox_id: str) -> None:
+        """Docker pause: the cgroup freezer."""
+        self.runtime.pause(sandbox_id)
+
+    def unpause(self, sandbox_id: str) -> None:
+        """Docker unpause."""
+        self.runtime.unpause(sandbox_id)
+
     def exit_code(self, sandbox_id: str, since: float) -> int | None:
         """The container's last exit code after `since`, from the engine's events."""
         return self.runtime.exit_code(sandbox_id, since)

@@ -101,6 +101,12 @@ class LocalProcess:
             return None
         return 128 - code if code < 0 else code
 
+    def stop_group(self, stop: bool) -> None:
+        """Stop (SIGSTOP) or continue (SIGCONT) the supervisor's whole process group."""
+        if self.running:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGSTOP if stop else signal.SIGCONT)
+
     def signal(self, name: str) -> bool:
         """Send `name` (`SIGINT`, `SIGUSR1`, ...) to the supervisor; False once it exited."""
         if not self.running:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from jupyter_sandbox.cli._common import app, parse_network
 from jupyter_sandbox.cli import files  # noqa: F401 (cp, files, skills)
 from jupyter_sandbox.cli import containers  # noqa: F401 (create, list, get, delete, logs, exec, gc)
+from jupyter_sandbox.cli import snapshots  # noqa: F401 (snapshots create/list/get/delete)
 from jupyter_sandbox.cli import serve  # noqa: F401
 from jupyter_sandbox.cli import mcp  # noqa: F401
 from jupyter_sandbox.cli import doctor  # noqa: F401

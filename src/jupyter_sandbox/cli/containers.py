@@ -65,6 +65,18 @@ def create(
         str,
         typer.Option("--network", help="'disabled', or 'allowlist:DOMAIN[,DOMAIN...]'."),
     ] = "disabled",
+    idle_action: Annotated[
+        str | None,
+        typer.Option(
+            "--idle-action",
+            help="When idle: 'expire' (end it) or 'pause' (freeze it; the next use resumes it).",
+            show_default="expire",
+        ),
+    ] = None,
+    snapshot: Annotated[
+        str | None,
+        typer.Option("--snapshot", metavar="SNAPSHOT", help="Fork this snapshot (snap_...)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create a sandbox, wait for its kernel and print it."""
@@ -77,6 +89,8 @@ def create(
             network_policy=policy,
             expires_after=expires,
             lifetime_seconds=lifetime,
+            idle_action=idle_action,  # type: ignore[arg-type]  # checked by the model
+            snapshot_id=snapshot,
         )
     print_container(container, as_json=as_json)
 

@@ -17,6 +17,7 @@ from jupyter_sandbox.backends.base import Backend
 from jupyter_sandbox.backends.store import ContainerRecord, Store
 from jupyter_sandbox.core.container_files import SandboxContent
 from jupyter_sandbox.core.network import check_ceiling
+from jupyter_sandbox.core.pause import is_paused
 from jupyter_sandbox.core.pool import POOL_PROJECT, WarmPool, pool_idle_minutes, pool_request
 from jupyter_sandbox.core.resources import BootRequest, SandboxResources
 from jupyter_sandbox.core.validation import parse
@@ -67,7 +68,7 @@ def to_container(record: ContainerRecord) -> Container:
         id=record.id,
         name=record.name,
         created_at=int(record.created_at),
-        status=record.status,
+        status="paused" if is_paused(record) else record.status,  # issue 18
         last_active_at=int(record.last_active_at),
         expires_after=ExpiresAfter(minutes=record.idle_minutes),
         memory_limit=record.memory_limit,  # type: ignore[arg-type]

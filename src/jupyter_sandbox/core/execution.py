@@ -69,6 +69,7 @@ class ExecutionService:
         self._store = store
         self._kernels = kernels
         self._touched: dict[str, float] = {}
+        self._running: set[str] = set()  # sandboxes running code in this process
         self._failure = failure or _as_api_error
 
     def execute(
@@ -78,8 +79,11 @@ class ExecutionService:
         *,
         timeout: float | None = None,
         on_output: OutputCallback | None = None,
+        store_history: bool = True,
     ) -> Execution:
-        """Run `code`; a timeout interrupts it, then restarts the kernel if it stays busy."""
+        """Run `code`; a timeout interrupts it, then restarts the kernel if it stays busy.
+
+        `store_history=False` (snapshots' own cells) leaves `In`, `Out` and the count alone."""
         if not isinstance(code, str):
             raise BadRequestError("Invalid code: must be a string", param="code")
         timeout = check_seconds(timeout, "timeout")
@@ -92,13 +96,19 @@ class ExecutionService:
         with self._errors(record):
             session = self._kernels.get(record)
             with session.lock:
+                self._running.add(record.id)
                 try:
                     session = self._kernels.get(record)
                     self._touch(record.id)
-                    return self._run(record, session, code, timeout, on_output)
+                    return self._run(record, session, code, timeout, on_output, store_history)
                 finally:
+                    self._running.discard(record.id)
                     self._kernels.settle(record.id)
                     self._touch(record.id)
+
+    def is_running(self, container_id: str) -> bool:
+        """Whether this process is running code in the sandbox now (idle pause waits)."""
+        return container_id in self._running
 
     @contextmanager
     def _errors(self, record: ContainerRecord) -> Iterator[None]:
@@ -152,6 +162,7 @@ class ExecutionService:
         code: str,
         timeout: float | None,
         on_output: OutputCallback | None,
+        store_history: bool = True,
     ) -> Execution:
         started = time.monotonic()
         connection = session.connection
@@ -161,7 +172,7 @@ class ExecutionService:
             {
                 "code": code,
                 "silent": False,
-                "store_history": True,
+                "store_history": store_history,
                 "user_expressions": {},
                 "allow_stdin": False,
                 "stop_on_error": True,

@@ -9,6 +9,7 @@ import time
 from jupyter_sandbox._exceptions import APIError
 from jupyter_sandbox.backends.store import Store
 from jupyter_sandbox.core.containers import ContainerService
+from jupyter_sandbox.core.pause import PauseService
 
 logger = logging.getLogger(__name__)
 
@@ -17,8 +18,13 @@ class Expiry:
     """Ends sandboxes whose idle or hard deadline has passed; cheap enough for every call."""
 
     def __init__(
-        self, store: Store, containers: ContainerService, min_interval: float = 1.0
+        self,
+        store: Store,
+        containers: ContainerService,
+        min_interval: float = 1.0,
+        pause: PauseService | None = None,
     ) -> None:
+        self._pause = pause
         self._store = store
         self._containers = containers
         self._min_interval = min_interval
@@ -44,6 +50,8 @@ class Expiry:
         expired: list[str] = []
         for record in self._store.all(statuses=("ready",)):
             if record.deleted or now < min(record.idle_deadline(), record.expires_at):
+                continue
+            if self._pause is not None and self._pause.holds(record, now):  # issue 18
                 continue
             try:
                 if not self._containers.destroy(record, status="expired"):

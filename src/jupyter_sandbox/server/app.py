@@ -24,7 +24,14 @@ from jupyter_sandbox.server.auth import KeyRing
 from jupyter_sandbox.server.limits import RateLimiter
 from jupyter_sandbox.server.middleware import RequestContext
 from jupyter_sandbox.server.responses import ResponsesService
-from jupyter_sandbox.server.routes import container_files, containers, files, responses, skills
+from jupyter_sandbox.server.routes import (
+    container_files,
+    containers,
+    files,
+    responses,
+    skills,
+    snapshots,
+)
 from jupyter_sandbox.server.shared_limits import SharedCreateLedger, SharedRateLimiter
 from jupyter_sandbox.server.state import ServerState, run
 from jupyter_sandbox.settings import Settings
@@ -122,7 +129,7 @@ def create_app(
     )
     app.state.server = state
     errors.install(app)
-    for module in (containers, container_files, files, skills, responses):
+    for module in (containers, container_files, snapshots, files, skills, responses):
         app.include_router(module.router)
 
     generate = app.openapi

@@ -20,8 +20,13 @@ from pydantic import (
 
 from jupyter_sandbox.types.skill import InstalledSkill
 
-ContainerStatus = Literal["initializing", "ready", "terminated", "failed", "expired"]
-"""The seed's statuses plus `expired`; the hosted API's `running` maps to `ready`."""
+ContainerStatus = Literal["initializing", "ready", "terminated", "failed", "expired", "paused"]
+"""The seed's statuses plus `expired`; the hosted API's `running` maps to `ready`. `paused`
+(extension, issue 18): an idle sandbox with `idle_action="pause"`, frozen until its next
+execute or file call (the store keeps it `ready`; only the API shows `paused`)."""
+
+IdleAction = Literal["expire", "pause"]
+"""What `expires_after` does to an idle sandbox: end it, or freeze it (extension)."""
 
 MemoryLimit = Literal["512m", "1g", "2g", "4g", "16g", "64g"]
 """The seed's tiers (512m..4g) and the SDK's large ones (16g, 64g: only when configured)."""
@@ -257,6 +262,12 @@ class ContainerCreateParams(BaseModel):
     """Idle expiry; default 20 minutes after the last use."""
     lifetime_seconds: int | None = Field(default=None, ge=5)
     """Hard lifetime (extension): default 1 h, at most the configured maximum (24 h)."""
+    idle_action: IdleAction | None = None
+    """Extension: `expire` (the default setting) ends an idle sandbox; `pause` freezes it
+    (no CPU, memory kept) and the next execute or file call resumes it."""
+    snapshot_id: str | None = Field(default=None, min_length=1, max_length=100)
+    """Extension: fork this snapshot (`containers.snapshots.create`): its files restored and
+    its namespace loaded in the new kernel; the snapshot's own sandbox is not touched."""
 
     @field_validator("name")
     @classmethod

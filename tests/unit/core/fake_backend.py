@@ -192,6 +192,12 @@ class FakeBackend:
         lines = [text for at, text in (sandbox.log if sandbox else []) if at >= since]
         return "".join(f"{line}\n" for line in lines[-tail:])[-max_bytes:]
 
+    def pause(self, sandbox_id: str) -> None:
+        self.called("pause", sandbox_id)
+
+    def unpause(self, sandbox_id: str) -> None:
+        self.called("unpause", sandbox_id)
+
     def signal(self, sandbox_id: str, signal: str) -> None:
         self.called("signal", f"{sandbox_id} {signal}")
         sandbox = self.sandboxes.get(sandbox_id)

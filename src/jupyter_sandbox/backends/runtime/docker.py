@@ -221,6 +221,26 @@ class DockerRuntime:
         with docker_errors(f"signalling sandbox {container_id}"):
             self._api.kill(container_name(container_id), signal=signal)
 
+    # --- pause/unpause (issue 18): two small methods the Backend seam can move as they are.
+    def pause(self, container_id: str) -> None:
+        """Freeze every process of the sandbox (the cgroup freezer: no CPU, memory kept);
+        idempotent."""
+        with docker_errors(f"pausing sandbox {container_id}"):
+            try:
+                self._api.pause(container_name(container_id))
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409 or "already paused" not in str(exc):
+                    raise
+
+    def unpause(self, container_id: str) -> None:
+        """Thaw a paused sandbox; idempotent (a running one is left alone)."""
+        with docker_errors(f"resuming sandbox {container_id}"):
+            try:
+                self._api.unpause(container_name(container_id))
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409 or "not paused" not in str(exc):
+                    raise
+
     def remove(self, container_id: str) -> None:
         """Remove the container and its volumes; safe to call twice or on nothing."""
         name = container_name(container_id)

@@ -131,7 +131,7 @@ class SandboxTools:
 
     def _is_ready(self, container_id: str) -> bool:
         try:
-            return self.client.containers.retrieve(container_id).status == "ready"
+            return self.client.containers.retrieve(container_id).status in ("ready", "paused")
         except NotFoundError:
             return False
 
