@@ -16,7 +16,7 @@ from jupyter_sandbox.backends.snapshot_kernel import (
     _jsb_user_names,
 )
 from jupyter_sandbox.backends.snapshot_store import SnapshotRecord, SnapshotStore
-from jupyter_sandbox.backends.store import Store
+from jupyter_sandbox.backends.sqlite_store import SqliteStore as Store
 from jupyter_sandbox.core.snapshots import kernel_call, snapshot_id
 from jupyter_sandbox.types.snapshot import RestoreReport, SnapshotReport
 

@@ -148,6 +148,26 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ON create_attempts (fingerprint, started_at)",
         ),
     ),
+    Migration(
+        4,
+        "snapshots of sandboxes (their bundles are blobs)",
+        (
+            """CREATE TABLE IF NOT EXISTS snapshots (
+                id TEXT PRIMARY KEY,
+                project TEXT NOT NULL,
+                container_id TEXT NOT NULL,
+                name TEXT,
+                created_at DOUBLE PRECISION NOT NULL,
+                expires_at DOUBLE PRECISION NOT NULL,
+                bytes BIGINT NOT NULL,
+                sha256 TEXT NOT NULL,
+                report TEXT NOT NULL
+            )""",
+            "CREATE INDEX IF NOT EXISTS snapshots_by_container "
+            "ON snapshots (container_id, created_at)",
+            "CREATE INDEX IF NOT EXISTS snapshots_by_expiry ON snapshots (expires_at)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

@@ -1,4 +1,4 @@
-"""Snapshot records (a table of their own in the SQLite store) and their bundles (blobs).
+"""Snapshot records (the store's `snapshots` table) and their bundles (blobs).
 
 A bundle is sandbox-made bytes: it is stored and copied, never parsed or unpickled here.
 """
@@ -10,22 +10,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from jupyter_sandbox.backends.store import Store
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS snapshots (
-    id TEXT PRIMARY KEY,
-    project TEXT NOT NULL,
-    container_id TEXT NOT NULL,
-    name TEXT,
-    created_at REAL NOT NULL,
-    expires_at REAL NOT NULL,
-    bytes INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    report TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS snapshots_by_container ON snapshots (container_id, created_at);
-CREATE INDEX IF NOT EXISTS snapshots_by_expiry ON snapshots (expires_at);
-"""
 
 
 @dataclass(frozen=True)
@@ -47,10 +31,7 @@ class SnapshotStore:
     """Snapshot records, in the shared store's database."""
 
     def __init__(self, store: Store) -> None:
-        self._store = store
-        with store.transaction() as db:
-            for statement in filter(str.strip, _SCHEMA.split(";")):
-                db.execute(statement)
+        self._store = store  # its table is migration 4 (backends/migrations.py)
 
     def insert(self, record: SnapshotRecord) -> SnapshotRecord:
         """Add a record."""

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from jupyter_sandbox import APIConnectionError, Client
-from jupyter_sandbox.backends.store import Store
+from jupyter_sandbox.backends.sqlite_store import SqliteStore as Store
 from jupyter_sandbox.core.pool import POOL_PROJECT
 from tests.unit.core.fake_backend import FakeBackend
 
