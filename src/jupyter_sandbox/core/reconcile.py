@@ -75,7 +75,7 @@ def _being_torn_down(record: ContainerRecord, now: float) -> bool:
     return _process_alive(str(by[0]), by[1])
 
 
-def reconcile(
+def reconcile(  # noqa: C901 (seam owns reconcile and rewrites this)
     settings: Settings, store: Store, runtime: Runtime, egress: EgressService | None = None
 ) -> ReconcileReport:
     """Make records and engine agree; safe while other processes use the same store."""
