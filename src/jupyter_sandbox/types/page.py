@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any, Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
@@ -73,7 +73,3 @@ class CursorPage(BaseModel, Generic[T]):
         """Attach how to fetch the next page (used by the resources, not by users)."""
         self._next_page = fetch
         return self
-
-    def to_wire(self) -> dict[str, Any]:
-        """The JSON body of a list response."""
-        return self.model_dump(mode="json")
