@@ -182,7 +182,7 @@ class SandboxMagics(Magics):
 
         Line magic:
 
-            %sandbox create [--name N] [--memory 1g] [--network disabled|allow=a.com,b.com]
+            %sandbox create [--name N] [--memory 1g] [--network disabled|allowlist:a.com,b.com]
                             [--file LOCAL]...     create a sandbox and use it
             %sandbox list                         your sandboxes (* = in use)
             %sandbox use ID                       run later %%sandbox cells in ID

@@ -77,7 +77,7 @@ class Panel(widgets.VBox):  # type: ignore[misc]
         self.message = widgets.HTML()
         self.name_input = widgets.Text(placeholder="name", value="notebook")
         self.memory_input = widgets.Dropdown(options=_memory_choices(self.client), value="1g")
-        self.network_input = widgets.Text(value="disabled", placeholder="allow=a.com,b.com")
+        self.network_input = widgets.Text(value="disabled", placeholder="allowlist:a.com,b.com")
         self.create_button = widgets.Button(
             description="Create", icon="plus", button_style="success"
         )

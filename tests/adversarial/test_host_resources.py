@@ -145,11 +145,14 @@ def test_interrupted_uploads_leave_nothing(sandboxes: Sandboxes) -> None:
     # Ctrl-C passes through; any other failure of the caller's stream is an API error chained
     # to it (the client's one error boundary).
     with pytest.raises(KeyboardInterrupt):
-        client.containers.files.create(container_id, file=Stream(KeyboardInterrupt()))
+        client.containers.files.create(
+            container_id,
+            file=Stream(KeyboardInterrupt()),  # type: ignore[arg-type]  # a duck-typed stream
+        )
     assert os.listdir(storage.uploads) == []
     gone = RuntimeError("the caller went away")
     with pytest.raises(APIError) as raised:
-        client.containers.files.create(container_id, file=Stream(gone))
+        client.containers.files.create(container_id, file=Stream(gone))  # type: ignore[arg-type]
     assert raised.value.__cause__ is gone
     assert os.listdir(storage.uploads) == []
     listing = run(client, container_id, "import os; print(sorted(os.listdir('/mnt/data')))")
