@@ -23,6 +23,7 @@ from jupyter_sandbox.backends import host_files
 from jupyter_sandbox.backends.disk import SandboxStorage
 from jupyter_sandbox.backends.host_scan import scan_roots
 from tests.adversarial.conftest import Sandboxes, run
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -168,11 +169,7 @@ def test_interrupted_uploads_leave_nothing(sandboxes: Sandboxes) -> None:
         "file=Slow())\n"
     )
     child = subprocess.Popen([sys.executable, "-c", code])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (
-        storage.uploads.is_dir() and os.listdir(storage.uploads)
-    ):
-        time.sleep(0.1)
+    wait_until(lambda: storage.uploads.is_dir() and os.listdir(storage.uploads), 60)
     child.send_signal(signal.SIGKILL)
     child.wait()
     (left,) = os.listdir(storage.uploads)
