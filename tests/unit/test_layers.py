@@ -20,7 +20,8 @@ import pytest
 import jupyter_sandbox
 
 PACKAGE = Path(jupyter_sandbox.__file__).parent
-ARCHITECTURE = Path(__file__).parents[2] / "docs" / "architecture.md"
+REPOSITORY = Path(__file__).parents[2]
+ARCHITECTURE = REPOSITORY / "docs" / "architecture.md"
 
 ROOT = "jupyter_sandbox"
 SURFACES = (
@@ -183,15 +184,27 @@ def named_modules(page: str) -> tuple[set[str], set[str]]:
     return files, folders
 
 
+def repository_paths() -> tuple[set[str], set[str]]:
+    """The files and folders of the repository's code (source, tests, tools), as paths from its
+    root; a folder ends with `/`."""
+    paths = [
+        path
+        for top in ("src", "tests", "benchmarks", "examples", "scripts", "kernelspecs")
+        if (REPOSITORY / top).is_dir()
+        for path in (REPOSITORY / top).rglob("*")
+        if "__pycache__" not in path.parts
+    ]
+    files = {path.relative_to(REPOSITORY).as_posix() for path in paths if path.is_file()}
+    folders = {f"{path.relative_to(REPOSITORY).as_posix()}/" for path in paths if path.is_dir()}
+    return files, folders
+
+
 def missing_modules(page: str) -> list[str]:
-    """What a page names that the package does not hold. A bare name (`engine_files.py`
-    beside `backends/transfer.py`) may stand for a path deeper in the package."""
+    """What a page names that the repository does not hold. A name is a path from the package
+    (`core/kernels.py`), the repository (`tests/unit/test_layers.py`) or `src/`; a bare
+    one (`engine_files.py` beside `backends/transfer.py`) may stand for a deeper path."""
     files, folders = named_modules(page)
-    paths = list(PACKAGE.rglob("*"))
-    existing = {path.relative_to(PACKAGE).as_posix() for path in paths}
-    existing_folders = {
-        f"{path.relative_to(PACKAGE).as_posix()}/" for path in paths if path.is_dir()
-    }
+    existing, existing_folders = repository_paths()
 
     def exists(name: str, among: set[str]) -> bool:
         return any(path == name or path.endswith("/" + name) for path in among)
@@ -205,10 +218,16 @@ def missing_modules(page: str) -> list[str]:
 def test_a_page_naming_a_missing_module_is_caught() -> None:
     page = (
         "a `core/nope.py`\n## Layers\n```\ncore/containers.py gone/ server/\n```\n"
-        "x/ `runtime/docker.py`"
+        "x/ `runtime/docker.py` `jupyter_sandbox/client.py` `tests/unit/test_layers.py`"
     )
     assert named_modules(page) == (
-        {"core/nope.py", "core/containers.py", "runtime/docker.py"},
+        {
+            "core/nope.py",
+            "core/containers.py",
+            "runtime/docker.py",
+            "jupyter_sandbox/client.py",
+            "tests/unit/test_layers.py",
+        },
         {"gone/", "server/"},
     )
     assert missing_modules(page) == ["core/nope.py", "gone/"]
