@@ -5,18 +5,52 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 from uuid import uuid4
 
 import pytest
 
 from jupyter_sandbox import Client
+from jupyter_sandbox.backends.kernel_recipe import default_image_tag
+from jupyter_sandbox.settings import Settings
 from tests.pg_cluster import PostgresCluster, server_bin
 
 TEST_LABEL = "org.jupyter-sandbox.test"
 SESSION_RUN = f"s{uuid4().hex[:8]}"
-IMAGE = "jupyter-sandbox-kernel:0.1.0"
+IMAGE = default_image_tag()
+EGRESS_IMAGE: str = Settings.model_fields["egress_image"].default
+
+_T = TypeVar("_T")
+
+
+def wait_until(
+    condition: Callable[[], _T], timeout: float, *, interval: float = 0.1, what: str = ""
+) -> _T:
+    """Call `condition` until it returns something truthy, and return that; fail the test
+    after `timeout` seconds. `condition` may raise to give up early (a process died)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = condition()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"gave up after {timeout} s waiting for {what or condition}")
+        time.sleep(interval)
+
+
+def labelled_client(home: Path, label: str, **settings: Any) -> Client:
+    """A Client on `home` whose every Docker object carries the test label `label` (the one
+    way tests make in-process clients, so every sweep finds what they made)."""
+    return Client(home=home, extra_labels={TEST_LABEL: label}, **settings)
+
+
+def mounts_under(folder: Path) -> list[str]:
+    """Mount points below `folder` (a leaked disk image would show here)."""
+    with open("/proc/self/mounts") as table:
+        return [line.split()[1] for line in table if line.split()[1].startswith(str(folder))]
 
 
 def docker_ready() -> str | None:
@@ -89,7 +123,7 @@ def home(tmp_path: Path) -> Path:
 @pytest.fixture
 def client(home: Path, test_label: str) -> Iterator[Client]:
     """A Client on a fresh store; fails the test if it leaves any Docker object or socket folder."""
-    sandbox_client = Client(home=home, extra_labels={TEST_LABEL: test_label})
+    sandbox_client = labelled_client(home, test_label)
     sockets_root = sandbox_client.settings.sockets_root
     try:
         yield sandbox_client

@@ -22,6 +22,7 @@ from jupyter_sandbox._version import __version__
 from jupyter_sandbox.client import Client
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types import Container, Execution
+from jupyter_sandbox.types.params import NOT_GIVEN, NotGiven
 
 
 def load_ipython_extension(ipython: Any) -> None:
@@ -39,6 +40,7 @@ def unload_ipython_extension(ipython: Any) -> None:
 
 
 __all__ = [
+    "NOT_GIVEN",
     "APIConnectionError",
     "APIError",
     "APIStatusError",
@@ -52,6 +54,7 @@ __all__ = [
     "InternalServerError",
     "JupyterSandboxError",
     "NotFoundError",
+    "NotGiven",
     "PermissionDeniedError",
     "RateLimitError",
     "RequestTooLargeError",

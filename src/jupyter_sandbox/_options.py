@@ -1,6 +1,6 @@
-"""Short option spellings shared by the Jupyter surfaces (kernelspec, provisioner, magics).
+"""Short option spellings shared by every surface (CLI, kernelspec, provisioner, magics, panel).
 
-`--network disabled`, `--network allow=a.com,b.com` (also `allowlist:a.com,b.com`) and
+`--network disabled`, `--network allowlist:a.com,b.com` (also `allow=a.com,b.com`) and
 `--memory 1G` become the API's shapes here; the Client validates the values themselves.
 """
 
@@ -8,39 +8,55 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox.types.container import normalize_memory
+from jupyter_sandbox.types.params import NetworkPolicyParam
 
 MEMORY_HELP = (
     "Memory limit: 512m, 1g, 2g or 4g (16g and 64g only where the operator allows them); "
     "1G, 1GB and 1024m mean 1g."
 )
-NETWORK_HELP = "'disabled', or 'allow=DOMAIN[,DOMAIN...]' (HTTP(S) to those domains only)"
+NETWORK_HELP = (
+    "'disabled' or 'allowlist:DOMAIN[,DOMAIN...]' (HTTP(S) to those domains only; "
+    "'allow=DOMAIN,...' is the same)"
+)
+_ALLOWLIST_PREFIXES = ("allowlist:", "allowlist=", "allow=", "allow:")
 
 
-def parse_network(value: str | Mapping[str, Any] | None) -> dict[str, Any] | None:
-    """A `network_policy` object from `disabled`, `allow=a.com,b.com`, or a policy dict.
+def parse_network_option(text: str) -> NetworkPolicyParam:
+    """The one `--network` grammar: `disabled` (or `none`, `off`), or `allowlist:a.com,b.com`
+    (or `allow=a.com,b.com`), as a `network_policy` object.
 
     Raises:
-        BadRequestError: the spelling is not one of those.
+        BadRequestError: the spelling is not one of those (`param="network_policy"`).
     """
-    if value is None:
-        return None
-    if isinstance(value, Mapping):
-        return dict(value)
-    text = value.strip()
+    text = text.strip()
     if text.lower() in ("disabled", "none", "off"):
         return {"type": "disabled"}
-    for prefix in ("allow=", "allowlist=", "allowlist:", "allow:"):
+    for prefix in _ALLOWLIST_PREFIXES:
         if text.lower().startswith(prefix):
             domains = [d.strip() for d in text[len(prefix) :].split(",") if d.strip()]
             if domains:
                 return {"type": "allowlist", "allowed_domains": domains}
     raise BadRequestError(
-        f"Invalid network policy {value!r}: use {NETWORK_HELP}", param="network_policy"
+        f"Invalid network policy {text!r}: use {NETWORK_HELP}", param="network_policy"
     )
+
+
+def parse_network(value: str | Mapping[str, Any] | None) -> NetworkPolicyParam | None:
+    """`parse_network_option` for a string; a policy object (a kernelspec's config) as it is,
+    for the Client to validate; None stays None.
+
+    Raises:
+        BadRequestError: the string is not a `--network` spelling.
+    """
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        return cast(NetworkPolicyParam, dict(value))
+    return parse_network_option(value)
 
 
 def parse_memory(value: str | None) -> str | None:
@@ -55,10 +71,10 @@ def parse_memory(value: str | None) -> str | None:
 
 
 def describe_network(policy: Mapping[str, Any]) -> str:
-    """`disabled`, or `allow=a.com,b.com`: the short form of a policy."""
+    """`disabled`, or `allowlist:a.com,b.com`: a policy as `--network` spells it."""
     if policy.get("type") == "allowlist":
         domains = policy.get("allowed_domains") or policy.get("domains") or []
-        return "allow=" + ",".join(str(d) for d in domains)
+        return "allowlist:" + ",".join(str(d) for d in domains)
     return str(policy.get("type", "disabled"))
 
 

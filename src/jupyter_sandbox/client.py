@@ -5,8 +5,9 @@ from __future__ import annotations
 import builtins
 import copy
 import os
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
@@ -18,7 +19,7 @@ from jupyter_sandbox.backends.file_store import FileStore
 from jupyter_sandbox.backends.registry import build_backend
 from jupyter_sandbox.backends.snapshot_store import SnapshotStore
 from jupyter_sandbox.backends.store import ContainerRecord, open_store
-from jupyter_sandbox.client_files import ContainerFiles, Files, Skills
+from jupyter_sandbox.client_files import ContainerFiles, Files, Skills, list_params
 from jupyter_sandbox.client_snapshots import ContainerSnapshots, finish_create
 from jupyter_sandbox.core.container_files import ContainerFileService, SandboxContent
 from jupyter_sandbox.core.containers import ContainerService
@@ -38,6 +39,23 @@ from jupyter_sandbox.types.container import Container, ContainerDeleted, IdleAct
 from jupyter_sandbox.types.egress import EgressDecision
 from jupyter_sandbox.types.execution import Execution
 from jupyter_sandbox.types.page import CursorPage
+from jupyter_sandbox.types.params import (
+    NOT_GIVEN,
+    ContainerSkillParam,
+    ExpiresAfterParam,
+    NetworkPolicyParam,
+    NotGiven,
+    given,
+)
+
+_T = TypeVar("_T")
+
+
+def _listed(values: Iterable[_T] | None) -> object:
+    """A one-pass iterable as a list; lists, tuples and strings (refused later) as they are."""
+    if values is None or isinstance(values, builtins.list | tuple | str):
+        return values
+    return builtins.list(values)
 
 
 @api_errors
@@ -53,16 +71,17 @@ class Containers:
         self,
         *,
         name: str,
-        memory_limit: str | None = None,
-        file_ids: list[str] | None = None,
-        network_policy: dict[str, Any] | None = None,
-        skills: list[dict[str, Any]] | None = None,
-        expires_after: dict[str, Any] | None = None,
-        lifetime_seconds: int | None = None,
-        idle_action: IdleAction | None = None,
-        snapshot_id: str | None = None,
+        memory_limit: str | NotGiven | None = NOT_GIVEN,
+        file_ids: Sequence[str] | NotGiven | None = NOT_GIVEN,
+        network_policy: NetworkPolicyParam | NotGiven | None = NOT_GIVEN,
+        skills: Iterable[ContainerSkillParam] | NotGiven | None = NOT_GIVEN,
+        expires_after: ExpiresAfterParam | NotGiven | None = NOT_GIVEN,
+        lifetime_seconds: int | NotGiven | None = NOT_GIVEN,
+        idle_action: IdleAction | NotGiven | None = NOT_GIVEN,
+        snapshot_id: str | NotGiven | None = NOT_GIVEN,
     ) -> Container:
-        """Create a sandbox and wait until its kernel answers.
+        """Create a sandbox and wait until its kernel answers. A keyword left out or None
+        takes its default (1g, no files, no network, no skills, 20 idle minutes, 1 h).
 
         Args:
             idle_action: extension: `"expire"` (default setting) or `"pause"` (an idle sandbox
@@ -74,30 +93,28 @@ class Containers:
             NotFoundError: the kernel image is missing (the message says how to build it).
             APIConnectionError: the Docker engine is unreachable.
         """
-        params = {
-            key: value
-            for key, value in {
-                "name": name,
-                "memory_limit": memory_limit,
-                "file_ids": file_ids,
-                "network_policy": network_policy,
-                "skills": skills,
-                "expires_after": expires_after,
-                "lifetime_seconds": lifetime_seconds,
-                "idle_action": idle_action,
-                "snapshot_id": snapshot_id,
-            }.items()
-            if value is not None
+        given_params: dict[str, object] = {
+            "name": name,
+            "memory_limit": given(memory_limit),
+            "file_ids": _listed(given(file_ids)),
+            "network_policy": given(network_policy),
+            "skills": _listed(given(skills)),
+            "expires_after": given(expires_after),
+            "lifetime_seconds": given(lifetime_seconds),
+            "idle_action": given(idle_action),
+            "snapshot_id": given(snapshot_id),
         }
+        params = {key: value for key, value in given_params.items() if value is not None}
         self._client.sweep()
         # issue 18: a fork's snapshot is checked before anything boots
+        fork_of = given(snapshot_id)
         snapshot = (
-            self._client._snapshots.check(snapshot_id, self._client.project)
-            if snapshot_id is not None
+            self._client._snapshots.check(fork_of, self._client.project)
+            if fork_of is not None
             else None
         )
         container = self._client._containers.create(params, project=self._client.project)
-        return finish_create(self._client, container, idle_action, snapshot)
+        return finish_create(self._client, container, given(idle_action), snapshot)
 
     def retrieve(self, container_id: str) -> Container:
         """One sandbox, by id."""
@@ -108,16 +125,14 @@ class Containers:
         self,
         *,
         limit: int = 20,
-        order: str = "desc",
-        after: str | None = None,
-        name: str | None = None,
+        order: Literal["asc", "desc"] = "desc",
+        after: str | NotGiven | None = NOT_GIVEN,
+        name: str | NotGiven | None = NOT_GIVEN,
     ) -> CursorPage[Container]:
         """A page of sandboxes (newest first); iterating it walks every page."""
         self._client.sweep()
-        params: dict[str, Any] = {"limit": limit, "order": order}
-        if after is not None:
-            params["after"] = after
-        return self._client._containers.list(params, name=name, project=self._client.project)
+        params = list_params(limit, order, after)
+        return self._client._containers.list(params, name=given(name), project=self._client.project)
 
     def delete(self, container_id: str) -> ContainerDeleted:
         """Stop and remove a sandbox with everything it holds."""
@@ -128,8 +143,8 @@ class Containers:
         container_id: str,
         code: str,
         *,
-        timeout: float | None = None,
-        on_output: OutputCallback | None = None,
+        timeout: float | NotGiven | None = NOT_GIVEN,
+        on_output: OutputCallback | NotGiven | None = NOT_GIVEN,
     ) -> Execution:
         """Run code in the sandbox's kernel (state persists between calls).
 
@@ -138,10 +153,12 @@ class Containers:
                 stays busy); None waits as long as it takes.
             on_output: called with each output as it arrives.
         """
-        timeout = check_seconds(timeout, "timeout")  # before anything else: fail fast
+        seconds = check_seconds(given(timeout), "timeout")  # before anything else: fail fast
         self._client.sweep()
         record = self._client._resumed(container_id, self._client.project)
-        return self._client._executions.execute(record, code, timeout=timeout, on_output=on_output)
+        return self._client._executions.execute(
+            record, code, timeout=seconds, on_output=given(on_output)
+        )
 
     def interrupt(self, container_id: str) -> None:
         """Send SIGINT to the sandbox's kernel (what Jupyter's interrupt button does)."""

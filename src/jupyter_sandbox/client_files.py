@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from jupyter_sandbox._boundary import api_errors
 from jupyter_sandbox.types.binary import BinaryContent
@@ -11,8 +11,16 @@ from jupyter_sandbox.types.container_file import (
     ContainerFileDeleted,
     ContainerFilePage,
 )
-from jupyter_sandbox.types.file import FileDeleted, FileObject
+from jupyter_sandbox.types.file import FileDeleted, FileObject, FilePurpose
 from jupyter_sandbox.types.page import CursorPage
+from jupyter_sandbox.types.params import (
+    NOT_GIVEN,
+    FileExpiresAfterParam,
+    FileInput,
+    NotGiven,
+    SkillFilesInput,
+    given,
+)
 from jupyter_sandbox.types.skill import Skill, SkillDeleted, SkillVersion, SkillVersionDeleted
 
 if TYPE_CHECKING:
@@ -30,9 +38,10 @@ __all__ = [
 ]
 
 
-def _list_params(limit: int, order: str, after: str | None) -> dict[str, Any]:
+def list_params(limit: int, order: str, after: str | NotGiven | None) -> dict[str, Any]:
+    """A list call's paging parameters, `after` only when given."""
     params: dict[str, Any] = {"limit": limit, "order": order}
-    if after is not None:
+    if given(after) is not None:
         params["after"] = after
     return params
 
@@ -60,9 +69,9 @@ class Files:
     def create(
         self,
         *,
-        file: Any,
-        purpose: str = "user_data",
-        expires_after: dict[str, Any] | None = None,
+        file: FileInput,
+        purpose: FilePurpose = "user_data",
+        expires_after: FileExpiresAfterParam | NotGiven | None = NOT_GIVEN,
     ) -> FileObject:
         """Upload a file (a Path, bytes, a binary stream, or `(filename, content)`).
 
@@ -71,7 +80,10 @@ class Files:
             BadRequestError: `purpose` or `file` is invalid.
         """
         return self._client._files.create(
-            file, purpose=purpose, expires_after=expires_after, project=self._client.project
+            file,
+            purpose=purpose,
+            expires_after=given(expires_after),
+            project=self._client.project,
         )
 
     def retrieve(self, file_id: str) -> FileObject:
@@ -82,13 +94,13 @@ class Files:
         self,
         *,
         limit: int = 10000,
-        order: str = "desc",
-        after: str | None = None,
-        purpose: str | None = None,
+        order: Literal["asc", "desc"] = "desc",
+        after: str | NotGiven | None = NOT_GIVEN,
+        purpose: str | NotGiven | None = NOT_GIVEN,
     ) -> CursorPage[FileObject]:
         """A page of files (newest first); iterating it walks every page."""
-        params = _list_params(limit, order, after)
-        if purpose is not None:
+        params = list_params(limit, order, after)
+        if given(purpose) is not None:
             params["purpose"] = purpose
         return self._client._files.list(params, project=self._client.project)
 
@@ -124,9 +136,9 @@ class ContainerFiles:
         self,
         container_id: str,
         *,
-        file: Any = None,
-        file_id: str | None = None,
-        path: str | None = None,
+        file: FileInput | NotGiven | None = NOT_GIVEN,
+        file_id: str | NotGiven | None = NOT_GIVEN,
+        path: str | NotGiven | None = NOT_GIVEN,
     ) -> ContainerFile:
         """Put a file in the sandbox (default path `/mnt/data/<its name>`).
 
@@ -141,7 +153,11 @@ class ContainerFiles:
         """
         self._client.sweep()
         return self._client._container_files.create(
-            container_id, file=file, file_id=file_id, path=path, project=self._client.project
+            container_id,
+            file=given(file),
+            file_id=given(file_id),
+            path=given(path),
+            project=self._client.project,
         )
 
     def retrieve(self, container_id: str, file_id: str) -> ContainerFile:
@@ -156,8 +172,8 @@ class ContainerFiles:
         container_id: str,
         *,
         limit: int = 20,
-        order: str = "desc",
-        after: str | None = None,
+        order: Literal["asc", "desc"] = "desc",
+        after: str | NotGiven | None = NOT_GIVEN,
     ) -> ContainerFilePage:
         """A page of the sandbox's files, including those its code wrote (`source="assistant"`).
 
@@ -165,7 +181,7 @@ class ContainerFiles:
         and folders), `truncated` on that page says so and only the files seen are listed."""
         self._client.sweep()
         return self._client._container_files.list(
-            container_id, _list_params(limit, order, after), project=self._client.project
+            container_id, list_params(limit, order, after), project=self._client.project
         )
 
     def delete(self, container_id: str, file_id: str) -> ContainerFileDeleted:
@@ -215,7 +231,9 @@ class SkillVersions:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def create(self, skill_id: str, *, files: Any, default: bool = False) -> SkillVersion:
+    def create(
+        self, skill_id: str, *, files: SkillFilesInput, default: bool = False
+    ) -> SkillVersion:
         """Upload new files as the next version."""
         return self._client._skills.create_version(
             skill_id, files, default=default, project=self._client.project
@@ -228,11 +246,16 @@ class SkillVersions:
         )
 
     def list(
-        self, skill_id: str, *, limit: int = 20, order: str = "desc", after: str | None = None
+        self,
+        skill_id: str,
+        *,
+        limit: int = 20,
+        order: Literal["asc", "desc"] = "desc",
+        after: str | NotGiven | None = NOT_GIVEN,
     ) -> CursorPage[SkillVersion]:
         """A page of versions, newest first."""
         return self._client._skills.list_versions(
-            skill_id, _list_params(limit, order, after), project=self._client.project
+            skill_id, list_params(limit, order, after), project=self._client.project
         )
 
     def delete(self, version: str, *, skill_id: str) -> SkillVersionDeleted:
@@ -253,7 +276,7 @@ class Skills:
         self.content = SkillContent(client)
         self.versions = SkillVersions(client)
 
-    def create(self, *, files: Any) -> Skill:
+    def create(self, *, files: SkillFilesInput) -> Skill:
         """A skill from a folder with a SKILL.md (front matter: name, description), a zip, or
         a list of files (Paths or `(path, content)` pairs).
 
@@ -273,11 +296,15 @@ class Skills:
         )
 
     def list(
-        self, *, limit: int = 20, order: str = "desc", after: str | None = None
+        self,
+        *,
+        limit: int = 20,
+        order: Literal["asc", "desc"] = "desc",
+        after: str | NotGiven | None = NOT_GIVEN,
     ) -> CursorPage[Skill]:
         """A page of skills, newest first."""
         return self._client._skills.list(
-            _list_params(limit, order, after), project=self._client.project
+            list_params(limit, order, after), project=self._client.project
         )
 
     def delete(self, skill_id: str) -> SkillDeleted:

@@ -19,7 +19,7 @@ import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from jupyter_sandbox import code_interpreter_adapters as adapters
 from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
@@ -54,6 +54,7 @@ from jupyter_sandbox.types.code_interpreter import (
 )
 from jupyter_sandbox.types.container_file import DEFAULT_DIR
 from jupyter_sandbox.types.execution import ExecutionOutput
+from jupyter_sandbox.types.params import NetworkPolicyParam
 
 __all__ = ["CodeInterpreter", "EventCallback", "call_id", "to_outputs"]
 
@@ -333,7 +334,9 @@ class CodeInterpreter(AutoContainers):
             forked = self.client.containers.create(
                 name=self.name,
                 memory_limit=original.memory_limit,
-                network_policy=original.network_policy,  # domain secrets are not copied
+                network_policy=cast(
+                    "NetworkPolicyParam", original.network_policy
+                ),  # no domain secrets
                 snapshot_id=snapshot.id,
                 expires_after={"anchor": "last_active_at", "minutes": self.idle_minutes},
                 lifetime_seconds=self.lifetime_seconds,

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import threading
-from typing import Any
+from typing import cast
 
 from pydantic import ValidationError
 
@@ -25,6 +25,7 @@ from jupyter_sandbox.types.code_interpreter import (
     CodeInterpreterContainerRef,
 )
 from jupyter_sandbox.types.container import NetworkPolicyAllowlist
+from jupyter_sandbox.types.params import NetworkPolicyParam
 
 __all__ = ["AutoContainers"]
 
@@ -82,14 +83,17 @@ class AutoContainers:
 
     def _auto_config(
         self, params: CodeInterpreterContainerAuto
-    ) -> tuple[str, str, dict[str, Any] | None]:
+    ) -> tuple[str, str, NetworkPolicyParam | None]:
         """(key, memory limit, network policy) of an auto configuration."""
         memory_limit = params.memory_limit or self.client.settings.default_memory_limit
-        policy = None
+        # Validated models as the create parameters they came from.
+        policy: NetworkPolicyParam | None = None
         if isinstance(params.network_policy, NetworkPolicyAllowlist):
-            policy = params.network_policy.create_params()  # secrets included, in process
+            policy = cast(
+                "NetworkPolicyParam", params.network_policy.create_params()
+            )  # secrets kept
         elif params.network_policy is not None:
-            policy = params.network_policy.model_dump()
+            policy = cast("NetworkPolicyParam", params.network_policy.model_dump())
         # A digest: the configuration may hold domain secrets, which no key should keep.
         key = hashlib.sha256(
             json.dumps([memory_limit, policy], sort_keys=True).encode()

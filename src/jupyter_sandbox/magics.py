@@ -48,11 +48,6 @@ __all__ = [
     "unload_ipython_extension",
 ]
 
-_FILES_MISSING = (
-    "%sandbox {command} is not available yet: this version of jupyter-sandbox has no files "
-    "API (client.containers.files)"
-)
-
 
 class SandboxCellError(JupyterSandboxError):
     """A `%%sandbox` cell failed in the sandbox; shown with the sandbox's own traceback."""
@@ -189,7 +184,7 @@ class SandboxMagics(Magics):
 
         Line magic:
 
-            %sandbox create [--name N] [--memory 1g] [--network disabled|allow=a.com,b.com]
+            %sandbox create [--name N] [--memory 1g] [--network disabled|allowlist:a.com,b.com]
                             [--file LOCAL]...     create a sandbox and use it
             %sandbox list                         your sandboxes (* = in use)
             %sandbox use ID                       run later %%sandbox cells in ID
@@ -247,8 +242,6 @@ class SandboxMagics(Magics):
         missing = [path for path in args.file if not Path(path).is_file()]
         if missing:
             raise UsageError(f"%sandbox create: no such local file: {missing[0]}")
-        if args.file:
-            self._files_api("create --file")
         container = self.client.containers.create(
             name=args.name or "notebook",
             memory_limit=parse_memory(args.memory),
@@ -334,7 +327,7 @@ class SandboxMagics(Magics):
 
     def _do_download(self, args: argparse.Namespace) -> None:
         container_id = self._require_current("download")
-        files = self._files_api("download")
+        files = self.client.containers.files
         match = next((f for f in files.list(container_id) if f.path == args.remote), None)
         if match is None:
             raise UsageError(f"%sandbox download: no file {args.remote} in {container_id}")
@@ -347,25 +340,19 @@ class SandboxMagics(Magics):
 
     def _do_files(self, args: argparse.Namespace) -> None:
         container_id = self._require_current("files")
-        page = self._files_api("files").list(container_id)
+        page = self.client.containers.files.list(container_id)
         found = list(page)
         if not found:
             print(f"No files in {container_id}.")  # noqa: T201
         for item in found:
             print(f"{item.bytes:>10}  {inert(item.path)}")  # noqa: T201
-        if getattr(page, "truncated", None):
+        if page.truncated:
             print(f"The listing stopped early ({page.truncated}): some files are not shown.")  # noqa: T201
 
     def _upload(self, container_id: str, local: Path, remote: str | None) -> None:
         path = remote or f"/mnt/data/{local.name}"
-        created = self._files_api("upload").create(container_id, file=local, path=path)
+        created = self.client.containers.files.create(container_id, file=local, path=path)
         print(f"Uploaded {local} to {inert(created.path)} ({created.bytes} bytes).")  # noqa: T201
-
-    def _files_api(self, command: str) -> Any:
-        files = getattr(self.client.containers, "files", None)
-        if files is None:
-            raise UsageError(_FILES_MISSING.format(command=command))
-        return files
 
     def _require_current(self, command: str) -> str:
         if self.current is None:

@@ -88,6 +88,47 @@ def _display(content: dict[str, Any]) -> dict[str, Any]:
     return content
 
 
+def _debug_body(content: dict[str, Any]) -> None:
+    body = content.get("body")
+    if isinstance(body, dict) and "data" in body:
+        _bundle(body)
+
+
+def _execute_reply(content: dict[str, Any]) -> None:
+    payload = content.get("payload")
+    items = payload if isinstance(payload, list) else []
+    content["payload"] = [p for p in (_payload(item) for item in items) if p is not None]
+    expressions = content.get("user_expressions")
+    if isinstance(expressions, dict):
+        for value in expressions.values():
+            if isinstance(value, dict) and "data" in value:
+                _bundle(value)
+
+
+def _kernel_info_reply(content: dict[str, Any]) -> None:
+    links = content.get("help_links")
+    content["help_links"] = [
+        {"text": str(link.get("text", "")), "url": link["url"]}
+        for link in (links if isinstance(links, list) else [])
+        if isinstance(link, dict) and isinstance(link.get("url"), str)
+        if _HTTP.match(link["url"])
+    ]
+
+
+def _no_comms(content: dict[str, Any]) -> None:
+    content["comms"] = {}  # comms from a sandbox never reach the frontend
+
+
+_REPLY_FILTERS = {
+    "execute_reply": _execute_reply,
+    "inspect_reply": _bundle,
+    "debug_reply": _debug_body,
+    "kernel_info_reply": _kernel_info_reply,
+    "comm_info_reply": _no_comms,
+}
+"""What each reply type needs made safe, in place; the other types pass as they are."""
+
+
 def filter_reply(channel: str, msg_type: str, content: dict[str, Any]) -> dict[str, Any] | None:
     """The content to forward for a sandbox's message, or None to drop it.
 
@@ -102,35 +143,11 @@ def filter_reply(channel: str, msg_type: str, content: dict[str, Any]) -> dict[s
         if msg_type in _BUNDLE_TYPES:
             return _display(content)
         if msg_type == "debug_event":
-            body = content.get("body")
-            if isinstance(body, dict) and "data" in body:
-                _bundle(body)
+            _debug_body(content)
         return content
     if msg_type not in REPLY_TYPES:
         return None
-    if msg_type == "execute_reply":
-        payload = content.get("payload")
-        items = payload if isinstance(payload, list) else []
-        content["payload"] = [p for p in (_payload(item) for item in items) if p is not None]
-        expressions = content.get("user_expressions")
-        if isinstance(expressions, dict):
-            for value in expressions.values():
-                if isinstance(value, dict) and "data" in value:
-                    _bundle(value)
-    elif msg_type == "inspect_reply":
-        _bundle(content)
-    elif msg_type == "debug_reply":
-        body = content.get("body")
-        if isinstance(body, dict) and "data" in body:
-            _bundle(body)
-    elif msg_type == "kernel_info_reply":
-        links = content.get("help_links")
-        content["help_links"] = [
-            {"text": str(link.get("text", "")), "url": link["url"]}
-            for link in (links if isinstance(links, list) else [])
-            if isinstance(link, dict) and isinstance(link.get("url"), str)
-            if _HTTP.match(link["url"])
-        ]
-    elif msg_type == "comm_info_reply":
-        content["comms"] = {}  # comms from a sandbox never reach the frontend
+    make_safe = _REPLY_FILTERS.get(msg_type)
+    if make_safe is not None:
+        make_safe(content)
     return content

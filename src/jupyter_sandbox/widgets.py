@@ -77,7 +77,7 @@ class Panel(widgets.VBox):  # type: ignore[misc]
         self.message = widgets.HTML()
         self.name_input = widgets.Text(placeholder="name", value="notebook")
         self.memory_input = widgets.Dropdown(options=_memory_choices(self.client), value="1g")
-        self.network_input = widgets.Text(value="disabled", placeholder="allow=a.com,b.com")
+        self.network_input = widgets.Text(value="disabled", placeholder="allowlist:a.com,b.com")
         self.create_button = widgets.Button(
             description="Create", icon="plus", button_style="success"
         )
@@ -150,9 +150,9 @@ class Panel(widgets.VBox):  # type: ignore[misc]
 
     def download(self, container_id: str, file_id: str, path: str) -> Path:
         """Save a sandbox file next to the notebook and offer it to the browser."""
-        content: bytes = (
-            self._files_api().content.retrieve(file_id, container_id=container_id).read()
-        )
+        content: bytes = self.client.containers.files.content.retrieve(
+            file_id, container_id=container_id
+        ).read()
         target = Path(Path(path).name)
         target.write_bytes(content)
         link = ""
@@ -170,7 +170,9 @@ class Panel(widgets.VBox):  # type: ignore[misc]
         with tempfile.TemporaryDirectory() as staging:
             local = Path(staging) / Path(name).name
             local.write_bytes(content)
-            self._files_api().create(container_id, file=local, path=f"/mnt/data/{local.name}")
+            self.client.containers.files.create(
+                container_id, file=local, path=f"/mnt/data/{local.name}"
+            )
         self._say(f"Uploaded {name}.")  # _say escapes
 
     def refresh(self) -> None:
@@ -223,18 +225,14 @@ class Panel(widgets.VBox):  # type: ignore[misc]
         return _grid([*cells, use, delete])
 
     def _refresh_files(self) -> None:
-        files = getattr(self.client.containers, "files", None)
-        self.upload.disabled = self.selected is None or files is None
+        self.upload.disabled = self.selected is None
         if self.selected is None:
             self.files_title.value = "<i>Select a sandbox (Use) to see its files.</i>"
             self.files.children = []
             return
         self.files_title.value = f"<b>Files in {html.escape(self.selected)}</b>"
-        if files is None:
-            self.files.children = [widgets.HTML("<i>The files API is not available yet.</i>")]
-            return
         rows = []
-        for item in files.list(self.selected):
+        for item in self.client.containers.files.list(self.selected):
             button = widgets.Button(description="Download", icon="download")
             button.on_click(self._download_handler(self.selected, item.id, item.path))
             label = f"{item.bytes:>10}  {item.path}"
@@ -255,12 +253,6 @@ class Panel(widgets.VBox):  # type: ignore[misc]
             self.upload_bytes(self.selected, item["name"], bytes(item["content"]))
         self.upload.value = ()
         self.refresh()
-
-    def _files_api(self) -> Any:
-        files = getattr(self.client.containers, "files", None)
-        if files is None:
-            raise JupyterSandboxError("the files API is not available yet")
-        return files
 
     def _act(self, action: Callable[[], object]) -> None:
         """Run a button's action; show its error in the panel instead of losing it."""

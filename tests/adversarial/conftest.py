@@ -20,7 +20,7 @@ import pytest
 
 from jupyter_sandbox import Client
 from jupyter_sandbox.types.execution import Execution, StreamOutput
-from tests.conftest import SESSION_RUN, TEST_LABEL, remove_labelled
+from tests.conftest import SESSION_RUN, TEST_LABEL, labelled_client, mounts_under, remove_labelled
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -125,7 +125,7 @@ class Sandboxes:
     made: list[Client]
 
     def client(self, **settings: Any) -> Client:
-        self.made.append(Client(home=self.home, extra_labels={TEST_LABEL: self.label}, **settings))
+        self.made.append(labelled_client(self.home, self.label, **settings))
         return self.made[-1]
 
 
@@ -137,10 +137,7 @@ def _sweep(sandboxes: Sandboxes) -> None:
                 client.for_project(record.project).containers.delete(record.id)
         client.close()
     leaked = remove_labelled(f"{TEST_LABEL}={sandboxes.label}")
-    with open("/proc/self/mounts") as table:
-        stuck = [
-            line.split()[1] for line in table if line.split()[1].startswith(str(sandboxes.home))
-        ]
+    stuck = mounts_under(sandboxes.home)
     for mount in stuck:
         subprocess.run(["umount", "-l", mount], check=False)
     leftovers = [p.name for root in sockets if root.is_dir() for p in root.iterdir()]

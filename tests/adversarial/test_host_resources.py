@@ -23,6 +23,7 @@ from jupyter_sandbox.backends import host_files
 from jupyter_sandbox.backends.disk import SandboxStorage
 from jupyter_sandbox.backends.host_scan import scan_roots
 from tests.adversarial.conftest import Sandboxes, run
+from tests.conftest import wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -145,11 +146,14 @@ def test_interrupted_uploads_leave_nothing(sandboxes: Sandboxes) -> None:
     # Ctrl-C passes through; any other failure of the caller's stream is an API error chained
     # to it (the client's one error boundary).
     with pytest.raises(KeyboardInterrupt):
-        client.containers.files.create(container_id, file=Stream(KeyboardInterrupt()))
+        client.containers.files.create(
+            container_id,
+            file=Stream(KeyboardInterrupt()),  # type: ignore[arg-type]  # a duck-typed stream
+        )
     assert os.listdir(storage.uploads) == []
     gone = RuntimeError("the caller went away")
     with pytest.raises(APIError) as raised:
-        client.containers.files.create(container_id, file=Stream(gone))
+        client.containers.files.create(container_id, file=Stream(gone))  # type: ignore[arg-type]
     assert raised.value.__cause__ is gone
     assert os.listdir(storage.uploads) == []
     listing = run(client, container_id, "import os; print(sorted(os.listdir('/mnt/data')))")
@@ -165,11 +169,7 @@ def test_interrupted_uploads_leave_nothing(sandboxes: Sandboxes) -> None:
         "file=Slow())\n"
     )
     child = subprocess.Popen([sys.executable, "-c", code])
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (
-        storage.uploads.is_dir() and os.listdir(storage.uploads)
-    ):
-        time.sleep(0.1)
+    wait_until(lambda: storage.uploads.is_dir() and os.listdir(storage.uploads), 60)
     child.send_signal(signal.SIGKILL)
     child.wait()
     (left,) = os.listdir(storage.uploads)

@@ -18,7 +18,7 @@ import pytest
 from jupyter_sandbox import Client, ConflictError, NotFoundError
 from jupyter_sandbox.types.execution import Execution
 from tests.adversarial.conftest import Sandboxes
-from tests.conftest import TEST_LABEL
+from tests.conftest import labelled_client, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -65,9 +65,7 @@ def test_sigterm_to_pid_1_is_reported_at_the_next_call(sandboxes: Sandboxes) -> 
         )
     )
     assert isinstance(killed, Execution | ConflictError), repr(killed)
-    deadline = time.monotonic() + 30
-    while client._backend.state(container_id) is not None and time.monotonic() < deadline:
-        time.sleep(0.1)  # auto-removed once it exits
+    wait_until(lambda: client._backend.state(container_id) is None, 30)  # auto-removed on exit
     with pytest.raises(ConflictError, match=r"container exited \(code 0\)") as caught:
         client.containers.execute(container_id, "print(1)", timeout=30)
     assert container_id in caught.value.message
@@ -92,9 +90,7 @@ def test_list_and_retrieve_report_a_container_that_died(sandboxes: Sandboxes) ->
     container_id = client.containers.create(name="died-quietly").id
     # PID 1 ends without any call of ours watching; list is the next call.
     client._backend.signal(container_id, "SIGTERM")
-    deadline = time.monotonic() + 30
-    while client._backend.state(container_id) is not None and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: client._backend.state(container_id) is None, 30)
     listed = {c.id: c.status for c in client.containers.list()}
     assert listed[container_id] == "terminated"
     assert client.containers.retrieve(container_id).status == "terminated"
@@ -192,7 +188,7 @@ def test_expiry_racing_delete(sandboxes: Sandboxes) -> None:
 
 
 def _process_delete(home: str, label: str, container_id: str, start: Any, out: Any) -> None:
-    client = Client(home=home, extra_labels={TEST_LABEL: label})
+    client = labelled_client(Path(home), label)
     try:
         start.wait()
         result = _outcome(lambda: client.containers.delete(container_id))
@@ -202,7 +198,7 @@ def _process_delete(home: str, label: str, container_id: str, start: Any, out: A
 
 
 def _process_execute(home: str, label: str, container_id: str, start: Any, out: Any) -> None:
-    client = Client(home=home, extra_labels={TEST_LABEL: label})
+    client = labelled_client(Path(home), label)
     try:
         start.wait()
         code = "import time\nfor i in range(200):\n    print(i, flush=True); time.sleep(0.01)\n"

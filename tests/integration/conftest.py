@@ -9,13 +9,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_sandbox import Client
-from tests.conftest import TEST_LABEL, remove_labelled
-
-
-def mounts_under(folder: Path) -> list[str]:
-    """Mount points below `folder` (a leaked disk image would show here)."""
-    with open("/proc/self/mounts") as table:
-        return [line.split()[1] for line in table if line.split()[1].startswith(str(folder))]
+from tests.conftest import TEST_LABEL, labelled_client, mounts_under, remove_labelled
 
 
 @pytest.fixture
@@ -24,7 +18,7 @@ def make_client(home: Path, test_label: str) -> Iterator[Callable[..., Client]]:
     made: list[Client] = []
 
     def make(**settings: object) -> Client:
-        made.append(Client(home=home, extra_labels={TEST_LABEL: test_label}, **settings))
+        made.append(labelled_client(home, test_label, **settings))
         return made[-1]
 
     try:

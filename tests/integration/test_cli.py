@@ -16,11 +16,8 @@ from uuid import uuid4
 
 import pytest
 
-from jupyter_sandbox.backends.images import default_image_tag
 from jupyter_sandbox.backends.sqlite_store import SqliteStore as Store
-from tests.conftest import SESSION_RUN, TEST_LABEL, remove_labelled
-
-IMAGE = default_image_tag()
+from tests.conftest import IMAGE, SESSION_RUN, TEST_LABEL, remove_labelled
 
 
 def _image_missing() -> str | None:

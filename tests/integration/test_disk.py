@@ -12,7 +12,7 @@ import pytest
 
 from jupyter_sandbox import Client, RequestTooLargeError, Settings
 from jupyter_sandbox.backends.disk import Disks, describe
-from tests.integration.conftest import mounts_under
+from tests.conftest import mounts_under
 
 pytestmark = [
     pytest.mark.docker,

@@ -20,6 +20,7 @@ import pytest
 
 from jupyter_sandbox import Client
 from jupyter_sandbox.settings import Settings
+from jupyter_sandbox.types.params import NetworkPolicyAllowlistParam
 from tests.integration.server_harness import serving
 from tests.integration.test_network import PRELUDE, run
 from tests.integration.test_network_lab import Lab, lab
@@ -145,7 +146,7 @@ def new_value() -> str:
     return PREFIX + secrets.token_hex(16)
 
 
-def policy(value: str, other_value: str) -> dict[str, Any]:
+def policy(value: str, other_value: str) -> NetworkPolicyAllowlistParam:
     return {
         "type": "allowlist",
         "allowed_domains": ["allowed.test", "other.test", "*.wild.test"],

@@ -9,7 +9,7 @@ import pytest
 
 from jupyter_sandbox import BadRequestError, Client, NotFoundError, RequestTooLargeError
 from jupyter_sandbox.backends.file_store import FileStore
-from tests.integration.conftest import mounts_under
+from tests.conftest import mounts_under
 
 pytestmark = pytest.mark.docker
 

@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 
 from jupyter_sandbox import Client
 from jupyter_sandbox.kernelspec import kernel_json
-from tests.conftest import TEST_LABEL, labelled_objects, remove_labelled
+from tests.conftest import TEST_LABEL, labelled_objects, remove_labelled, wait_until
 from tests.integration.jupyter_harness import jupyter_process
 
 pytestmark = pytest.mark.docker
@@ -213,9 +212,7 @@ def _assert_nothing_ran(page: Any, root: Path, name: str, control: str) -> None:
     assert page.evaluate("window.__pwned") is None
     assert page.title() != "PWNED"
     page.evaluate(attack_script(control))
-    deadline = time.monotonic() + 30
-    while not (root / control).exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until((root / control).exists, 30, what="the control script to run")
     assert (root / control).read_text() == "pwned", "the control script did not run"
     assert page.evaluate("window.__pwned") == 1
     assert not (root / name).exists(), f"sandbox output created {name} on the host"

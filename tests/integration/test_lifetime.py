@@ -7,13 +7,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from jupyter_sandbox import Client
-from tests.conftest import TEST_LABEL, labelled_objects
+from tests.conftest import TEST_LABEL, labelled_client, labelled_objects, wait_until
 
 pytestmark = pytest.mark.docker
 
@@ -42,15 +41,6 @@ def kill(child: subprocess.Popen[str]) -> None:
         child.stdout.close()
 
 
-def wait_until(condition: object, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_hard_lifetime_ends_the_sandbox_with_no_host_process(home: Path, test_label: str) -> None:
     child = start_child(home, test_label, lifetime=6)
     assert child.stdout is not None
@@ -59,8 +49,8 @@ def test_hard_lifetime_ends_the_sandbox_with_no_host_process(home: Path, test_la
     assert container_id.startswith("cntr_")
     selector = f"{TEST_LABEL}={test_label}"
     assert "container" in labelled_objects(selector)
-    assert wait_until(lambda: "container" not in labelled_objects(selector), 6 + 60)
-    with Client(home=home, extra_labels={TEST_LABEL: test_label}) as client:
+    wait_until(lambda: "container" not in labelled_objects(selector), 6 + 60, interval=0.2)
+    with labelled_client(home, test_label) as client:
         assert client.containers.retrieve(container_id).status == "expired"
         assert labelled_objects(selector) == {}
 
@@ -68,9 +58,9 @@ def test_hard_lifetime_ends_the_sandbox_with_no_host_process(home: Path, test_la
 def test_a_crash_during_create_is_reaped_by_the_next_client(home: Path, test_label: str) -> None:
     child = start_child(home, test_label, lifetime=600)
     selector = f"{TEST_LABEL}={test_label}"
-    assert wait_until(lambda: "container" in labelled_objects(selector), 30)
+    wait_until(lambda: "container" in labelled_objects(selector), 30, interval=0.2)
     kill(child)  # mid-create: the container exists, the kernel may not
-    with Client(home=home, extra_labels={TEST_LABEL: test_label}) as client:
+    with labelled_client(home, test_label) as client:
         records = client._store.all()
         assert len(records) == 1
         record = records[0]
@@ -91,7 +81,7 @@ def test_a_ready_sandbox_outlives_its_creator_and_serves_another_process(
     assert child.stdout is not None
     container_id = child.stdout.readline().strip()
     kill(child)
-    with Client(home=home, extra_labels={TEST_LABEL: test_label}) as client:
+    with labelled_client(home, test_label) as client:
         assert client.containers.retrieve(container_id).status == "ready"
         assert client.containers.execute(container_id, "print(6 * 7)").stdout == "42\n"
         client.containers.delete(container_id)

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from mcp_types import CallToolResult
 
 from jupyter_sandbox import Client as SandboxClient
 from jupyter_sandbox.settings import Settings
-from tests.conftest import TEST_LABEL, remove_labelled
+from tests.conftest import TEST_LABEL, remove_labelled, wait_until
 from tests.integration.server_harness import free_port, server_env
 
 pytestmark = pytest.mark.docker
@@ -153,15 +152,16 @@ def test_streamable_http(tmp_path: Path, test_label: str) -> None:
             seen["answer"] = _text(answer)
 
     try:
-        deadline = time.monotonic() + 60
-        while True:  # the port accepts once uvicorn is up
+
+        def accepts() -> bool:  # the port accepts once uvicorn is up
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
             except OSError:
                 assert process.poll() is None, process.stderr.read() if process.stderr else ""
-                assert time.monotonic() < deadline, "mcp --http did not start"
-                time.sleep(0.2)
+                return False
+            return True
+
+        wait_until(accepts, 60, interval=0.2, what="mcp --http to start")
         anyio.run(session)
         assert seen == {"tools": TOOLS, "answer": "42\n"}
         assert len(_live(home)) == 1

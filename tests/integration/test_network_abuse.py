@@ -11,6 +11,7 @@ import pytest
 
 from jupyter_sandbox import Client
 from jupyter_sandbox.types.execution import Execution, ExecutionOutput
+from jupyter_sandbox.types.params import NetworkPolicyParam
 from tests.integration.test_network import prepare, run
 from tests.integration.test_network_lab import Lab, egress_client, lab
 
@@ -81,7 +82,7 @@ def test_slowloris_is_capped_per_sandbox_and_the_neighbour_is_unaffected(
     """One sandbox opens 1000 connections that never finish their headers: the proxy keeps at
     most `egress_max_connections` of them, and another sandbox gets through meanwhile."""
     client = make_client(**lab.settings, egress_max_connections=16)
-    policy = {"type": "allowlist", "allowed_domains": ["allowed.test"]}
+    policy: NetworkPolicyParam = {"type": "allowlist", "allowed_domains": ["allowed.test"]}
     attacker = client.containers.create(name="slowloris", network_policy=policy)
     neighbour = client.containers.create(name="neighbour", network_policy=policy)
     try:

@@ -16,9 +16,8 @@ from uuid import uuid4
 
 import pytest
 
-from jupyter_sandbox import Client
 from jupyter_sandbox.types.egress import EgressDecision
-from tests.conftest import SESSION_RUN, TEST_LABEL, remove_labelled
+from tests.conftest import SESSION_RUN, TEST_LABEL, labelled_client, remove_labelled
 from tests.integration.test_network import prepare, run
 from tests.integration.test_network_lab import Lab, lab
 
@@ -218,10 +217,8 @@ def _listening(proxy: str) -> dict[str, list[int]]:
 @pytest.fixture(scope="module")
 def probed(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Probed]:
     label = f"{TEST_LABEL}={SESSION_RUN}-proxy-{uuid4().hex[:8]}"
-    client = Client(
-        home=tmp_path_factory.mktemp("proxy-home"),
-        extra_labels={TEST_LABEL: label.partition("=")[2]},
-        **lab.settings,  # type: ignore[arg-type]
+    client = labelled_client(
+        tmp_path_factory.mktemp("proxy-home"), label.partition("=")[2], **lab.settings
     )
     try:
         container = client.containers.create(

@@ -18,7 +18,7 @@ from jupyter_client.manager import KernelManager
 
 from jupyter_sandbox import Client
 from jupyter_sandbox.kernelspec import kernel_json
-from tests.conftest import TEST_LABEL, labelled_objects, remove_labelled
+from tests.conftest import TEST_LABEL, labelled_objects, remove_labelled, wait_until
 from tests.integration.jupyter_harness import jupyter_process
 
 pytestmark = pytest.mark.docker
@@ -114,10 +114,7 @@ def test_kernel_death_is_seen_and_restart_gives_a_fresh_kernel(kernels_dir: Path
     try:
         kc.wait_for_ready(timeout=30)
         kc.execute("import os; os._exit(3)")
-        deadline = time.monotonic() + 10
-        while km.is_alive() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not km.is_alive()
+        wait_until(lambda: not km.is_alive(), 10)
         km.restart_kernel(now=True)
         kc.wait_for_ready(timeout=30)
         assert km.is_alive()

@@ -15,6 +15,7 @@ import openai
 import pytest
 from openai.types.responses import Response as SDKResponse
 
+from tests.conftest import EGRESS_IMAGE
 from tests.integration.model_stub import StandInModel, running, say, tool_call
 from tests.integration.server_harness import KEYS, RunningServer, free_port, serving
 
@@ -48,7 +49,7 @@ def server(tmp_path: Path, test_label: str, model: StandInModel) -> Iterator[Run
 
 
 def _has_egress_image() -> bool:
-    probe = ["docker", "image", "inspect", "jupyter-sandbox-egress:0.1.0"]
+    probe = ["docker", "image", "inspect", EGRESS_IMAGE]
     return subprocess.run(probe, capture_output=True, check=False).returncode == 0
 
 

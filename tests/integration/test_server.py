@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from jupyter_sandbox.backends.sqlite_store import SqliteStore as Store
+from tests.conftest import wait_until
 from tests.integration.server_harness import RunningServer, serving
 
 pytestmark = pytest.mark.docker
@@ -139,15 +140,12 @@ def test_the_server_sweeps_expiry_without_requests(tmp_path: Path, test_label: s
         container = server.sdk().containers.create(name="short", extra_body={"lifetime_seconds": 5})
         store = Store(home / "store.sqlite3")
         try:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:  # no API call: only the sweeper acts
-                record = store.get(container.id)
-                if record is not None and record.status == "expired":
-                    break
-                time.sleep(0.2)
-            record = store.get(container.id)
-            assert record is not None
-            assert record.status == "expired"
+            wait_until(  # no API call: only the sweeper acts
+                lambda: getattr(store.get(container.id), "status", None) == "expired",
+                30,
+                interval=0.2,
+                what=f"the sweeper to expire {container.id}",
+            )
         finally:
             store.close()
         assert server.sdk().containers.retrieve(container.id).status == "expired"

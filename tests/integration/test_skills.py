@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_sandbox import BadRequestError, Client, NotFoundError
+from jupyter_sandbox.types.params import InlineSkillParam
 
 pytestmark = pytest.mark.docker
 
@@ -82,7 +83,7 @@ def test_hosted_api_forms_versions_and_errors(client: Client, tmp_path: Path) ->
     with zipfile.ZipFile(buffer, "w") as archive:
         archive.writestr("zipped/SKILL.md", "---\nname: zipped\ndescription: z\n---\n")
         archive.writestr("zipped/ztool.py", "ANSWER = 42\n")
-    inline = {
+    inline: InlineSkillParam = {
         "type": "inline",
         "name": "zipped",
         "description": "z",
@@ -104,7 +105,10 @@ def test_hosted_api_forms_versions_and_errors(client: Client, tmp_path: Path) ->
 
     with pytest.raises(NotFoundError):
         client.containers.create(name="x", skills=[{"skill_id": "skill_missing"}])
-    bad = {"type": "inline", "source": {"files": [{"path": "../escape.py", "content": ""}]}}
+    bad: InlineSkillParam = {
+        "type": "inline",
+        "source": {"files": [{"path": "../escape.py", "content": ""}]},
+    }
     with pytest.raises(BadRequestError) as caught:
         client.containers.create(name="x", skills=[bad])
     assert caught.value.param == "skills"

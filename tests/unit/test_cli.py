@@ -24,8 +24,10 @@ from jupyter_sandbox import (
     __version__,
 )
 from jupyter_sandbox import doctor as checks
+from jupyter_sandbox._options import parse_network_option
 from jupyter_sandbox.cli import app, parse_network
 from jupyter_sandbox.demo import deferred_interrupts
+from jupyter_sandbox.kernelspec import kernel_json
 
 runner = CliRunner()
 NO_ENGINE = {"DOCKER_HOST": "tcp://127.0.0.1:1"}
@@ -149,15 +151,37 @@ def test_bad_arguments_exit_2_before_touching_docker(args: list[str], message: s
     ("value", "policy"),
     [
         ("disabled", {"type": "disabled"}),
+        (" Off ", {"type": "disabled"}),
         ("allowlist:pypi.org", {"type": "allowlist", "allowed_domains": ["pypi.org"]}),
         (
             "allowlist:pypi.org,*.github.com",
             {"type": "allowlist", "allowed_domains": ["pypi.org", "*.github.com"]},
         ),
+        ("allow=pypi.org, a.com,", {"type": "allowlist", "allowed_domains": ["pypi.org", "a.com"]}),
     ],
 )
-def test_parse_network(value: str, policy: dict[str, Any]) -> None:
-    assert parse_network(value) == policy
+def test_one_network_grammar_for_cli_kernelspec_and_magics(
+    value: str, policy: dict[str, Any]
+) -> None:
+    assert parse_network(value) == policy  # the CLI's --network
+    assert parse_network_option(value) == policy  # kernelspec, provisioner, magics, panel
+    config = kernel_json(network=value)["metadata"]["kernel_provisioner"]["config"]
+    assert config["network_policy"] == policy  # the kernelspec installer's
+
+
+@pytest.mark.parametrize("value", ["open", "allowlist:", "allow=,", "disabled:x"])
+def test_a_bad_network_spelling_is_refused_alike(value: str) -> None:
+    with pytest.raises(BadRequestError, match="use 'disabled' or 'allowlist:") as caught:
+        parse_network_option(value)
+    assert caught.value.param == "network_policy"
+    result = runner.invoke(app, ["create", "--name", "x", "--network", value], env=NO_ENGINE)
+    assert result.exit_code == 2, result.output
+    assert "use 'disabled' or 'allowlist:" in " ".join(result.output.split())
+    result = runner.invoke(
+        app, ["kernelspec", "install", "--name", "k", "--network", value], env=NO_ENGINE
+    )
+    assert result.exit_code != 0
+    assert "use 'disabled' or 'allowlist:" in " ".join(result.output.split())
 
 
 @pytest.mark.parametrize("args", [["list"], ["get", "cntr_x"], ["gc"], ["exec", "cntr_x", "1"]])

@@ -64,7 +64,9 @@ def test_bad_network_spellings(value: str) -> None:
 
 
 def test_short_forms() -> None:
-    assert describe_network({"type": "allowlist", "allowed_domains": ["a.com"]}) == "allow=a.com"
+    policy = {"type": "allowlist", "allowed_domains": ["a.com", "b.com"]}
+    assert describe_network(policy) == "allowlist:a.com,b.com"
+    assert parse_network(describe_network(policy)) == policy  # the short form reads back
     assert [describe_seconds(s) for s in (0, 45, 750, 3900)] == [
         "expired",
         "45s",

@@ -28,6 +28,7 @@ from jupyter_sandbox._exceptions import (
     JupyterSandboxError,
     NotFoundError,
 )
+from jupyter_sandbox._options import parse_network_option
 from jupyter_sandbox._terminal import inert, program_output
 from jupyter_sandbox._version import __version__
 from jupyter_sandbox.cli._help import PlainTyper
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from jupyter_sandbox.client import Client
     from jupyter_sandbox.settings import Settings
     from jupyter_sandbox.types.container import Container
+    from jupyter_sandbox.types.params import NetworkPolicyParam
 
 __all__ = [
     "JsonOption",
@@ -234,16 +236,13 @@ def print_containers(containers: Iterable[Container]) -> int:
     return count
 
 
-def parse_network(value: str) -> dict[str, Any]:
-    """`disabled`, or `allowlist:example.com,*.pypi.org`, as a network_policy object."""
-    kind, _, domains = value.partition(":")
-    if kind == "disabled" and not domains:
-        return {"type": "disabled"}
-    if kind == "allowlist":
-        return {"type": "allowlist", "allowed_domains": [d for d in domains.split(",") if d]}
-    raise typer.BadParameter(
-        f"{value!r}: use 'disabled' or 'allowlist:DOMAIN[,DOMAIN...]'", param_hint="--network"
-    )
+def parse_network(value: str) -> NetworkPolicyParam:
+    """`--network` (the grammar every surface shares, `_options.parse_network_option`) as a
+    network_policy object; a bad spelling is a usage error naming `--network`."""
+    try:
+        return parse_network_option(value)
+    except BadRequestError as exc:
+        raise typer.BadParameter(exc.message, param_hint="--network") from None
 
 
 def _version(value: bool) -> None:

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from jupyter_sandbox._exceptions import BadRequestError, JupyterSandboxError, NotFoundError
-from jupyter_sandbox._options import MEMORY_HELP
+from jupyter_sandbox._options import MEMORY_HELP, NETWORK_HELP
 from jupyter_sandbox._terminal import RESET
 from jupyter_sandbox.cli._common import (
     JsonOption,
@@ -33,6 +33,7 @@ from jupyter_sandbox.core.validation import MAX_TIMEOUT_SECONDS, check_seconds
 
 if TYPE_CHECKING:
     from jupyter_sandbox.types.execution import ExecutionOutput
+    from jupyter_sandbox.types.params import ExpiresAfterParam
 
 __all__ = ["create", "delete", "exec_", "gc", "get", "list_", "logs"]
 
@@ -63,7 +64,7 @@ def create(
     ] = None,
     network: Annotated[
         str,
-        typer.Option("--network", help="'disabled', or 'allowlist:DOMAIN[,DOMAIN...]'."),
+        typer.Option("--network", help=NETWORK_HELP + "."),
     ] = "disabled",
     idle_action: Annotated[
         str | None,
@@ -81,7 +82,9 @@ def create(
 ) -> None:
     """Create a sandbox, wait for its kernel and print it."""
     policy = parse_network(network)
-    expires = {"anchor": "last_active_at", "minutes": expires_minutes} if expires_minutes else None
+    expires: ExpiresAfterParam | None = (
+        {"anchor": "last_active_at", "minutes": expires_minutes} if expires_minutes else None
+    )
     with _client(ctx) as client:
         container = client.containers.create(
             name=name,

@@ -6,10 +6,10 @@ import contextlib
 import io
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal, Union
+from typing import IO, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -22,10 +22,6 @@ from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.binary import BinaryContent
 from jupyter_sandbox.types.file import FileDeleted, FileObject, FilePurpose, reported_purpose
 from jupyter_sandbox.types.page import CursorPage, invalid_after
-
-FileContent = Union[os.PathLike[str], bytes, IO[bytes]]  # noqa: UP007 (a runtime alias on 3.10)
-FileInput = Union[FileContent, tuple[str, FileContent]]  # noqa: UP007
-"""A local path, bytes, a binary stream, or `(filename, one of those)`, as the openai SDK."""
 
 
 @dataclass
@@ -132,7 +128,7 @@ class FileService:
         file: Any,
         *,
         purpose: str,
-        expires_after: dict[str, Any] | None = None,
+        expires_after: Mapping[str, object] | None = None,
         project: str,
     ) -> FileObject:
         """Store an upload (streamed and hashed; refused past `file_size_limit`)."""

@@ -32,6 +32,7 @@ from jupyter_sandbox.code_interpreter_outputs import to_outputs
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.shell_commands import run_commands
 from jupyter_sandbox.types.container_file import ContainerFile
+from jupyter_sandbox.types.execution import Execution
 
 __all__ = ["build_server", "serve"]
 
@@ -151,16 +152,9 @@ def build_server(settings: Settings | None = None) -> MCPServer[Sandboxes]:
         execution = await _call(
             state(ctx).client.containers.execute, sandbox_id, code, timeout=timeout
         )
-        content: list[TextContent | ImageContent] = []
-        for output in to_outputs(execution):
-            if output.type == "logs":
-                content.append(TextContent(type="text", text=output.logs))
-            else:
-                mime, _, data = output.url.removeprefix("data:").partition(";base64,")
-                content.append(ImageContent(type="image", data=data, mime_type=mime))
-        if not content:
-            content.append(TextContent(type="text", text="(no output)"))
-        return CallToolResult(content=list(content), is_error=execution.status != "ok")
+        return CallToolResult(
+            content=list(_execution_content(execution)), is_error=execution.status != "ok"
+        )
 
     @server.tool()
     async def run_shell(
@@ -188,12 +182,7 @@ def build_server(settings: Settings | None = None) -> MCPServer[Sandboxes]:
     ) -> dict[str, Any]:
         """Write a file into the sandbox at `path` (under /mnt/data or /workspace), from
         `text` or from `base64_content`."""
-        if (text is None) == (base64_content is None):
-            raise ToolError("give exactly one of text or base64_content")
-        try:
-            data = text.encode() if text is not None else base64.b64decode(base64_content or "")
-        except ValueError as exc:
-            raise ToolError(f"base64_content is not base64: {exc}") from exc
+        data = _upload_bytes(text, base64_content)
         name = path.rsplit("/", 1)[-1] or "file"
         created = await _call(
             state(ctx).client.containers.files.create, sandbox_id, file=(name, data), path=path
@@ -212,14 +201,7 @@ def build_server(settings: Settings | None = None) -> MCPServer[Sandboxes]:
     ) -> list[TextContent | ImageContent]:
         """Read a file of the sandbox: text as text, images as images, else base64."""
         data, mime = await _call(_read, state(ctx).client, sandbox_id, path)
-        if mime.startswith("image/"):
-            encoded = base64.b64encode(data).decode()
-            return [ImageContent(type="image", data=encoded, mime_type=mime)]
-        try:
-            return [TextContent(type="text", text=data.decode())]
-        except UnicodeDecodeError:
-            encoded = base64.b64encode(data).decode()
-            return [TextContent(type="text", text=f"base64:{encoded}")]
+        return [_file_content(data, mime)]
 
     @server.tool()
     async def delete_sandbox(ctx: Context, sandbox_id: str) -> str:
@@ -230,6 +212,40 @@ def build_server(settings: Settings | None = None) -> MCPServer[Sandboxes]:
         return f"deleted {sandbox_id}"
 
     return server
+
+
+def _execution_content(execution: Execution) -> list[TextContent | ImageContent]:
+    """An execution's outputs as MCP content: logs as text, images as images."""
+    content: list[TextContent | ImageContent] = []
+    for output in to_outputs(execution):
+        if output.type == "logs":
+            content.append(TextContent(type="text", text=output.logs))
+        else:
+            mime, _, data = output.url.removeprefix("data:").partition(";base64,")
+            content.append(ImageContent(type="image", data=data, mime_type=mime))
+    return content or [TextContent(type="text", text="(no output)")]
+
+
+def _upload_bytes(text: str | None, base64_content: str | None) -> bytes:
+    """The bytes `upload_file` was given: exactly one of text or base64."""
+    if (text is None) == (base64_content is None):
+        raise ToolError("give exactly one of text or base64_content")
+    try:
+        return text.encode() if text is not None else base64.b64decode(base64_content or "")
+    except ValueError as exc:
+        raise ToolError(f"base64_content is not base64: {exc}") from exc
+
+
+def _file_content(data: bytes, mime: str) -> TextContent | ImageContent:
+    """A downloaded file as MCP content: an image, text, or else base64 text."""
+    if mime.startswith("image/"):
+        encoded = base64.b64encode(data).decode()
+        return ImageContent(type="image", data=encoded, mime_type=mime)
+    try:
+        return TextContent(type="text", text=data.decode())
+    except UnicodeDecodeError:
+        encoded = base64.b64encode(data).decode()
+        return TextContent(type="text", text=f"base64:{encoded}")
 
 
 _IMAGE_SUFFIXES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",

@@ -79,6 +79,65 @@ def host_name(host_header: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+class _Response:
+    """`send` that stamps `x-request-id` and remembers whether and how the response began."""
+
+    def __init__(self, send: Send, request_id: str) -> None:
+        self._send = send
+        self._request_id = request_id
+        self.status = 0
+        self.started = False
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            self.status = message["status"]
+            MutableHeaders(scope=message)["x-request-id"] = self._request_id
+        await self._send(message)
+
+
+class _LimitedBody:
+    """`receive` that counts the body against the limit and raises `BodyTooLarge` past it."""
+
+    def __init__(self, receive: Receive, limit: int) -> None:
+        self._receive = receive
+        self._limit = limit
+        self._received = 0
+        self._done = False
+
+    async def drain(self) -> None:
+        """Read and drop the rest of an oversized body (at most as much again as the limit),
+        so the client reads our 413 instead of a reset connection."""
+        budget = self._limit
+        while not self._done and budget > 0:
+            message = await self._receive()
+            if message["type"] != "http.request":
+                break
+            budget -= len(message.get("body", b""))
+            self._done = not message.get("more_body", False)
+
+    async def receive(self) -> Message:
+        message = await self._receive()
+        if message["type"] == "http.request":
+            self._received += len(message.get("body", b""))
+            self._done = not message.get("more_body", False)
+            if self._received > self._limit:
+                await self.drain()
+                raise BodyTooLarge(self._limit)
+        return message
+
+
+async def _send_too_large(send: Send, limit: int) -> None:
+    await send_error(
+        send,
+        413,
+        error_body(
+            too_large_message(limit), type="invalid_request_error", code="request_too_large"
+        ),
+        {"connection": "close"},
+    )
+
+
 class RequestContext:
     """Wraps the app: every response gets `x-request-id: req_<hex>`."""
 
@@ -103,98 +162,18 @@ class RequestContext:
             return
         started_at = time.monotonic()
         request_id = "req_" + secrets.token_hex(16)
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
-        status = 0
-        response_started = False
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, response_started
-            if message["type"] == "http.response.start":
-                response_started = True
-                status = message["status"]
-                MutableHeaders(scope=message)["x-request-id"] = request_id
-            await send(message)
-
-        headers = Headers(scope=scope)
-        received = 0
-        body_done = False
-
-        async def drain() -> None:
-            # Read and drop the rest of an oversized body (at most as much again as the
-            # limit), so the client reads our 413 instead of a reset connection.
-            nonlocal received, body_done
-            budget = self.max_body
-            while not body_done and budget > 0:
-                message = await receive()
-                if message["type"] != "http.request":
-                    break
-                chunk = len(message.get("body", b""))
-                budget -= chunk
-                body_done = not message.get("more_body", False)
-
-        async def limited_receive() -> Message:
-            nonlocal received, body_done
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                body_done = not message.get("more_body", False)
-                if received > self.max_body:
-                    await drain()
-                    raise BodyTooLarge(self.max_body)
-            return message
-
+        scope.setdefault("state", {})["request_id"] = request_id
+        response = _Response(send, request_id)
         try:
-            refusal = await self._refuse(scope, headers)
-            if refusal is not None:
-                error_status, body, extra = refusal
-                await send_error(send_with_id, error_status, body, extra)
-                return
-            length = headers.get("content-length")
-            if length is not None and length.isdigit() and int(length) > self.max_body:
-                await drain()
-                await send_error(
-                    send_with_id,
-                    413,
-                    error_body(
-                        too_large_message(self.max_body),
-                        type="invalid_request_error",
-                        code="request_too_large",
-                    ),
-                    {"connection": "close"},
-                )
-                return
-            app_receive: Receive = limited_receive
-            if scope.get("method") in _BODY_METHODS and strict_json.is_json_type(
-                headers.get("content-type")
-            ):
-                # Every JSON body passes the strict parser before a route sees it.
-                raw = await _read_body(limited_receive)
-                if raw:
-                    try:
-                        await _parse(raw)
-                    except APIError as exc:
-                        await send_error(send_with_id, *api_error_parts(exc))
-                        return
-                app_receive = _replay(raw, receive)
-            await self.app(scope, app_receive, send_with_id)
+            await self._handle(scope, receive, response.send)
         except BodyTooLarge as exc:
-            if not response_started:
-                await send_error(
-                    send_with_id,
-                    413,
-                    error_body(
-                        too_large_message(exc.limit),
-                        type="invalid_request_error",
-                        code="request_too_large",
-                    ),
-                    {"connection": "close"},
-                )
+            if not response.started:
+                await _send_too_large(response.send, exc.limit)
         except Exception:
             logger.exception("request %s failed", request_id)
-            if not response_started:
+            if not response.started:
                 await send_error(
-                    send_with_id, 500, error_body(INTERNAL_MESSAGE, type="server_error")
+                    response.send, 500, error_body(INTERNAL_MESSAGE, type="server_error")
                 )
         finally:
             logger.info(
@@ -202,9 +181,37 @@ class RequestContext:
                 request_id,
                 scope.get("method"),
                 scope.get("path"),
-                status,
+                response.status,
                 (time.monotonic() - started_at) * 1000,
             )
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Refuse, or check the body's size and JSON, then run the app."""
+        headers = Headers(scope=scope)
+        body = _LimitedBody(receive, self.max_body)
+        refusal = await self._refuse(scope, headers)
+        if refusal is not None:
+            await send_error(send, *refusal)
+            return
+        length = headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await body.drain()
+            await _send_too_large(send, self.max_body)
+            return
+        app_receive: Receive = body.receive
+        if scope.get("method") in _BODY_METHODS and strict_json.is_json_type(
+            headers.get("content-type")
+        ):
+            # Every JSON body passes the strict parser before a route sees it.
+            raw = await _read_body(body.receive)
+            if raw:
+                try:
+                    await _parse(raw)
+                except APIError as exc:
+                    await send_error(send, *api_error_parts(exc))
+                    return
+            app_receive = _replay(raw, receive)
+        await self.app(scope, app_receive, send)
 
     async def _refuse(
         self, scope: Scope, headers: Headers

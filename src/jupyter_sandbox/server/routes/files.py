@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import APIRouter, File, Form, Path, Query, UploadFile
 from starlette.responses import StreamingResponse
@@ -16,8 +16,9 @@ from jupyter_sandbox.server.routes.common import (
     list_params,
 )
 from jupyter_sandbox.server.state import TenantDep, run
-from jupyter_sandbox.types.file import FileDeleted, FileObject
+from jupyter_sandbox.types.file import FileDeleted, FileObject, FilePurpose
 from jupyter_sandbox.types.page import CursorPage
+from jupyter_sandbox.types.params import FileExpiresAfterParam
 
 router = APIRouter(prefix="/v1/files", tags=["files"], responses=ERROR_RESPONSES)
 FileId = Annotated[str, Path(description="The file's id (`file-...`).")]
@@ -40,14 +41,15 @@ async def create_file(
     ] = None,
 ) -> FileObject:
     """Store an upload (streamed and hashed; over the size limit is a 413)."""
+    # The form's values as they came: the core validates purpose and expires_after (a 400).
     expires_after = None
     if expires_anchor is not None or expires_seconds is not None:
         expires_after = {"anchor": expires_anchor or "created_at", "seconds": expires_seconds}
     return await run(
         tenant.client.files.create,
         file=(file.filename or "upload", file.file),
-        purpose=purpose,
-        expires_after=expires_after,
+        purpose=cast("FilePurpose", purpose),
+        expires_after=cast("FileExpiresAfterParam | None", expires_after),
     )
 
 
