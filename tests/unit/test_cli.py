@@ -65,6 +65,10 @@ EXPECTED = {
     ("skills", "delete"),
     ("logs",),
     ("serve",),
+    ("cluster",),
+    ("cluster", "up"),
+    ("cluster", "status"),
+    ("cluster", "down"),
 }
 
 
