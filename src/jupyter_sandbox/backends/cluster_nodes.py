@@ -1,6 +1,6 @@
 """A local Swarm cluster made of Docker-in-Docker node containers on one engine.
 
-`LocalCluster.up` makes a private bridge network for the cluster, starts N privileged node
+`LocalCluster.up` makes a private bridge network for the cluster, starts N node
 containers (the `node_image`), each running dockerd on TCP 2376 behind mutual TLS (certificates
 from `cluster_certs`, copied into the node before it starts), then forms a Swarm: the first
 node initialises it as manager, the others join as workers with the join token. Every object
@@ -49,6 +49,8 @@ CLUSTER = f"{PREFIX}.cluster"
 """Label on every object a local cluster makes: the cluster's name."""
 NODE_ROLE = f"{PREFIX}.cluster-role"
 ENGINE_PORT = 2376
+NODE_API_VERSION = "1.41"
+"""The engine API of the node image (Debian bookworm's docker.io 20.10)."""
 SWARM_PORT = 2377
 # The nodes' own subnet, and the pool Swarm carves overlay networks from (a /26 each: one
 # per sandbox leaves room for the kernel, its egress proxy, the API servers and Swarm's
@@ -58,6 +60,14 @@ OVERLAY_POOL = "10.128.0.0/9"
 OVERLAY_SUBNET_SIZE = 26
 MTU = 1400
 START_TIMEOUT = 90.0
+StorageDriver = Literal["overlay2", "fuse-overlayfs", "vfs"]
+# What the node gets instead of --privileged: every capability but CAP_SYS_RESOURCE (engines
+# that run inside a VM's container, like this project's CI, lack it, and runc then refuses
+# --privileged outright; dockerd only warns without it), no seccomp or AppArmor profile, and
+# /proc unmasked. The node is the operator's own machine, not a sandbox: its sandboxes get
+# every hardening from the node's engine.
+NODE_CAP_DROP = ["SYS_RESOURCE"]
+NODE_SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 _READY_LINE = f"API listen on [::]:{ENGINE_PORT}"
 
@@ -108,6 +118,7 @@ class LocalCluster:
         *,
         home: Path,
         extra_labels: dict[str, str] | None = None,
+        storage_driver: StorageDriver | None = None,
     ) -> None:
         if not _NAME.fullmatch(name):
             raise BadRequestError(
@@ -118,6 +129,8 @@ class LocalCluster:
         self.folder = home / "clusters" / name
         self.labels = {**(extra_labels or {}), CLUSTER: name}
         self.timings = Timings()
+        self.storage_driver = storage_driver
+        """The nodes' storage driver; None lets each node pick (overlay2, else vfs)."""
 
     @property
     def network_name(self) -> str:
@@ -209,12 +222,11 @@ class LocalCluster:
                 name=name,
                 hostname=name,
                 labels=labels,
-                environment={"JSBX_MTU": str(MTU)},
-                host_config=self.engine.api.create_host_config(
-                    privileged=True,  # the operator's own node, not a sandbox
-                    binds={str(volume.name): {"bind": "/var/lib/docker", "mode": "rw"}},
-                    network_mode=self.network_name,
-                ),
+                environment={
+                    "JSBX_MTU": str(MTU),
+                    "JSBX_STORAGE_DRIVER": self.storage_driver or "",
+                },
+                host_config=self._node_host_config(str(volume.name)),
                 networking_config=self.engine.api.create_networking_config(
                     {self.network_name: endpoint}  # type: ignore[arg-type]  # the stub is wrong
                 ),
@@ -228,6 +240,19 @@ class LocalCluster:
             container.put_archive("/etc/jsbx-node", _tar(secrets))
             container.start()
         return container
+
+    def _node_host_config(self, volume: str) -> dict[str, object]:
+        config: dict[str, object] = self.engine.api.create_host_config(
+            cap_add=["ALL"],
+            cap_drop=NODE_CAP_DROP,
+            security_opt=NODE_SECURITY_OPT,
+            devices=["/dev/fuse"] if self.storage_driver == "fuse-overlayfs" else None,
+            binds={volume: {"bind": "/var/lib/docker", "mode": "rw"}},
+            network_mode=self.network_name,
+        )
+        # The CLI's `--security-opt systempaths=unconfined`: /proc unmasked and writable.
+        config["MaskedPaths"], config["ReadonlyPaths"] = [], []
+        return config
 
     def _wait_ready(self, container: Container) -> None:
         """Block until dockerd logs that it listens on TCP, or the node exits, or timeout."""
@@ -309,9 +334,16 @@ class LocalCluster:
             ca_cert=str(folder / "ca.pem"),
             verify=True,
         )
-        return docker.DockerClient(
-            base_url=f"tcp://{address}:{ENGINE_PORT}", tls=tls, timeout=timeout
+        client = docker.DockerClient(
+            base_url=f"tcp://{address}:{ENGINE_PORT}",
+            tls=tls,
+            timeout=timeout,
+            version=NODE_API_VERSION,  # "auto" would ask before trust_env is off
         )
+        # requests lets REQUESTS_CA_BUNDLE replace the cluster's CA, and *_PROXY route to the
+        # node through a proxy: neither may apply to a node's engine.
+        client.api.trust_env = False
+        return client
 
     def env(self) -> dict[str, str]:
         """Environment variables that point docker, docker-py and `Client()` at the manager."""

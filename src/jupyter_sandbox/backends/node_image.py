@@ -4,7 +4,8 @@
 fuse-overlayfs) into a base (`docker import`ed and kept as a cache), then
 `node_recipe/Dockerfile.node` adds the entrypoint. The tag is the recipe's digest
 (`jupyter-sandbox-node:<hash>`), so a changed recipe is a new image and never disturbs a
-running cluster. The node runs privileged: it is the operator's own machine, not a sandbox.
+running cluster. The node runs with every capability but one (`cluster_nodes.NODE_CAP_DROP`):
+it is the operator's own machine, not a sandbox.
 
 Built by `jupyter-sandbox cluster up` when missing, or with
 `python -m jupyter_sandbox.backends.node_image build`.
