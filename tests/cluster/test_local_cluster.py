@@ -93,27 +93,46 @@ def test_node_engine_refuses_clients_without_the_cluster_certificate(
 def test_a_kernel_container_runs_on_the_remote_engine(
     one_node: LocalCluster, engine: docker.DockerClient
 ) -> None:
-    remote = docker.from_env(environment=one_node.env(), timeout=120)
-    try:
-        assert remote.info()["Name"] == one_node.nodes()[0].name
-        assert remote.images.get(IMAGE).id == engine.images.get(IMAGE).id
-        logs = remote.containers.run(
+    """What an operator does with the printed `env`: the docker CLI, over TLS, on the node."""
+    code = (
+        "import ipykernel, numpy, socket; "
+        "print(socket.gethostname(), ipykernel.__version__, int(numpy.arange(5).sum()))"
+    )
+    run = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--label",
+            f"{CLUSTER}=proof",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--network",
+            "none",
+            "--memory",
+            "512m",
+            "--entrypoint",
+            "python3",
             IMAGE,
-            entrypoint=["python3", "-c"],
-            command=[
-                "import ipykernel, numpy, socket; "
-                "print(socket.gethostname(), ipykernel.__version__, int(numpy.arange(5).sum()))"
-            ],
-            labels={CLUSTER: "proof"},
-            cap_drop=["ALL"],
-            security_opt=["no-new-privileges"],
-            network_mode="none",
-            mem_limit="512m",
-            remove=True,
-        )
-        hostname, _, rest = logs.decode().strip().partition(" ")
-        assert rest.endswith(" 10")
-        with pytest.raises(docker.errors.NotFound):
-            engine.containers.get(hostname)  # it ran on the node, not on this engine
+            "-c",
+            code,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={"PATH": os.environ["PATH"], "HOME": os.environ["HOME"], **one_node.env()},
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    hostname, _, rest = run.stdout.strip().partition(" ")
+    assert rest.endswith(" 10")
+    with pytest.raises(docker.errors.NotFound):
+        engine.containers.get(hostname)  # it ran on the node, not on this engine
+    node = one_node.client_for(one_node.nodes()[0].address)
+    try:
+        assert node.info()["Name"] == one_node.nodes()[0].name
+        assert node.images.get(IMAGE).id == engine.images.get(IMAGE).id  # same bytes
     finally:
-        remote.close()
+        node.close()

@@ -258,9 +258,10 @@ class LocalCluster:
         """Block until dockerd logs that it listens on TCP, or the node exits, or timeout."""
         ready = threading.Event()
         tail: list[str] = []
+        stream = container.logs(stream=True, follow=True)
 
         def follow() -> None:
-            for chunk in container.logs(stream=True, follow=True):
+            for chunk in stream:
                 line = chunk.decode(errors="replace")
                 tail[:] = [*tail[-20:], line]
                 if _READY_LINE in line:
@@ -271,6 +272,9 @@ class LocalCluster:
             reader = threading.Thread(target=follow, daemon=True)
             reader.start()
             reader.join(START_TIMEOUT)
+            stream.close()  # also ends a reader still waiting for a line
+            # docker-py's close() leaves the response's socket wrapper open (a ResourceWarning)
+            stream._response.close()  # type: ignore[attr-defined]
         if not ready.is_set():
             container.reload()
             raise ClusterError(
