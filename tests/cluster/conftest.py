@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import uuid4
@@ -11,10 +14,11 @@ import docker
 import pytest
 
 from jupyter_sandbox.backends.cluster_images import NullLoadProgress, copy_images
-from jupyter_sandbox.backends.cluster_nodes import LocalCluster
+from jupyter_sandbox.backends.cluster_nodes import CLUSTER, LocalCluster
 from jupyter_sandbox.backends.node_image import build_node_image
 from tests.conftest import IMAGE, SESSION_RUN, TEST_LABEL, remove_labelled
 
+SCRIPT = Path(sys.executable).with_name("jupyter-sandbox")
 TIMINGS = Path("/tmp/jsbx-cluster-timings.jsonl")
 """Each fixture's step timings, one JSON line per cluster (docs/scale-out.md quotes them)."""
 
@@ -59,8 +63,29 @@ def start_cluster(
 def one_node(
     engine: docker.DockerClient, node_image: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[LocalCluster]:
-    """One node with the kernel image loaded."""
-    yield from start_cluster(engine, tmp_path_factory.mktemp("home"), node_image, 1, load=True)
+    """One node made by `jupyter-sandbox cluster up` (so the images are loaded by the CLI)."""
+    home = tmp_path_factory.mktemp("home")
+    name = f"t{uuid4().hex[:8]}"
+    cluster = LocalCluster(engine, name, home=home)
+    try:
+        up = subprocess.run(
+            [str(SCRIPT), "cluster", "up", "--nodes", "1", "--name", name, "--json"],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "JUPYTER_SANDBOX_HOME": str(home)},
+            timeout=600,
+        )
+        assert up.returncode == 0, up.stderr
+        assert json.loads(up.stdout)["nodes"][0]["name"] == cluster.nodes()[0].name
+        timings = up.stderr.rpartition("timings: ")[2].strip()
+        with TIMINGS.open("a") as log:
+            log.write(json.dumps({"nodes": 1, "cli": timings}) + "\n")
+        yield cluster
+    finally:
+        cluster.down()
+        leaked = remove_labelled(f"{CLUSTER}={name}")
+        assert not leaked, f"cluster down left behind: {leaked}"
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from uuid import uuid4
 
@@ -15,9 +14,9 @@ import pytest
 import requests
 
 from jupyter_sandbox.backends.cluster_nodes import CLUSTER, ENGINE_PORT, LocalCluster
+from tests.cluster.conftest import SCRIPT
 from tests.conftest import IMAGE, labelled_objects
 
-SCRIPT = Path(sys.executable).with_name("jupyter-sandbox")
 pytestmark = [pytest.mark.docker, pytest.mark.cluster, pytest.mark.timeout(900)]
 
 

@@ -115,6 +115,8 @@ def _report(cluster: LocalCluster, as_json: bool) -> None:
         "env": cluster.env(),
         "pending": PENDING,
     }
+    steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in cluster.timings.steps.items())
+    sys.stderr.write(f"timings: {steps}\n")
     if as_json:
         _print_json(summary)
         return
@@ -123,8 +125,6 @@ def _report(cluster: LocalCluster, as_json: bool) -> None:
     for variable, value in summary["env"].items():
         typer.echo(f"export {variable}={value}")
     typer.echo(f"base_url, api_key: {PENDING}")
-    steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in cluster.timings.steps.items())
-    sys.stderr.write(f"timings: {steps}\n")
 
 
 class _LoadBar:
