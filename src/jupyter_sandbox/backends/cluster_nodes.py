@@ -21,7 +21,7 @@ import shutil
 import tarfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -147,7 +147,7 @@ class LocalCluster:
     # -- up ------------------------------------------------------------------------------
 
     def up(self, nodes: int, image: str) -> list[ClusterNode]:
-        """Start `nodes` nodes from `image` and form a Swarm; idempotent for a live cluster.
+        """Start `nodes` nodes from `image` and form a Swarm.
 
         Raises:
             BadRequestError: `nodes` out of range, or a cluster with this name already exists.
@@ -155,15 +155,21 @@ class LocalCluster:
         """
         if not 1 <= nodes <= 16:
             raise BadRequestError(f"nodes={nodes}: between 1 and 16", param="nodes")
+        exists = BadRequestError(
+            f"cluster {self.name!r} exists already: `jupyter-sandbox cluster down` first",
+            param="name",
+        )
         if self._containers():
-            raise BadRequestError(
-                f"cluster {self.name!r} exists already: `jupyter-sandbox cluster down` first",
-                param="name",
-            )
+            raise exists
+        with self.timings.measure("network"):
+            try:
+                subnet = self._make_network()  # the name's claim: another `up` fails here
+            except ClusterError as error:
+                if "already exists" in error.message:
+                    raise exists from error
+                raise
         try:
             ca = self._make_tls()
-            with self.timings.measure("network"):
-                subnet = self._make_network()
             hosts = list(ipaddress.ip_network(subnet).hosts())
             with self.timings.measure("node start"):
                 started = [
@@ -197,6 +203,7 @@ class LocalCluster:
                     self.engine.networks.create(
                         self.network_name,
                         driver="bridge",
+                        check_duplicate=True,
                         ipam=docker.types.IPAMConfig(pool_configs=[pool]),
                         options={"com.docker.network.driver.mtu": str(MTU)},
                         labels={**self.labels, NODE_ROLE: "network"},
@@ -402,6 +409,3 @@ def engine_errors() -> Iterator[None]:
         raise ClusterError(f"Docker engine refused: {exc.explanation or exc}") from exc
     except docker.errors.DockerException as exc:
         raise APIConnectionError(f"Docker engine unreachable: {exc}") from exc
-
-
-ProgressCallback = Callable[[int], None]

@@ -82,8 +82,15 @@ def cluster_up(
             if load:
                 tags = [settings.image, *_present(engine, [settings.egress_image])]
                 clients = {node.name: cluster.client_for(node.address) for node in members}
-                with _LoadBar() as bar:
-                    cluster.timings.steps.update(copy_images(engine, tags, clients, bar))
+                try:
+                    with _LoadBar() as bar:
+                        cluster.timings.steps.update(copy_images(engine, tags, clients, bar))
+                except BaseException:
+                    cluster.down()  # a cluster without its images is of no use
+                    raise
+                finally:
+                    for client in clients.values():
+                        client.close()
         finally:
             engine.close()
     _report(cluster, as_json)
