@@ -13,7 +13,7 @@ import docker.errors
 import pytest
 import requests
 
-from jupyter_sandbox.backends.cluster_nodes import CLUSTER, ENGINE_PORT, LocalCluster
+from jupyter_sandbox.backends.cluster_nodes import CLUSTER, ENGINE_PORT, ClusterError, LocalCluster
 from tests.cluster.conftest import SCRIPT
 from tests.conftest import IMAGE, labelled_objects
 
@@ -135,3 +135,22 @@ def test_a_kernel_container_runs_on_the_remote_engine(
         assert node.images.get(IMAGE).id == engine.images.get(IMAGE).id  # same bytes
     finally:
         node.close()
+
+
+@pytest.mark.parametrize("broken", ["image", "storage driver"])
+def test_a_node_that_cannot_start_fails_up_and_leaves_nothing(
+    engine: docker.DockerClient, node_image: str, tmp_path: Path, broken: str
+) -> None:
+    name = f"t{uuid4().hex[:8]}"
+    if broken == "image":  # not a node image: no place for the certificates
+        cluster, image, reason = LocalCluster(engine, name, home=tmp_path), IMAGE, "jsbx-node"
+    else:  # dockerd exits at once; its own log line is the reason
+        cluster = LocalCluster(engine, name, home=tmp_path, storage_driver="bogus")  # type: ignore[arg-type]
+        image, reason = node_image, "bogus"
+    with pytest.raises(ClusterError) as caught:
+        cluster.up(1, image)
+    assert reason in caught.value.message
+    if broken == "storage driver":
+        assert "did not start its engine" in caught.value.message
+    assert labelled_objects(f"{CLUSTER}={name}") == {}
+    assert not (tmp_path / "clusters" / name).exists()
