@@ -41,6 +41,7 @@ __all__ = [
     "ClusterError",
     "ClusterNode",
     "LocalCluster",
+    "check_name",
 ]
 
 logger = logging.getLogger(__name__)
@@ -120,11 +121,7 @@ class LocalCluster:
         extra_labels: dict[str, str] | None = None,
         storage_driver: StorageDriver | None = None,
     ) -> None:
-        if not _NAME.fullmatch(name):
-            raise BadRequestError(
-                f"cluster name {name!r}: lowercase letters, digits and '-', at most 40",
-                param="name",
-            )
+        check_name(name)
         self.engine, self.name = engine, name
         self.folder = home / "clusters" / name
         self.labels = {**(extra_labels or {}), CLUSTER: name}
@@ -388,6 +385,20 @@ class LocalCluster:
             shutil.rmtree(self.folder)
             removed.append(f"folder {self.folder}")
         return removed
+
+
+def check_name(name: str) -> str:
+    """`name` if it can name a cluster (it becomes part of Docker object names).
+
+    Raises:
+        BadRequestError: it cannot (param `name`).
+    """
+    if not _NAME.fullmatch(name):
+        raise BadRequestError(
+            f"cluster name {name!r}: lowercase letters, digits and '-', at most 40",
+            param="name",
+        )
+    return name
 
 
 def _tar(entries: dict[str, bytes]) -> bytes:

@@ -35,8 +35,19 @@ cluster_app = PlainTyper(
 )
 app.add_typer(cluster_app, name="cluster")
 
+
+def _name(value: str) -> str:
+    from jupyter_sandbox.backends.cluster_nodes import check_name
+
+    with _errors():
+        return check_name(value)
+
+
 NameOption = Annotated[
-    str, typer.Option("--name", help="The cluster's name (several may run side by side).")
+    str,
+    typer.Option(
+        "--name", callback=_name, help="The cluster's name (several may run side by side)."
+    ),
 ]
 PENDING = (
     "not set yet: the cluster runs no `serve` API server (PostgreSQL and `serve` on the "
@@ -53,7 +64,9 @@ def _cluster(ctx: typer.Context, engine: docker.DockerClient, name: str) -> Loca
 @cluster_app.command("up")
 def cluster_up(
     ctx: typer.Context,
-    nodes: Annotated[int, typer.Option("--nodes", help="How many nodes (the first manages).")] = 3,
+    nodes: Annotated[
+        int, typer.Option("--nodes", min=1, max=16, help="How many nodes (the first manages).")
+    ] = 3,
     name: NameOption = "local",
     load: Annotated[
         bool,

@@ -1,4 +1,4 @@
-"""The cluster's TLS material and input checks, without Docker."""
+"""The cluster without Docker: TLS material, names, the node recipe digest, CLI input."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ import docker
 import pytest
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from typer.testing import CliRunner
 
 from jupyter_sandbox import BadRequestError
 from jupyter_sandbox.backends.cluster_certs import CertificateAuthority
 from jupyter_sandbox.backends.cluster_nodes import LocalCluster
 from jupyter_sandbox.backends.node_image import node_image_tag, node_recipe_hash, recipe_files
+from jupyter_sandbox.cli import app
 
 
 def test_node_certificate_names_the_node_and_chains_to_the_ca(tmp_path: Path) -> None:
@@ -65,3 +67,23 @@ def test_node_image_tag_is_the_recipe_digest() -> None:
     assert node_image_tag() == f"jupyter-sandbox-node:{node_recipe_hash(recipe)}"
     changed = {**recipe, "packages.txt": recipe["packages.txt"] + b"strace\n"}
     assert node_recipe_hash(changed) != node_recipe_hash(recipe)
+
+
+NO_ENGINE = {"DOCKER_HOST": "tcp://127.0.0.1:1"}
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["cluster", "up", "--nodes", "0"], 2, "--nodes"),
+        (["cluster", "up", "--nodes", "17"], 2, "--nodes"),
+        (["cluster", "up", "--name", "Bad_Name", "--no-load"], 2, "lowercase letters"),
+        (["cluster", "down", "--name", "../x"], 2, "lowercase letters"),
+        (["cluster", "status"], 3, "unreachable"),
+        (["cluster", "down"], 3, "unreachable"),
+    ],
+)
+def test_cluster_cli_bad_input_and_no_engine(args: list[str], code: int, message: str) -> None:
+    result = CliRunner().invoke(app, args, env=NO_ENGINE)
+    assert result.exit_code == code, result.output
+    assert message in result.output
