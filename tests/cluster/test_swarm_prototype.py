@@ -1,9 +1,13 @@
-"""Prototype: an API server's side reaches a kernel on another node through the sandbox's own
-attachable internal overlay network, with no published port and nothing on a default bridge.
+"""Prototypes for the Swarm backend, on a two-node local cluster.
 
-The "gateway" stands for an API server running in a container on the manager node. The kernel
-channel here is plain TCP with Jupyter's HMAC signing; the CurveZMQ layer is the channel
-branch's (the path and the isolation are what this proves). Figures go to TIMINGS.
+1. An API server's side reaches a kernel on another node through the sandbox's own attachable
+   internal overlay network, with no published port and nothing on a default bridge. The
+   "API server" is a container on the manager; the channel is plain TCP with Jupyter's HMAC
+   signing (the CurveZMQ layer is the channel branch's: the path and the isolation are what
+   this proves).
+2. What a Swarm service carries to its container on this engine, and what it does not.
+
+Figures go to TIMINGS.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from uuid import uuid4
 import docker
 import pytest
 from docker.models.containers import Container
+from docker.models.services import Service
 
 from jupyter_sandbox.backends.cluster_network import OVERLAY_MTU, create_sandbox_overlay
 from jupyter_sandbox.backends.cluster_nodes import CLUSTER, LocalCluster
@@ -224,6 +229,99 @@ def test_gateway_on_the_manager_reaches_a_kernel_on_the_worker_over_the_overlay(
                     "kernel ready s": round(result["ready_s"], 2),
                     "rtt cross-node ms median": round(result["rtt_ms_median"], 2),
                     "rtt cross-node ms p90": round(result["rtt_ms_p90"], 2),
+                }
+            )
+            + "\n"
+        )
+
+
+def _service_task(service: Service, deadline: float) -> dict[str, Any]:
+    """The service's one task once it left the pipeline's early states (or at the deadline)."""
+    waiting = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "starting")
+    while True:
+        tasks = service.tasks()
+        if tasks and (tasks[0]["Status"]["State"] not in waiting or time.monotonic() > deadline):
+            task: dict[str, Any] = tasks[0]
+            return task
+        time.sleep(0.2)  # Swarm has no event for a task's state on a worker; poll its record
+
+
+def test_what_a_swarm_service_applies_on_this_engine(
+    overlay: tuple[str, docker.DockerClient, docker.DockerClient], two_nodes: LocalCluster
+) -> None:
+    """Which sandbox hardening a service spec carries to its container on engine 20.10, and
+    what it does not: the Swarm backend must replace or refuse the difference."""
+    network, manager, _ = overlay
+    spec = docker.types.ContainerSpec(
+        IMAGE,
+        command=["sleep", "300"],  # a service's Command replaces the entrypoint (sandbox-init)
+        user="1000:1000",
+        read_only=True,
+        init=True,
+        cap_drop=["ALL"],
+        labels={CLUSTER: "probe"},
+        mounts=[docker.types.Mount("/tmp", "", type="tmpfs", tmpfs_size=64 << 20)],
+    )
+    spec["Ulimits"] = [{"Name": "nofile", "Soft": 1024, "Hard": 1024}]  # not in docker-py
+    spec["Privileges"] = {"NoNewPrivileges": True}  # API 1.44+; 20.10 is 1.41
+    resources = docker.types.Resources(cpu_limit=10**9, mem_limit=1 << 30, mem_reservation=1 << 29)
+    resources["Limits"]["Pids"] = 256  # not in docker-py
+    clients = {node.name: two_nodes.client_for(node.address) for node in two_nodes.nodes()}
+    found: dict[str, dict[str, Any]] = {}
+    try:
+        for name, networks in (("overlay", [network]), ("none", [])):
+            template = docker.types.TaskTemplate(
+                spec,
+                resources=resources,
+                restart_policy=docker.types.RestartPolicy("none"),
+                networks=[docker.types.NetworkAttachmentConfig(n) for n in networks],
+            )
+            started = time.monotonic()
+            created = manager.api.create_service(
+                template,
+                name=f"probe-{name}-{uuid4().hex[:6]}",
+                labels={CLUSTER: "probe"},
+                endpoint_spec=docker.types.EndpointSpec(mode="dnsrr"),  # no IPVS here
+            )
+            service = manager.services.get(created["ID"])
+            try:
+                task = _service_task(service, time.monotonic() + 120)
+                node = manager.nodes.get(task["NodeID"]).attrs["Description"]["Hostname"]
+                container = clients[node].containers.get(
+                    task["Status"]["ContainerStatus"]["ContainerID"]
+                )
+                assert task["Status"]["State"] == "running", container.logs().decode()
+                found[name] = {
+                    "seconds": time.monotonic() - started,
+                    "host": container.attrs["HostConfig"],
+                    "networks": list(container.attrs["NetworkSettings"]["Networks"]),
+                }
+            finally:
+                service.remove()
+    finally:
+        for client in clients.values():
+            client.close()
+    host = found["overlay"]["host"]
+    # Carried over:
+    assert host["CapDrop"] == ["ALL"]
+    assert host["ReadonlyRootfs"] is True
+    assert host["Init"] is True
+    assert (host["Memory"], host["NanoCpus"], host["PidsLimit"]) == (1 << 30, 10**9, 256)
+    assert host["Ulimits"] == [{"Name": "nofile", "Hard": 1024, "Soft": 1024}]
+    # Not carried over by engine 20.10: the backend must refuse or replace these.
+    assert not host["SecurityOpt"]  # no no-new-privileges
+    assert host["MemorySwap"] == 2 << 30  # swap allowed: cannot be set equal to memory
+    assert host["CpuShares"] == 0  # no CPU weight; only the NanoCpus ceiling
+    assert host["Runtime"] == "runc"  # no per-service runtime: runsc only as the node default
+    assert found["overlay"]["networks"] == [network]
+    # A service without networks lands on the node's default bridge: never use zero networks.
+    assert found["none"]["networks"] == ["bridge"]
+    with TIMINGS.open("a") as log:
+        log.write(
+            json.dumps(
+                {
+                    f"service {k} create-to-running s": round(v["seconds"], 2)
+                    for k, v in found.items()
                 }
             )
             + "\n"
