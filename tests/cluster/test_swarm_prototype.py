@@ -326,3 +326,38 @@ def test_what_a_swarm_service_applies_on_this_engine(
             )
             + "\n"
         )
+
+
+def test_swarm_places_by_memory_reservation_and_holds_what_does_not_fit(
+    two_nodes: LocalCluster,
+) -> None:
+    manager = two_nodes.client_for(two_nodes.nodes()[0].address)
+    memory = min(n.attrs["Description"]["Resources"]["MemoryBytes"] for n in manager.nodes.list())
+    reservation = int(memory / 2.5)  # two fit on a node, a third does not
+    services = []
+    try:
+        for index in range(5):
+            created = manager.api.create_service(
+                docker.types.TaskTemplate(
+                    docker.types.ContainerSpec(IMAGE, command=["sleep", "300"]),
+                    resources=docker.types.Resources(mem_reservation=reservation),
+                    restart_policy=docker.types.RestartPolicy("none"),
+                ),
+                name=f"place-{index}-{uuid4().hex[:6]}",
+                labels={CLUSTER: "probe"},
+            )
+            services.append(manager.services.get(created["ID"]))
+        tasks = [
+            _service_task(s, time.monotonic() + (60 if i < 4 else 10))
+            for i, s in enumerate(services)
+        ]
+        hosts = sorted(
+            manager.nodes.get(t["NodeID"]).attrs["Description"]["Hostname"] for t in tasks[:4]
+        )
+        assert [t["Status"]["State"] for t in tasks] == ["running"] * 4 + ["pending"]
+        assert hosts == sorted([node.name for node in two_nodes.nodes()] * 2)
+        assert "insufficient resources" in tasks[4]["Status"]["Err"]
+    finally:
+        for service in services:
+            service.remove()
+        manager.close()
