@@ -13,7 +13,8 @@ import docker.errors
 import pytest
 import requests
 
-from jupyter_sandbox.backends.cluster_nodes import CLUSTER, ENGINE_PORT, ClusterError, LocalCluster
+from jupyter_sandbox.backends.cluster_errors import ClusterError
+from jupyter_sandbox.backends.cluster_nodes import CLUSTER, ENGINE_PORT, LocalCluster
 from tests.cluster.conftest import SCRIPT
 from tests.conftest import IMAGE, labelled_objects
 

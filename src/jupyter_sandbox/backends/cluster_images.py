@@ -17,7 +17,7 @@ import docker
 import docker.errors
 
 from jupyter_sandbox._exceptions import BadRequestError
-from jupyter_sandbox.backends.cluster_nodes import ClusterError, engine_errors
+from jupyter_sandbox.backends.cluster_errors import ClusterError, engine_errors
 
 __all__ = ["LoadProgress", "NullLoadProgress", "copy_images"]
 

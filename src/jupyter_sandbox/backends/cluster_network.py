@@ -16,7 +16,8 @@ from __future__ import annotations
 import docker
 from docker.models.networks import Network
 
-from jupyter_sandbox.backends.cluster_nodes import MTU, engine_errors
+from jupyter_sandbox.backends.cluster_errors import engine_errors
+from jupyter_sandbox.backends.cluster_nodes import MTU
 
 __all__ = ["OVERLAY_MTU", "create_sandbox_overlay", "overlay_name"]
 

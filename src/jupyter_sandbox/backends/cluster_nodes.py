@@ -33,8 +33,9 @@ import docker.errors
 import docker.tls
 from docker.models.containers import Container
 
-from jupyter_sandbox._exceptions import APIConnectionError, APIError, BadRequestError
+from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox.backends.cluster_certs import CertificateAuthority, write_private
+from jupyter_sandbox.backends.cluster_errors import ClusterError, engine_errors
 from jupyter_sandbox.backends.labels import PREFIX
 
 __all__ = [
@@ -72,10 +73,6 @@ NODE_CAP_DROP = ["SYS_RESOURCE"]
 NODE_SECURITY_OPT = ["seccomp=unconfined", "apparmor=unconfined"]
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,39}")
 _READY_LINE = f"API listen on [::]:{ENGINE_PORT}"
-
-
-class ClusterError(APIError):
-    """A node or the Swarm could not be set up; `message` says which step and why."""
 
 
 @dataclass(frozen=True)
@@ -413,14 +410,3 @@ def _tar(entries: dict[str, bytes]) -> bytes:
             info.size, info.mode, info.mtime = len(data), 0o600, 0
             archive.addfile(info, io.BytesIO(data))
     return buffer.getvalue()
-
-
-@contextmanager
-def engine_errors() -> Iterator[None]:
-    """Engine errors as `ClusterError` (refused) or `APIConnectionError` (unreachable)."""
-    try:
-        yield
-    except docker.errors.APIError as exc:
-        raise ClusterError(f"Docker engine refused: {exc.explanation or exc}") from exc
-    except docker.errors.DockerException as exc:
-        raise APIConnectionError(f"Docker engine unreachable: {exc}") from exc
