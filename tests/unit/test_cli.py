@@ -72,6 +72,10 @@ EXPECTED = {
     ("snapshots", "delete"),
     ("logs",),
     ("serve",),
+    ("cluster",),
+    ("cluster", "up"),
+    ("cluster", "status"),
+    ("cluster", "down"),
 }
 
 

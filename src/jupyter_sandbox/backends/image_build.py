@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import tempfile
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -99,8 +99,14 @@ def scratch_folder(cache_dir: Path | None) -> Iterator[Path]:
         yield Path(scratch)
 
 
-def bootstrap(packages: list[str], tarball: Path, progress: BuildProgress) -> None:
-    """Bootstrap Debian with `packages` into `tarball` with mmdebstrap (written atomically)."""
+def bootstrap(
+    packages: list[str],
+    tarball: Path,
+    progress: BuildProgress,
+    options: Sequence[str] = BOOTSTRAP_OPTIONS,
+) -> None:
+    """Bootstrap Debian with `packages` into `tarball` with mmdebstrap (written atomically);
+    `options` replace the kernel image's mmdebstrap options."""
     mmdebstrap = shutil.which("mmdebstrap")
     if mmdebstrap is None:
         raise ImageBuildError(
@@ -110,7 +116,7 @@ def bootstrap(packages: list[str], tarball: Path, progress: BuildProgress) -> No
     partial = tarball.with_suffix(".partial.tar")
     command = [
         mmdebstrap,
-        *BOOTSTRAP_OPTIONS,
+        *options,
         "--include=" + ",".join(packages),
         SUITE,
         str(partial),

@@ -21,6 +21,7 @@ from jupyter_sandbox.cli import doctor  # noqa: F401
 from jupyter_sandbox.cli import demo  # noqa: F401
 from jupyter_sandbox.cli import image  # noqa: F401 (image build, image status)
 from jupyter_sandbox.cli import kernelspec  # noqa: F401 (kernelspec install)
+from jupyter_sandbox.cli import cluster  # noqa: F401 (cluster up, cluster status, cluster down)
 # isort: on
 
 __all__ = ["app", "main", "parse_network"]
