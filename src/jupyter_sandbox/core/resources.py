@@ -189,7 +189,23 @@ class SandboxResources:
         if before is None:
             return False
         if before.is_live:
-            self.teardown(before)
+            try:
+                self.teardown(before)
+            except Exception:
+                # The end took effect (the record says so to every process): reporting it
+                # as a failure would make a retrying client see 404 and leave what failed
+                # here to nobody. This process is done with it, so reconcile may remove
+                # what is left at once (no `ended_by`: not a teardown in progress).
+                logger.warning(
+                    "sandbox %s ended, but part of its teardown failed; reconcile removes "
+                    "what is left",
+                    record.id,
+                    exc_info=True,
+                )
+                current = self._store.get(record.id)
+                if current is not None:
+                    extra = {k: v for k, v in current.extra.items() if k != "ended_by"}
+                    self._store.update(record.id, extra=extra)
         return True
 
     def teardown(self, record: ContainerRecord) -> None:
