@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -19,7 +20,7 @@ from jupyter_sandbox._exceptions import (
     InternalServerError,
     NotFoundError,
 )
-from jupyter_sandbox.backends import deadline_file, labels
+from jupyter_sandbox.backends import deadline_file, gvisor, labels
 from jupyter_sandbox.backends.runtime.base import SandboxNetworkSpec, SandboxSpec, SandboxState
 from jupyter_sandbox.settings import Settings
 
@@ -62,6 +63,12 @@ def docker_errors(what: str) -> Iterator[None]:
         raise APIConnectionError(f"Docker engine unreachable ({exc}); {_ENGINE_HINT}") from exc
 
 
+def is_local_engine() -> bool:
+    """Whether DOCKER_HOST names this machine's engine (unset, or a unix socket)."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return not host or host.startswith("unix://")
+
+
 def connect_engine(timeout: float = 60) -> docker.DockerClient:
     """A client for the engine named by the environment (DOCKER_HOST, or the local socket)."""
     client: docker.DockerClient | None = None
@@ -84,11 +91,24 @@ class DockerRuntime:
         self.engine = engine or connect_engine()
         self._api = self.engine.api
         self._cgroup_files: dict[str, Path | None] = {}
+        self._runtimes: frozenset[str] | None = None
+
+    def check_runtime(self) -> None:
+        """Refuse the configured runtime if the engine lacks it (BadRequestError, `runtime`);
+        the engine is asked once per client."""
+        runtime = self._settings.runtime
+        if runtime is None:
+            return
+        if self._runtimes is None:
+            with docker_errors("listing the engine's runtimes"):
+                self._runtimes = frozenset(self.engine.info().get("Runtimes") or {})
+        gvisor.check_runtime(runtime, self._runtimes)
 
     def start(self, spec: SandboxSpec) -> str:
         """Create and start the container; any failure removes what was made."""
         settings = self._settings
         name = _container_name(spec.container_id)
+        self.check_runtime()
         try:
             with docker_errors(f"creating sandbox {spec.container_id}"):
                 for role in _WRITABLE_DIRS if spec.host_dirs is None else ():
