@@ -12,10 +12,11 @@ from uuid import uuid4
 import pytest
 
 from jupyter_sandbox import Client
+from jupyter_sandbox.backends.kernel_recipe import default_image_tag
 
 TEST_LABEL = "org.jupyter-sandbox.test"
 SESSION_RUN = f"s{uuid4().hex[:8]}"
-IMAGE = "jupyter-sandbox-kernel:0.1.0"
+IMAGE = default_image_tag()
 
 
 def docker_ready() -> str | None:

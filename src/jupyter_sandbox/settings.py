@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jupyter_sandbox._version import __version__
+from jupyter_sandbox.backends.kernel_recipe import default_image_tag
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ class Settings(BaseSettings):
 
     home: Path = Field(default_factory=_default_home)
     """State folder: the SQLite store, blobs and the kernels' socket folders."""
-    image: str = f"jupyter-sandbox-kernel:{__version__}"
+    image: str = Field(default_factory=default_image_tag)
     """Kernel image every sandbox runs (built by `jupyter-sandbox image build`)."""
     runtime: str | None = None
     """OCI runtime: None for the engine's default (runc), or "runsc" for gVisor."""

@@ -113,6 +113,8 @@ def test_no_kernel_log_and_no_dangerous_devices(probe: Probe) -> None:
 ENV_ALLOWED = {
     "HOME", "HOSTNAME", "PATH", "PWD", "LANG", "MPLBACKEND", "MPLCONFIGDIR", "IPYTHONDIR",
     "PYTHONDONTWRITEBYTECODE", "PYTHONUNBUFFERED", "PAGER", "GIT_PAGER", "TERM", "CLICOLOR",
+    # ipykernel 7 sets these for colored tracebacks.
+    "FORCE_COLOR", "CLICOLOR_FORCE",
     "PYTHONPATH", "JPY_PARENT_PID", "SHLVL", "_",
 }  # fmt: skip
 
