@@ -49,6 +49,10 @@ class Settings(BaseSettings):
     """Kernel image every sandbox runs (built by `jupyter-sandbox image build`)."""
     runtime: str | None = None
     """OCI runtime: None for the engine's default (runc), or "runsc" for gVisor."""
+    kernel_channel: Literal["auto", "ipc", "tcp"] = "auto"
+    """How the host talks to kernels: `ipc` (sockets in a host folder; runc only), `tcp`
+    (CurveZMQ-encrypted, inside the sandbox's own network namespace; needs root), or `auto`
+    (tcp for runsc, ipc otherwise)."""
     default_memory_limit: str = "1g"
     allow_large_memory: bool = False
     """Allow the SDK's 16g and 64g tiers."""

@@ -20,7 +20,7 @@ from jupyter_sandbox._exceptions import (
 from jupyter_sandbox._version import __version__
 from jupyter_sandbox.backends import deadline_file, kernel, labels
 from jupyter_sandbox.backends.runtime.base import Runtime, SandboxNetworkSpec, SandboxSpec
-from jupyter_sandbox.backends.runtime.docker import KERNEL_MOUNT, SANDBOX_UID
+from jupyter_sandbox.backends.runtime.docker import SANDBOX_UID
 from jupyter_sandbox.backends.store import ContainerRecord, Store
 from jupyter_sandbox.core import ids
 from jupyter_sandbox.core.container_files import SandboxContent
@@ -197,11 +197,12 @@ class ContainerService:
                 socket_dir=str(socket_dir),
                 owner_pid=os.getpid(),
                 owner_host=socket.gethostname(),
+                extra={"kernel_channel": self._kernels.channel},
             )
         )
         deadline = time.monotonic() + self._settings.start_timeout
         try:
-            kernel.create_socket_dir(socket_dir, record.kernel_key, KERNEL_MOUNT, SANDBOX_UID)
+            self._kernels.prepare(record)
             deadline_file.write(deadline_dir, record.expires_at)
             prepared = None
             host_dirs, skills_dir, extra = None, None, dict(record.extra)

@@ -15,10 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from jupyter_sandbox._exceptions import APITimeoutError, InternalServerError
-from jupyter_sandbox.backends import kernel
+from jupyter_sandbox.backends import kernel, kernel_tcp
 from jupyter_sandbox.backends.kernel import KernelConnection
+from jupyter_sandbox.backends.kernel_tcp import TcpKernelConnection
 from jupyter_sandbox.backends.runtime.base import Runtime
-from jupyter_sandbox.backends.runtime.docker import SANDBOX_UID
+from jupyter_sandbox.backends.runtime.docker import KERNEL_MOUNT, SANDBOX_UID
 from jupyter_sandbox.backends.store import ContainerRecord
 from jupyter_sandbox.settings import Settings
 
@@ -64,9 +65,7 @@ class Kernels:
         quotes what the sandbox's supervisor and kernel printed since `since` (epoch seconds).
         """
         since = time.time() if since is None else since
-        connection = KernelConnection(
-            Path(record.socket_dir), record.kernel_key, SANDBOX_UID, max_message(self._settings)
-        )
+        connection = self._connection(record)
         check = self._start_check(record, since)
         try:
             connection.connect(deadline, check)
@@ -91,6 +90,36 @@ class Kernels:
         if old is not None:
             old.connection.close()
         return session
+
+    @property
+    def channel(self) -> str:
+        """The channel new sandboxes get: `kernel_channel`, where `auto` is tcp for runsc."""
+        chosen = self._settings.kernel_channel
+        if chosen == "auto":
+            return "tcp" if self._settings.runtime == "runsc" else "ipc"
+        return chosen
+
+    def prepare(self, record: ContainerRecord) -> None:
+        """Make the sandbox's kernel folder and connection file for its channel (fails closed:
+        no tcp channel without Curve encryption)."""
+        socket_dir = Path(record.socket_dir)
+        info = None
+        if record.extra.get("kernel_channel") == "tcp":
+            kernel_tcp.require_curve()
+            keys = kernel_tcp.sandbox_keys(kernel_tcp.master_key(self._settings.home), record.id)
+            info = kernel_tcp.tcp_connection_info(record.kernel_key, keys)
+        kernel.create_socket_dir(socket_dir, record.kernel_key, KERNEL_MOUNT, SANDBOX_UID, info)
+
+    def _connection(self, record: ContainerRecord) -> KernelConnection:
+        limit = max_message(self._settings)
+        if record.extra.get("kernel_channel") != "tcp":
+            return KernelConnection(Path(record.socket_dir), record.kernel_key, SANDBOX_UID, limit)
+        kernel_tcp.require_curve()
+        netns = getattr(self._runtime, "kernel_netns", None)
+        if netns is None:
+            raise kernel_tcp.ChannelSetupError("this runtime cannot give a network namespace")
+        keys = kernel_tcp.sandbox_keys(kernel_tcp.master_key(self._settings.home), record.id)
+        return TcpKernelConnection(netns(record.id), record.kernel_key, keys, limit)
 
     def _start_check(self, record: ContainerRecord, since: float) -> Callable[[], None]:
         def check() -> None:
@@ -135,12 +164,21 @@ class Kernels:
         with self._lock:
             if self._sessions.get(record.id) is session:
                 del self._sessions[record.id]
-        session.connection.close()
+        old = session.connection
+        is_tcp = isinstance(old, TcpKernelConnection)
+        if not is_tcp or session.closing:
+            old.close()
         if session.closing:
             raise SessionClosed(f"sandbox {record.id} ended")
         kernel.clear_sockets(Path(record.socket_dir))
         since = time.time()
-        self._runtime.signal(record.id, "SIGUSR1")
+        try:
+            self._runtime.signal(record.id, "SIGUSR1")
+            # A fixed address: only the new kernel may answer the new connection.
+            if isinstance(old, TcpKernelConnection):
+                old.wait_kernel_gone(time.monotonic() + self._settings.start_timeout)
+        finally:
+            old.close()
         fresh = self.open(record, time.monotonic() + self._settings.start_timeout, since)
         fresh.lock = session.lock  # the caller holds it
         return fresh

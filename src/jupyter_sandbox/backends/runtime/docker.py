@@ -211,6 +211,15 @@ class DockerRuntime:
             oom_kills=_read_oom_kills(self._cgroup_files[container_id]),
         )
 
+    def kernel_netns(self, container_id: str) -> str:
+        """The sandbox's network namespace (`/proc/<pid>/ns/net`), for the tcp channel."""
+        with docker_errors(f"inspecting sandbox {container_id}"):
+            info = self._api.inspect_container(_container_name(container_id))
+        pid = int(info["State"].get("Pid") or 0)
+        if not pid:
+            raise InternalServerError(f"sandbox {container_id} is not running")
+        return f"/proc/{pid}/ns/net"
+
     def oom_kills(self, container_id: str) -> int | None:
         """The container cgroup's oom_kill counter (a file read after the first call)."""
         if container_id in self._cgroup_files:
