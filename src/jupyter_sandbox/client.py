@@ -154,6 +154,13 @@ class Containers:
     def connection_info(self, container_id: str) -> dict[str, Any]:
         """A Jupyter connection dict (ipc transport, host paths) for the sandbox's kernel."""
         record = self._client._containers.get_record(container_id, self._client.project)
+        if record.extra.get("kernel_channel") == "tcp":
+            raise BadRequestError(
+                f"sandbox {container_id} uses the encrypted tcp kernel channel (gVisor), which "
+                "Jupyter's relay does not dial yet: use runc with kernel_channel='ipc' for "
+                "Jupyter kernels",
+                param="kernel_channel",
+            )
         return connection_info(f"{record.socket_dir}/{SOCKET_PREFIX}", record.kernel_key)
 
 
