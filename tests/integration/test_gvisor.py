@@ -21,7 +21,12 @@ from jupyter_client.session import Session
 
 from jupyter_sandbox import BadRequestError, Client
 from jupyter_sandbox.backends import kernel_tcp
+from jupyter_sandbox.core.pool import POOL_PROJECT
 from tests.adversarial.conftest import runsc_missing
+from tests.integration.test_network import PRELUDE, prepare, run
+from tests.integration.test_network_lab import Lab, lab
+
+__all__ = ["lab"]  # a fixture, re-exported for pytest
 
 pytestmark = pytest.mark.docker
 
@@ -153,3 +158,62 @@ def test_an_unknown_runtime_is_a_bad_request(make_client: Callable[..., Client])
         client.containers.create(name="bad")
     assert caught.value.param == "runtime"
     assert client.containers.list().data == []
+
+
+def test_out_of_memory_under_gvisor_is_reported_and_ends_the_sandbox(gvisor: Client) -> None:
+    container = gvisor.containers.create(name="oom", memory_limit="512m")
+    bomb = gvisor.containers.execute(container.id, "x = bytearray(2 * 1024**3)", timeout=60)
+    assert bomb.status == "died"
+    assert bomb.message is not None
+    assert "ran out of memory (memory_limit 512m" in bomb.message
+    # gVisor's kernel is one host process: the host's OOM killer ends the whole sandbox.
+    assert gvisor.containers.retrieve(container.id).status == "terminated"
+    gvisor.containers.delete(container.id)
+
+
+def test_an_allowlist_sandbox_under_gvisor_reaches_only_its_list(
+    gvisor: Client, make_client: Callable[..., Client], lab: Lab
+) -> None:
+    client = make_client(runtime="runsc", **lab.settings)
+    container = client.containers.create(
+        name="gvisor-allowlist",
+        network_policy={"type": "allowlist", "allowed_domains": ["allowed.test"]},
+    )
+    prepare(client, container.id, lab)
+    result = run(
+        client,
+        container.id,
+        PRELUDE
+        + f"""
+print(json.dumps({{
+    "allowed": fetch("http://allowed.test/")[0],
+    "allowed_tls": fetch("https://allowed.test/")[0],
+    "other": fetch("http://other.test/")[0],
+    "direct": tcp("{lab.upstream_ip}", 80)[0],
+}}))""",
+    )
+    assert result["allowed"] == 200
+    assert result["allowed_tls"] == 200
+    assert result["other"] == 403
+    assert result["direct"] != "open"
+    client.containers.delete(container.id)
+
+
+def test_the_warm_pool_serves_gvisor_sandboxes(
+    gvisor: Client, make_client: Callable[..., Client]
+) -> None:
+    pooled = make_client(runtime="runsc", pool_size=1)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not [
+        r for r in pooled._store.all(statuses=("ready",)) if r.project == POOL_PROJECT
+    ]:
+        time.sleep(0.2)
+    started = time.monotonic()
+    container = pooled.containers.create(name="claimed")
+    out = pooled.containers.execute(container.id, "print(1)")
+    assert out.stdout == "1\n"
+    assert time.monotonic() - started < 5  # claimed warm, not booted (a cold start is ~3 s+)
+    record = pooled._store.get(container.id)
+    assert record is not None
+    assert record.extra["kernel_channel"] == "tcp"
+    pooled.containers.delete(container.id)

@@ -267,8 +267,7 @@ class ExecutionService:
                 if msg.msg_type == kernel.DROPPED:
                     died = self._death(record, session)  # a dying kernel drops them too
                     if died is not None:
-                        self._kernels.restart(record, session)
-                        return result("died", died)
+                        return result("died", self._after_death(record, session, died))
                     limit = max_message(self._settings)
                     logger.warning("%s: dropped a kernel message over %d bytes", record.id, limit)
                     collector.drop(f"the kernel sent a message over {limit} bytes")
@@ -305,14 +304,19 @@ class ExecutionService:
                 last_message = time.monotonic()
                 died = self._death(record, session)
                 if died is not None:
-                    self._kernels.restart(record, session)
-                    return result("died", died)
+                    return result("died", self._after_death(record, session, died))
         if interrupted_at is not None:
             return result("timeout", f"Execution timed out after {timeout:g} s and was interrupted")
         if reply is None:
             return result("error", "The kernel's reply was over the size limit and was dropped")
         status = "ok" if reply[0] == "ok" else "error"
         return result(status)
+
+    def _after_death(self, record: ContainerRecord, session: Session, died: str) -> str:
+        """Restart the dead kernel; the message says so, or that the sandbox ended with it."""
+        if self._kernels.restart_if_running(record, session):
+            return died
+        return died.replace("and was restarted", "and the sandbox ended with it")
 
     def _death(self, record: ContainerRecord, session: Session) -> str | None:
         """Why the kernel died, or None if it is alive."""

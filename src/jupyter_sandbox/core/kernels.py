@@ -183,6 +183,19 @@ class Kernels:
         fresh.lock = session.lock  # the caller holds it
         return fresh
 
+    def restart_if_running(self, record: ContainerRecord, session: Session) -> bool:
+        """`restart` after the kernel died; False if its whole container ended with it (under
+        gVisor the host's OOM killer ends the sandbox's user-space kernel, not one process)."""
+        try:
+            self.restart(record, session)
+        except Exception:
+            state = self._runtime.state(record.id)
+            if state is not None and state.running:
+                raise
+            self.close(record.id)
+            return False
+        return True
+
     def interrupt(self, record: ContainerRecord) -> None:
         """Send SIGINT to the kernel (through the supervisor, PID 1)."""
         self._runtime.signal(record.id, "SIGINT")
