@@ -10,6 +10,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -217,3 +218,16 @@ def test_the_warm_pool_serves_gvisor_sandboxes(
     assert record is not None
     assert record.extra["kernel_channel"] == "tcp"
     pooled.containers.delete(container.id)
+
+
+def test_the_cli_takes_the_runtime_and_refuses_an_unknown_one(tmp_path: Path) -> None:
+    cli = Path(sys.executable).parent / "jupyter-sandbox"
+    result = subprocess.run(
+        [str(cli), "--home", str(tmp_path), "--runtime", "kata", "create", "--name", "x"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "Invalid runtime: 'kata'" in result.stderr
