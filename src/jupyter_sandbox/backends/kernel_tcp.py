@@ -163,6 +163,19 @@ class TcpKernelConnection(KernelConnection):
         """Open every socket; ZeroMQ retries the connects until the kernel listens."""
         for name in ("shell", "iopub", "control"):
             self._open(name)
+        self._hb = self._heartbeat_socket()
+
+    def _heartbeat_socket(self) -> zmq.Socket[bytes]:
+        # One lasting connection: the Curve handshake (and the kernel's ZAP check, which
+        # needs its GIL) happens once, so a busy kernel's C heartbeat still answers at once.
+        sock: zmq.Socket[bytes] = self._context.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, 1024)
+        sock.setsockopt(zmq.REQ_RELAXED, 1)  # a ping may go unanswered: send the next anyway
+        sock.setsockopt(zmq.REQ_CORRELATE, 1)  # and never take an old echo for a new one
+        self._secure(sock)
+        sock.connect(self._endpoint("hb"))
+        return sock
 
     def _endpoint(self, name: str) -> str:
         return f"tcp://{LOOPBACK}:{TCP_PORTS[name]}"
@@ -186,16 +199,17 @@ class TcpKernelConnection(KernelConnection):
         """True if the kernel's heartbeat echoes within `timeout` seconds."""
         if self._closed:
             return False
-        sock = self._context.socket(zmq.REQ)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, 1024)
-        self._secure(sock)
+        if self._hb is None:
+            self._hb = self._heartbeat_socket()
         try:
-            sock.connect(self._endpoint("hb"))
-            sock.send(b"ping")
-            return bool(sock.poll(int(timeout * 1000)))
-        finally:
-            sock.close()
+            self._hb.send(b"ping", zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        if not self._hb.poll(int(timeout * 1000)):
+            return False
+        with contextlib.suppress(zmq.Again):
+            self._hb.recv(zmq.NOBLOCK)
+        return True
 
     def wait_kernel_gone(self, deadline: float) -> None:
         """Block until the running kernel drops our connection (before a restart's new
@@ -207,10 +221,14 @@ class TcpKernelConnection(KernelConnection):
         raise APITimeoutError("the old kernel did not stop in time")
 
     _closed = False
+    _hb: zmq.Socket[bytes] | None = None
 
     def close(self) -> None:
         """Close every socket and the context (its I/O thread leaves the namespace)."""
         super().close()
+        if self._hb is not None:
+            self._hb.close(linger=0)
+            self._hb = None
         if not self._closed:
             self._closed = True
             with contextlib.suppress(zmq.ZMQError):

@@ -215,6 +215,8 @@ class ExecutionService:
         deadline = started + timeout if timeout is not None else float("inf")
         collector = _Collector(self._settings.output_limit_bytes, on_output)
         connection = session.connection
+        for _ in connection.receive(0):
+            pass  # stale: a drop noted before this run (another process restarted the kernel)
         msg_id = connection.send(
             "shell",
             "execute_request",
