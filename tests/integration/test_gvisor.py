@@ -231,3 +231,16 @@ def test_the_cli_takes_the_runtime_and_refuses_an_unknown_one(tmp_path: Path) ->
     )
     assert result.returncode == 2
     assert "Invalid runtime: 'kata'" in result.stderr
+
+
+def test_a_kernel_that_exits_under_tcp_is_reported_and_replaced(
+    make_client: Callable[..., Client],
+) -> None:
+    client = make_client(kernel_channel="tcp")
+    container = client.containers.create(name="exit")
+    started = time.monotonic()
+    gone = client.containers.execute(container.id, "import os; os._exit(3)", timeout=60)
+    assert gone.status == "died"
+    assert client.containers.execute(container.id, "print('new')").stdout == "new\n"
+    assert time.monotonic() - started < 30  # no wait for a drop the dead kernel cannot send
+    client.containers.delete(container.id)

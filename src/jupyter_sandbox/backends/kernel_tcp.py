@@ -232,4 +232,4 @@ class TcpKernelConnection(KernelConnection):
         if not self._closed:
             self._closed = True
             with contextlib.suppress(zmq.ZMQError):
-                self._context.term()
+                self._context.destroy(linger=0)  # never blocks on a socket left open

@@ -166,6 +166,8 @@ class Kernels:
                 del self._sessions[record.id]
         old = session.connection
         is_tcp = isinstance(old, TcpKernelConnection)
+        # Only a kernel still alive will drop the connection as it goes (see below).
+        is_alive = is_tcp and not session.closing and old.heartbeat(1.0)
         if not is_tcp or session.closing:
             old.close()
         if session.closing:
@@ -175,7 +177,7 @@ class Kernels:
         try:
             self._runtime.signal(record.id, "SIGUSR1")
             # A fixed address: only the new kernel may answer the new connection.
-            if isinstance(old, TcpKernelConnection):
+            if isinstance(old, TcpKernelConnection) and is_alive:
                 old.wait_kernel_gone(time.monotonic() + self._settings.start_timeout)
         finally:
             old.close()
