@@ -38,8 +38,8 @@ def test_runs_as_an_unprivileged_user_with_no_capabilities(probe: Probe) -> None
     for field in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         # gVisor's /proc has no CapAmb line (and no ambient capabilities to show).
         assert int(status.get(field, "0" if is_gvisor() else "missing"), 16) == 0, field
-    assert status["NoNewPrivs"].strip() == "1"
-    if not is_gvisor():  # gVisor filters its own Sentry's calls, not the sandbox's view
+    if not is_gvisor():  # gVisor's /proc has no NoNewPrivs or Seccomp lines
+        assert status["NoNewPrivs"].strip() == "1"
         assert status["Seccomp"].strip() == "2"  # filter mode: Docker's default profile
 
 
@@ -116,7 +116,11 @@ def test_container_escape_interfaces_are_refused(probe: Probe) -> None:
     )
     results = json.loads(probe(code).strip().splitlines()[-1])
     if is_gvisor():  # its own errno values: any refusal is containment, success is not
-        assert not [name for name, result in results.items() if result in ("ok", 0, "0")]
+        # Namespaces and device nodes exist only inside gVisor's kernel: a node it makes
+        # reaches no host device, a namespace no host resource.
+        inside = {"unshare mount namespace", "unshare user namespace", "mknod block device"}
+        succeeded = [name for name, result in results.items() if result in ("ok", 0, "0")]
+        assert not set(succeeded) - inside, succeeded
         return
     refused = {name: results[name] for name, _, allowed in ESCAPES if results[name] in allowed}
     assert results == refused, {n: results[n] for n in results if n not in refused}

@@ -246,7 +246,13 @@ class KernelConnection:
         except APITimeoutError:
             return name  # the kernel is gone; its death is detected by the heartbeat
         self._open(name)
+        if name == "iopub":
+            self.resubscribed = True
         return name
+
+    resubscribed = False
+    """The iopub socket was reopened: until the kernel is heard on it again (`wait_ready`),
+    outputs may be lost while the new subscription travels (slowest over tcp + Curve)."""
 
     def _endpoint(self, name: str) -> str:
         return f"ipc://{self._dir}/{SOCKET_PREFIX}-{_PORTS[name]}"

@@ -217,6 +217,9 @@ class ExecutionService:
         connection = session.connection
         for _ in connection.receive(0):
             pass  # stale: a drop noted before this run (another process restarted the kernel)
+        if connection.resubscribed:  # the idle kernel answers once iopub is subscribed again
+            connection.wait_ready(time.monotonic() + self._settings.start_timeout)
+            connection.resubscribed = False
         msg_id = connection.send(
             "shell",
             "execute_request",
