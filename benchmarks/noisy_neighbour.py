@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from jupyter_sandbox import APIError, Client
+from jupyter_sandbox import APIError, Client, ConflictError
 
 LABEL = "org.jupyter-sandbox.test"
 
@@ -150,7 +150,11 @@ def run(home: Path, label: str, bombs: list[str], seconds: float) -> tuple[Phase
         phases = []
         for bomb in bombs:
             phases.append(under_attack(victim, victim_id, attacker, attacker_id, bomb, seconds))
-            attacker.containers.restart(attacker_id)  # the next bomb starts clean
+            try:
+                attacker.containers.restart(attacker_id)  # the next bomb starts clean
+            except ConflictError:  # the bomb ended its whole sandbox (gVisor): a fresh one
+                attacker.containers.delete(attacker_id)
+                attacker_id = attacker.containers.create(name="attacker").id
         victim.containers.delete(victim_id)
         attacker.containers.delete(attacker_id)
         return baseline, phases

@@ -190,6 +190,13 @@ class Containers:
         paths)."""
         record = self._client._resumed(container_id, self._client.project)
         endpoint = self._client._backend.kernel_endpoint(record.socket_dir, record.kernel_key)
+        if endpoint.transport != "ipc":
+            raise BadRequestError(
+                f"sandbox {container_id} uses the encrypted tcp kernel channel (gVisor), which "
+                "Jupyter's relay does not dial yet: use runc with kernel_channel='ipc' for "
+                "Jupyter kernels",
+                param="kernel_channel",
+            )
         return endpoint.connection_info()
 
 

@@ -192,30 +192,41 @@ def check_default_runtime(info: Mapping[str, Any]) -> Check:
     return Check("default runtime", level, default)
 
 
-def check_runsc(info: Mapping[str, Any], configured: str | None = None) -> Check:
-    """gVisor is optional; asking for a runtime the engine lacks is a failure."""
+def check_runsc(
+    info: Mapping[str, Any], configured: str | None = None, *, installed: bool | None = None
+) -> Check:
+    """gVisor is optional; asking for a runtime the engine lacks is a failure. `installed`:
+    whether this host has the runsc binary (None: unknown, a remote engine)."""
+    from jupyter_sandbox.backends.gvisor import FIX
+
     runtimes = info.get("Runtimes") or {}
     if configured and configured not in runtimes:
+        fix = f"; {FIX}" if configured == "runsc" else ""
         return Check(
             "gVisor (runsc)",
             "fail",
             f"JUPYTER_SANDBOX_RUNTIME={configured} but the engine has only "
-            f"{', '.join(sorted(runtimes)) or 'no runtimes'}",
+            f"{', '.join(sorted(runtimes)) or 'no runtimes'}{fix}",
         )
     if "runsc" in runtimes:
         chosen = (
             " (in use)" if configured == "runsc" else "; opt in with JUPYTER_SANDBOX_RUNTIME=runsc"
         )
-        return Check("gVisor (runsc)", "ok", f"available{chosen}")
+        return Check("gVisor (runsc)", "ok", f"installed and registered{chosen}")
+    state = "installed but not registered with the engine" if installed else "not installed"
     return Check(
         "gVisor (runsc)",
         "info",
-        "not installed (optional: it puts a user-space kernel between sandboxes and the host)",
+        f"{state} (optional: a user-space kernel between sandboxes and the host); {FIX}",
     )
 
 
 def engine_checks(
-    info: Mapping[str, Any], version: Mapping[str, Any], *, runtime: str | None = None
+    info: Mapping[str, Any],
+    version: Mapping[str, Any],
+    *,
+    runtime: str | None = None,
+    runsc_installed: bool | None = None,
 ) -> list[Check]:
     """Every engine check, from `docker info` and `docker version` as the API returns them."""
     engine = info.get("ServerVersion") or (version.get("Server") or version).get("Version")
@@ -227,7 +238,7 @@ def engine_checks(
         check_security_extras(info),
         check_storage_driver(info),
         check_default_runtime(info),
-        check_runsc(info, runtime),
+        check_runsc(info, runtime, installed=runsc_installed),
     ]
     kernel = info.get("KernelVersion")
     if kernel:

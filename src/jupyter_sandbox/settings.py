@@ -19,6 +19,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from jupyter_sandbox._version import __version__
+from jupyter_sandbox.backends.kernel_recipe import default_image_tag
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +49,14 @@ class Settings(BaseSettings):
     """A shared PostgreSQL store, `postgresql://user:password@host:port/dbname` (the
     `postgres` extra), for API servers on several machines; None: the SQLite file in `home`.
     Never logged (it may hold a password)."""
-    image: str = f"jupyter-sandbox-kernel:{__version__}"
+    image: str = Field(default_factory=default_image_tag)
     """Kernel image every sandbox runs (built by `jupyter-sandbox image build`)."""
     runtime: str | None = None
     """OCI runtime: None for the engine's default (runc), or "runsc" for gVisor."""
+    kernel_channel: Literal["auto", "ipc", "tcp"] = "auto"
+    """How the host talks to kernels: `ipc` (sockets in a host folder; runc only), `tcp`
+    (CurveZMQ-encrypted, inside the sandbox's own network namespace; needs root), or `auto`
+    (tcp for runsc, ipc otherwise). The backend chooses it when the sandbox is made."""
     backend: str = "docker"
     """Where sandboxes run, by name (`backends.registry`): `docker` (the local engine) or
     `local` (`jupyter_sandbox.testing.LocalBackend`: no isolation, for tests)."""

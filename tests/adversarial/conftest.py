@@ -116,6 +116,45 @@ def _status_kb(key: str) -> int:
     raise KeyError(key)
 
 
+RUNTIMES = ("runc", "runsc")
+
+
+def runsc_missing() -> str | None:
+    """Why gVisor cannot run here, or None if the engine has runsc registered."""
+    probe = subprocess.run(
+        ["docker", "info", "--format", "{{json .Runtimes}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if probe.returncode != 0 or '"runsc"' not in probe.stdout:
+        return "runsc is not registered with the engine (run scripts/system-deps)"
+    return None
+
+
+@pytest.fixture(scope="module", params=RUNTIMES, autouse=True)
+def runtime(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every adversarial test runs under runc and under runsc (gVisor), through the
+    environment, so clients in subprocesses get it too. runsc is skipped if the engine lacks
+    it, and fails the run when Docker tests are required."""
+    name = str(request.param)
+    if name == "runsc" and (reason := runsc_missing()) is not None:
+        if os.environ.get("JUPYTER_SANDBOX_REQUIRE_DOCKER") == "1":
+            pytest.fail(f"gVisor tests are required but cannot run: {reason}")
+        pytest.skip(reason)
+    with pytest.MonkeyPatch.context() as patch:
+        if name == "runsc":
+            patch.setenv("JUPYTER_SANDBOX_RUNTIME", name)
+        else:
+            patch.delenv("JUPYTER_SANDBOX_RUNTIME", raising=False)
+        yield name
+
+
+def is_gvisor() -> bool:
+    """Whether this test's sandboxes run under gVisor (see `runtime`)."""
+    return os.environ.get("JUPYTER_SANDBOX_RUNTIME") == "runsc"
+
+
 @dataclass
 class Sandboxes:
     """Clients on one private state folder; every object labelled and swept at the end."""
@@ -152,7 +191,7 @@ def _sweep(sandboxes: Sandboxes) -> None:
 
 
 @pytest.fixture
-def sandboxes(tmp_path: Path) -> Iterator[Sandboxes]:
+def sandboxes(tmp_path: Path, runtime: str) -> Iterator[Sandboxes]:
     """Make clients with custom settings; fails the test if anything is left behind."""
     made = Sandboxes(tmp_path / "home", f"{SESSION_RUN}-{uuid4().hex[:8]}", [])
     try:
@@ -162,7 +201,7 @@ def sandboxes(tmp_path: Path) -> Iterator[Sandboxes]:
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandboxes]:
+def shared(tmp_path_factory: pytest.TempPathFactory, runtime: str) -> Iterator[Sandboxes]:
     """Like `sandboxes`, for a module whose probes share one sandbox (read-only probes)."""
     made = Sandboxes(
         tmp_path_factory.mktemp("adv") / "home", f"{SESSION_RUN}-{uuid4().hex[:8]}", []

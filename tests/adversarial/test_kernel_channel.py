@@ -12,13 +12,15 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import zmq
 from jupyter_client.session import Session
 
 from jupyter_sandbox import Client, InternalServerError
-from tests.adversarial.conftest import Sandboxes, run, stdout_of
+from jupyter_sandbox.backends import kernel_tcp
+from tests.adversarial.conftest import Sandboxes, is_gvisor, run, stdout_of
 
 pytestmark = pytest.mark.docker
 
@@ -57,26 +59,65 @@ def test_kernel_sockets_refuse_other_host_users(
         "except OSError as e:\n    print(errno.errorcode[e.errno])\n"
     )
     paths = [str(folder / f"k-{n}") for n in range(1, 6)]
+    if is_gvisor():  # the tcp channel: the kernel listens only inside the sandbox's namespace
+        code = code.replace("socket.AF_UNIX", "socket.AF_INET").replace(
+            "s.connect(path)", "s.connect(('127.0.0.1', int(path)))"
+        )
+        paths = [str(port) for port in kernel_tcp.TCP_PORTS.values()]
+        paths.append(str(folder / "k-1"))
+        code = code.replace("sys.argv[1:]", "sys.argv[1:-1]").replace(
+            "sys.argv[1].rsplit", "sys.argv[-1].rsplit"
+        )
     result = subprocess.run(
         [*user, PYTHON, "-I", "-c", code, *paths], capture_output=True, text=True, check=False
     )
-    assert result.stdout.split() == ["EACCES"] * 6, result
+    refused = "ECONNREFUSED" if is_gvisor() else "EACCES"
+    assert result.stdout.split() == [refused] * 5 + ["EACCES"], result
+
+
+def dial_shell(client: Client, container_id: str) -> tuple[zmq.Socket[bytes], zmq.Context[Any]]:
+    """A DEALER on the kernel's shell, as the host dials it (ipc, or tcp with its Curve keys)."""
+    record = client._store.get(container_id)
+    assert record is not None
+    if "/tcp-" not in record.socket_dir:  # the Docker backend names tcp channel folders so
+        context: zmq.Context[Any] = zmq.Context.instance()
+        shell = context.socket(zmq.DEALER)
+        shell.connect(f"ipc://{record.socket_dir}/k-1")
+        return shell, context
+    context = kernel_tcp.netns_context(client._backend.runtime.kernel_netns(container_id))
+    keys = kernel_tcp.sandbox_keys(kernel_tcp.master_key(client.settings.home), container_id)
+    shell = context.socket(zmq.DEALER)
+    shell.setsockopt(zmq.CURVE_SERVERKEY, keys.server_public)
+    shell.setsockopt(zmq.CURVE_PUBLICKEY, keys.client_public)
+    shell.setsockopt(zmq.CURVE_SECRETKEY, keys.client_secret)
+    shell.connect(f"tcp://127.0.0.1:{kernel_tcp.TCP_PORTS['shell']}")
+    return shell, context
 
 
 def test_unsigned_and_badly_signed_requests_are_ignored(sandbox: tuple[Client, str]) -> None:
     client, container_id = sandbox
-    folder = socket_dir(client, container_id)
-    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     for key in (b"", b"wrong-key"):
         forger = Session(key=key, signature_scheme="hmac-sha256")
-        shell = context.socket(zmq.DEALER)
+        shell, context = dial_shell(client, container_id)
         shell.setsockopt(zmq.LINGER, 0)
-        shell.connect(f"ipc://{folder}/k-1")
         code = f"open('/mnt/data/pwned-{len(key)}', 'w').write('x')"
         forger.send(shell, "execute_request", {"code": code, "silent": False})
         assert not shell.poll(1500)  # no reply: the kernel dropped it
         shell.close()
+        if context is not zmq.Context.instance():
+            context.term()
     assert run(client, container_id, "import os; print(os.listdir('/mnt/data'))") == "[]\n"
+    # The control: the same socket with the real key is answered.
+    record = client._store.get(container_id)
+    assert record is not None
+    genuine = Session(key=record.kernel_key.encode(), signature_scheme="hmac-sha256")
+    shell, context = dial_shell(client, container_id)
+    shell.setsockopt(zmq.LINGER, 0)
+    genuine.send(shell, "kernel_info_request", {})
+    assert shell.poll(10_000)
+    shell.close()
+    if context is not zmq.Context.instance():
+        context.term()
 
 
 FORGE = """
@@ -152,7 +193,8 @@ def listener(tmp_path: Path) -> Iterator[tuple[Path, list[bytes]]]:
 
 SWAP = """
 import os
-os.remove('/run/kernel/k-{port}')
+if os.path.lexists('/run/kernel/k-{port}'):
+    os.remove('/run/kernel/k-{port}')
 os.symlink({target!r}, '/run/kernel/k-{port}')
 """
 
@@ -169,10 +211,12 @@ def test_a_socket_swapped_for_a_link_is_refused_and_restart_recovers(
     link_target = str(canary) if target == "canary" else target
     for port in (1, 2, 4):  # shell, iopub, control
         run(client, container_id, SWAP.format(port=port, target=link_target))
-    # A new process (no open connection yet) must refuse the links, and say so.
     fresh = sandboxes.client()
-    with pytest.raises(InternalServerError, match="refusing to connect"):
-        fresh.containers.execute(container_id, "print(1)", timeout=20)
+    if is_gvisor():  # the tcp channel never dials into the folder: the links change nothing
+        assert run(fresh, container_id, "print('fresh')") == "fresh\n"
+    else:  # a new process (no open connection yet) must refuse the links, and say so
+        with pytest.raises(InternalServerError, match="refusing to connect"):
+            fresh.containers.execute(container_id, "print(1)", timeout=20)
     # The operator restarts the kernel: the links go, a fresh kernel answers.
     client.containers.restart(container_id)
     assert run(client, container_id, "print('back')") == "back\n"
@@ -190,8 +234,10 @@ def test_a_heartbeat_socket_swapped_for_a_link_is_refused(
     code = SWAP.format(port=5, target=str(canary)) + "import time; time.sleep(2)"
     with caplog.at_level(logging.WARNING):
         execution = client.containers.execute(container_id, code, timeout=30)
-    # The liveness probe refused the link: the kernel is treated as dead and replaced.
-    assert execution.status == "died"
-    assert "not a socket owned by the sandbox" in caplog.text
+    if is_gvisor():  # the tcp heartbeat never looks at the folder
+        assert execution.status == "ok"
+    else:  # the liveness probe refused the link: the kernel is treated as dead and replaced
+        assert execution.status == "died"
+        assert "not a socket owned by the sandbox" in caplog.text
     assert run(client, container_id, "print('back')") == "back\n"
     assert seen == []

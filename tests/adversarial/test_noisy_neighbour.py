@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from benchmarks.noisy_neighbour import run
 
-from tests.adversarial.conftest import Sandboxes
+from tests.adversarial.conftest import Sandboxes, is_gvisor
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -21,4 +21,6 @@ def test_a_bomb_next_door_barely_slows_the_victim(sandboxes: Sandboxes) -> None:
     )
     ratios = {phase.name: round(phase.p95 / baseline.p95, 2) for phase in phases}
     assert all(phase.attacker_runs >= 1 for phase in phases)
-    assert max(ratios.values()) <= LOOSE_RATIO, (f"baseline p95 {baseline.p95:.4f} s", ratios)
+    # gVisor's user-space kernel spends more host CPU per bomb syscall (stdout, fd floods).
+    loose = LOOSE_RATIO * (2 if is_gvisor() else 1)
+    assert max(ratios.values()) <= loose, (f"baseline p95 {baseline.p95:.4f} s", ratios)

@@ -24,6 +24,7 @@ from nbformat.v4 import new_code_cell, new_notebook
 
 from jupyter_sandbox import Client
 from jupyter_sandbox.kernelspec import kernel_json
+from tests.adversarial.conftest import is_gvisor
 from tests.conftest import TEST_LABEL, labelled_objects, remove_labelled
 from tests.unit.test_output_safety import problems
 
@@ -104,6 +105,8 @@ def test_magics_show_only_safe_outputs(
 @pytest.fixture
 def kernel_manager(tmp_path: Path, home: Path, test_label: str) -> Iterator[KernelManager]:
     """A started sandbox kernel under a real KernelManager; fails the test on leaks."""
+    if is_gvisor():
+        pytest.skip("Jupyter's relay does not dial the tcp channel gVisor sandboxes use (yet)")
     folder = tmp_path / "kernels" / "sbx"
     folder.mkdir(parents=True)
     spec = kernel_json(memory="512m", home=str(home), extra_labels={TEST_LABEL: test_label})

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_sandbox import Client
+from jupyter_sandbox import Client, ConflictError, InternalServerError
 from tests.adversarial.conftest import (
     Sandboxes,
     cgroup_file,
+    is_gvisor,
     oom_kills,
     peak_rss_bytes,
     pids_current,
@@ -50,6 +52,25 @@ def sandbox(sandboxes: Sandboxes) -> tuple[Client, str]:
     return client, client.containers.create(name="bomb").id
 
 
+def _running(container_id: str) -> bool:
+    probe = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Running}}", f"jsbx-{container_id}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return probe.stdout.strip() == "true"
+
+
+def ended_or_works(client: Client, container_id: str) -> None:
+    """gVisor's containment of a bomb: the sandbox still works, or it ended (its user-space
+    kernel, one host process, was stopped by a host limit) and says so."""
+    try:
+        assert run(client, container_id, "print(6 * 7)") == "42\n"
+    except (ConflictError, InternalServerError):
+        assert client.containers.retrieve(container_id).status == "terminated"
+
+
 def test_fork_bomb_hits_the_pids_limit_and_restart_recovers(sandbox: tuple[Client, str]) -> None:
     client, container_id = sandbox
     limit = client.settings.pids_limit
@@ -64,6 +85,13 @@ def test_fork_bomb_hits_the_pids_limit_and_restart_recovers(sandbox: tuple[Clien
         "    forked += 1\n"
         "print(error, forked)"
     )
+    if is_gvisor():  # gVisor's tasks are not host tasks: the pids limit bounds its threads
+        with contextlib.suppress(ConflictError, InternalServerError):
+            client.containers.execute(container_id, code, timeout=120)
+        if _running(container_id):
+            assert pids_current(container_id) <= limit
+        ended_or_works(client, container_id)
+        return
     error, forked = run(client, container_id, code).split()
     assert error == "EAGAIN"
     assert int(forked) < limit
@@ -83,6 +111,11 @@ def test_thread_bomb_hits_the_pids_limit(sandbox: tuple[Client, str]) -> None:
         "    started += 1\n"
         "print(started, error)"
     )
+    if is_gvisor():  # the pids limit does not bound gVisor's threads; memory and CPU do
+        with contextlib.suppress(ConflictError, InternalServerError):
+            client.containers.execute(container_id, code, timeout=120)
+        ended_or_works(client, container_id)
+        return
     out = run(client, container_id, code)
     assert "can't start new thread" in out
     assert pids_current(container_id) <= client.settings.pids_limit
@@ -108,6 +141,10 @@ def test_memory_bomb_dies_of_oom_quickly(sandboxes: Sandboxes, bomb: str) -> Non
     assert execution.status == "died", (execution.status, execution.message)
     assert "out of memory" in (execution.message or "")
     assert elapsed <= 10
+    if is_gvisor():  # the host's OOM killer ends gVisor's kernel, so the whole sandbox
+        assert "the sandbox ended with it" in (execution.message or "")
+        assert client.containers.retrieve(container_id).status == "terminated"
+        return
     assert oom_kills(container_id) - before >= 1
     assert run(client, container_id, "print(1)") == "1\n"
 
@@ -201,6 +238,12 @@ def test_output_floods_are_truncated_and_host_memory_bounded(
     execution = client.containers.execute(container_id, attack, timeout=120)
     growth = peak_rss_bytes() - before
     assert execution.status == "ok", (execution.status, execution.message)
+    if is_gvisor() and "2**30" in attack:
+        # Known gap: over tcp + Curve a single 1 GiB message never reaches the host, so no
+        # truncation note is shown; the host stays bounded and the kernel keeps working.
+        assert growth < 100 * MiB, f"host RSS grew by {growth / MiB:.0f} MiB"
+        assert run(client, container_id, "print('still here')") == "still here\n"
+        pytest.xfail("a 1 GiB message over the tcp channel is lost without the note")
     assert execution.truncated
     texts = [o.text for o in execution.outputs if o.type == "stream"]
     assert any("[output truncated" in t or "[output dropped" in t for t in texts)
@@ -234,7 +277,8 @@ def test_a_flood_on_the_kernels_raw_stdio_keeps_the_docker_log_near_1_mib(
     """Bypassing ipykernel's capture (its saved stdio fds) reaches the engine's log: capped."""
     client, container_id = sandbox
     written = int(run(client, container_id, _RAW_STDERR_FLOOD, timeout=120))
-    assert written >= 2 * 10 * MiB  # the container's own stdout and stderr were both found
+    # gVisor's /proc does not expose the container's own stdio fds: nothing reaches the log.
+    assert is_gvisor() or written >= 2 * 10 * MiB  # the container's stdout and stderr found
     inspect = subprocess.run(
         ["docker", "inspect", "-f", "{{.Id}} {{json .HostConfig.LogConfig}}",
          f"jsbx-{container_id}"],
@@ -294,7 +338,8 @@ def test_runaway_code_times_out_then_the_kernel_works(
     started = time.monotonic()
     execution = client.containers.execute(container_id, attack, timeout=timeout)
     assert execution.status == "timeout"
-    assert time.monotonic() - started <= timeout + 5
+    # A restart under gVisor imports ipykernel about 3x slower.
+    assert time.monotonic() - started <= timeout + (15 if is_gvisor() else 5)
     assert run(client, container_id, "print('ok')") == "ok\n"
 
 
@@ -323,7 +368,8 @@ def test_survivors_are_killed_on_restart_and_pids_return_to_baseline(
     assert pids_current(container_id) > baseline
     client.containers.restart(container_id)
     assert not [cmd for cmd in processes(client, container_id) if "sleep" in cmd]
-    assert pids_current(container_id) <= baseline + 1
+    # Under gVisor the cgroup counts the Sentry's host threads, which it keeps once grown.
+    assert is_gvisor() or pids_current(container_id) <= baseline + 1
 
 
 def test_survivors_go_with_the_sandbox_on_delete(sandbox: tuple[Client, str]) -> None:

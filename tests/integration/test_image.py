@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -259,6 +260,8 @@ def test_sigint_interrupts_and_sigusr1_restarts(
         stderr=subprocess.PIPE,
         text=True,
     ) as logs:
+        sockets = [Path(f"{client.ip}-{port}") for port in range(1, 6)]
+        before = {path: os.lstat(path).st_ctime_ns for path in sockets}
         container.kill(signal="SIGUSR1")
         starts = 0
         for line in logs.stderr or ():
@@ -266,6 +269,12 @@ def test_sigint_interrupts_and_sigusr1_restarts(
             if starts == 2:
                 break
         logs.terminate()
+    # jupyter_client calls a kernel dead when its heartbeat misses a second, which the new
+    # kernel's start (ipykernel 7 imports more) can exceed here: wait for its new sockets.
+    end = time.monotonic() + 60
+    while any(os.lstat(path).st_ctime_ns == before[path] for path in before):
+        assert time.monotonic() < end, "the new kernel never bound its sockets"
+        time.sleep(0.05)
     client.wait_for_ready(timeout=30)  # iopub must resubscribe to the new kernel
     [result] = execute(client, "'x' in globals()")
     assert result["content"]["data"]["text/plain"] == "False"

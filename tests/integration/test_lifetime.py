@@ -1,4 +1,7 @@
-"""Lifetimes and crashes: hard deadlines hold with no host process alive; orphans are reaped."""
+"""Lifetimes and crashes: hard deadlines hold with no host process alive; orphans are reaped.
+
+Under runc and under runsc (gVisor): the adversarial suite's `runtime` fixture sets it for the
+child processes too."""
 
 from __future__ import annotations
 
@@ -12,7 +15,10 @@ from pathlib import Path
 import pytest
 
 from jupyter_sandbox import Client
+from tests.adversarial.conftest import runtime
 from tests.conftest import TEST_LABEL, labelled_client, labelled_objects, wait_until
+
+__all__ = ["runtime"]  # an autouse fixture, re-exported for pytest
 
 pytestmark = pytest.mark.docker
 

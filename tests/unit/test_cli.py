@@ -474,3 +474,21 @@ def test_demo_finishes_creation_and_deletion_before_an_interrupt(signum: int) ->
         create_a_sandbox()
     assert finished == [True]
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+@pytest.mark.parametrize(
+    ("installed", "says"),
+    [(True, "installed but not registered"), (False, "not installed"), (None, "not installed")],
+)
+def test_runsc_check_says_how_to_fix(installed: bool | None, says: str) -> None:
+    found = checks.check_runsc({"Runtimes": {"runc": {}}}, installed=installed)
+    assert found.level == "info"
+    assert found.detail.startswith(says)
+    assert "scripts/register-runsc" in found.detail
+    assert "apt-get install runsc" in found.detail
+
+
+def test_a_missing_runsc_that_is_asked_for_fails_with_the_fix() -> None:
+    found = checks.check_runsc({"Runtimes": {"runc": {}}}, "runsc", installed=True)
+    assert found.level == "fail"
+    assert "scripts/register-runsc" in found.detail

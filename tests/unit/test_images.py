@@ -10,11 +10,14 @@ import docker.errors
 import pytest
 
 from jupyter_sandbox._version import __version__
-from jupyter_sandbox.backends import image_build, images, kernel_recipe
+from jupyter_sandbox.backends import image_build, images, kernel_recipe, kernel_wheels
 
 
 def test_default_tag_names_the_package_version() -> None:
-    assert images.default_image_tag() == f"jupyter-sandbox-kernel:{__version__}"
+    assert (
+        images.default_image_tag()
+        == f"jupyter-sandbox-kernel:{__version__}-{images.recipe_hash()[:8]}"
+    )
 
 
 def test_recipe_hash_is_16_hex_digits_and_stable() -> None:
@@ -135,3 +138,23 @@ def test_registry_build_without_a_registry_says_so() -> None:
 
     with pytest.raises(images.ImageBuildError, match=r"cannot pull python:3.11-slim.*offline"):
         image_build.ensure_registry_image(NoRegistry(), "python:3.11-slim", _Recorder())  # type: ignore[arg-type]
+
+
+def test_wheels_are_pinned_with_hashes() -> None:
+    pins = kernel_wheels.parse_wheels(kernel_recipe.recipe_files()["wheels.txt"].decode())
+    assert pins["ipykernel"][0] == "7.4.0"
+    assert pins["jupyter_client"][0] == "8.10.0"
+    assert pins["pyzmq"][0] == "27.3.0"
+    assert "pip" in pins
+
+
+def test_an_unpinned_wheel_line_is_refused() -> None:
+    with pytest.raises(ValueError, match="not `name==version"):
+        kernel_wheels.parse_wheels("ipykernel>=7\n")
+
+
+def test_the_context_carries_the_wheels() -> None:
+    context = kernel_recipe.context_tar("FROM scratch\n", {"a-1-py3-none-any.whl": b"zip"})
+    with tarfile.open(fileobj=context) as archive:
+        names = set(archive.getnames())
+    assert {"wheels/wheels.txt", "wheels/a-1-py3-none-any.whl"} <= names

@@ -116,6 +116,10 @@ class KernelChannel(Protocol):
     (`backends.kernel.MALFORMED`, `DROPPED`).
     """
 
+    resubscribed: bool
+    """Its iopub socket was reopened: until the kernel is heard there again (`wait_ready`),
+    outputs may be lost while the new subscription travels. The caller resets it."""
+
     def connect(self, deadline: float, check: Callable[[], None] | None = None) -> None:
         """Connect every channel by `deadline` (monotonic); `check` runs about once a second
         and raises to give up early (the sandbox stopped)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import docker
 
-from jupyter_sandbox.backends import deadline_file, kernel
+from jupyter_sandbox.backends import deadline_file, kernel, kernel_tcp
 from jupyter_sandbox.backends.base import (
     CHANNELS,
     KernelChannel,
@@ -185,41 +185,93 @@ class DockerBackend:
     def _sockets_root(self) -> Path:
         return self.settings.sockets_root
 
+    @property
+    def channel(self) -> str:
+        """The channel new sandboxes get: `kernel_channel`, where `auto` is tcp for runsc
+        (gVisor binds ipc sockets in its own file system view, which the host never sees)."""
+        chosen = self.settings.kernel_channel
+        if chosen == "auto":
+            return "tcp" if self.settings.runtime == "runsc" else "ipc"
+        return chosen
+
     def channel_location(self, sandbox_id: str) -> str:
-        """`<sockets_root>/<12 characters of the id>` (a socket path must stay short)."""
+        """The sandbox's private kernel folder (its connection file; ipc: its sockets):
+        `<sockets_root>/<12 characters of the id>` for ipc (a socket path must stay short),
+        `<sockets_root>/tcp-<id>` for the encrypted tcp channel. The name says which channel
+        a sandbox was made with, whatever the settings of the process that reads it."""
+        if self.channel == "tcp":
+            return str(self._sockets_root / f"{_TCP_PREFIX}{sandbox_id}")
         return str(self._sockets_root / sandbox_id[5:17])
 
     def create_channel(self, location: str, key: str) -> None:
-        """The private socket folder (a 1 MiB tmpfs as root) and its connection file."""
-        kernel.create_socket_dir(Path(location), key, KERNEL_MOUNT, SANDBOX_UID)
+        """The private folder (a 1 MiB tmpfs as root) and its connection file; for tcp the
+        file holds the kernel's Curve keys (fails closed without Curve support)."""
+        sandbox_id = _tcp_sandbox(location)
+        info = None
+        if sandbox_id is not None:
+            keys = self._curve_keys(sandbox_id)
+            info = kernel_tcp.tcp_connection_info(key, keys)
+        kernel.create_socket_dir(Path(location), key, KERNEL_MOUNT, SANDBOX_UID, info)
 
     def remove_channel(self, location: str) -> None:
-        """Unmount and delete the socket folder; idempotent."""
+        """Unmount and delete the folder; idempotent."""
         kernel.remove_socket_dir(Path(location))
 
     def kernel_endpoint(self, location: str, key: str) -> KernelEndpoint:
-        """ipc sockets `<location>/k-1` ... `k-5`, owned by the sandbox user."""
+        """ipc: sockets `<location>/k-1` ... `k-5`, owned by the sandbox user; tcp: the
+        kernel's loopback ports inside the sandbox's own network namespace, with Curve keys."""
+        sandbox_id = _tcp_sandbox(location)
+        if sandbox_id is None:
+            return KernelEndpoint(
+                transport="ipc",
+                ip=f"{location}/{kernel.SOCKET_PREFIX}",
+                ports={name: index + 1 for index, name in enumerate(CHANNELS)},
+                key=key,
+                folder=Path(location),
+                uid=SANDBOX_UID,
+            )
+        keys = self._curve_keys(sandbox_id)
         return KernelEndpoint(
-            transport="ipc",
-            ip=f"{location}/{kernel.SOCKET_PREFIX}",
-            ports={name: index + 1 for index, name in enumerate(CHANNELS)},
+            transport="tcp",
+            ip=kernel_tcp.LOOPBACK,
+            ports=dict(kernel_tcp.TCP_PORTS),
             key=key,
             folder=Path(location),
-            uid=SANDBOX_UID,
+            curve_server_key=keys.server_public.decode(),
+            curve_public_key=keys.client_public.decode(),
+            curve_secret_key=keys.client_secret.decode(),
         )
 
     def kernel_listening(self, endpoint: KernelEndpoint) -> bool:
-        """Whether the heartbeat socket accepts a connection."""
+        """ipc: whether the heartbeat socket accepts a connection; tcp: whether the sandbox
+        runs (its loopback is reachable only from inside)."""
+        if endpoint.transport == "tcp":
+            sandbox_id = _tcp_sandbox(str(endpoint.folder))
+            state = self.runtime.state(sandbox_id) if sandbox_id else None
+            return state is not None and state.running
         return kernel.kernel_listening(*_ipc(endpoint))
 
     def connect_kernel(self, endpoint: KernelEndpoint, max_message: int) -> KernelChannel:
-        """A ZeroMQ connection over the ipc sockets (each `lstat`ed before it is dialled)."""
+        """ipc: a ZeroMQ connection over the sockets (each `lstat`ed before it is dialled);
+        tcp: CurveZMQ from inside the sandbox's network namespace (root, local engine)."""
+        if endpoint.transport == "tcp":
+            sandbox_id = _tcp_sandbox(str(endpoint.folder))
+            if sandbox_id is None:
+                raise TypeError("not a tcp endpoint of this backend")
+            keys = self._curve_keys(sandbox_id)
+            netns = self.runtime.kernel_netns(sandbox_id)
+            return kernel_tcp.TcpKernelConnection(netns, endpoint.key, keys, max_message)
         folder, uid = _ipc(endpoint)
         return kernel.KernelConnection(folder, endpoint.key, uid, max_message)
 
     def reset_channel(self, endpoint: KernelEndpoint) -> None:
-        """Delete the old kernel's socket files."""
-        kernel.clear_sockets(_ipc(endpoint)[0])
+        """ipc: delete the old kernel's socket files (tcp: nothing to delete)."""
+        if endpoint.transport == "ipc":
+            kernel.clear_sockets(_ipc(endpoint)[0])
+
+    def _curve_keys(self, sandbox_id: str) -> kernel_tcp.CurveKeys:
+        kernel_tcp.require_curve()
+        return kernel_tcp.sandbox_keys(kernel_tcp.master_key(self.settings.home), sandbox_id)
 
     # --- the hard deadline ----------------------------------------------------------------
     def _deadline_dir(self, sandbox_id: str) -> Path:
@@ -311,6 +363,15 @@ def _network_spec(grant: NetworkGrant | None) -> SandboxNetworkSpec | None:
         resolv_conf=attachment.resolv_conf,
         ca_bundle=attachment.ca_bundle,
     )
+
+
+_TCP_PREFIX = "tcp-"
+
+
+def _tcp_sandbox(location: str) -> str | None:
+    """The sandbox id of a tcp channel's folder, or None for an ipc one."""
+    name = Path(location).name
+    return name[len(_TCP_PREFIX) :] if name.startswith(_TCP_PREFIX) else None
 
 
 def _ipc(endpoint: KernelEndpoint) -> tuple[Path, int]:

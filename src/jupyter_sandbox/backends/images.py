@@ -18,6 +18,7 @@ reporting in `build_progress`; import their names from there.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from jupyter_sandbox.backends import kernel_wheels
 from jupyter_sandbox.backends.build_progress import BuildProgress, NullProgress, RichBuildProgress
 from jupyter_sandbox.backends.image_build import (
     ImageBuildError,
@@ -39,7 +41,9 @@ from jupyter_sandbox.backends.kernel_recipe import (
     BASE_REPOSITORY,
     KERNEL_REPOSITORY,
     RECIPE_HASH_LABEL,
+    context_tar,
     default_image_tag,
+    recipe_files,
     recipe_hash,
     render_kernel_dockerfile,
     render_registry_dockerfile,
@@ -100,6 +104,14 @@ def image_status(docker_client: docker.DockerClient, tag: str) -> ImageStatus:
     )
 
 
+def wheel_cache(cache_dir: Path | None) -> Path:
+    """Where downloaded wheels are kept: `cache_dir/wheels`, else the user's cache folder."""
+    if cache_dir is not None:
+        return cache_dir / "wheels"
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return root / "jupyter-sandbox" / "wheels"
+
+
 def build_image(
     docker_client: docker.DockerClient,
     *,
@@ -138,8 +150,18 @@ def build_image(
     else:
         ensure_registry_image(docker_client, from_registry, progress)
         dockerfile, pull = render_registry_dockerfile(from_registry), False
+    progress.step("Downloading the image's wheels (wheels.txt)")
+    wheels = kernel_wheels.download(recipe_files()["wheels.txt"], wheel_cache(cache_dir))
     progress.step(f"Building {tag}")
-    docker_build(docker_client, dockerfile, tag, pull=pull, no_cache=force, progress=progress)
+    docker_build(
+        docker_client,
+        dockerfile,
+        tag,
+        pull=pull,
+        no_cache=force,
+        progress=progress,
+        context=context_tar(dockerfile, wheels),
+    )
     remove_if_dangling(docker_client, old_id, tag)
     logger.info("Built %s in %.1f s", tag, time.monotonic() - started)
     return image_status(docker_client, tag)

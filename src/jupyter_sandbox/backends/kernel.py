@@ -66,13 +66,16 @@ def connection_info(ip: str, key: str) -> dict[str, Any]:
     }
 
 
-def create_socket_dir(path: Path, key: str, container_path: str, uid: int) -> None:
-    """Make the private socket folder (a 1 MiB tmpfs when we are root) with the connection file."""
+def create_socket_dir(
+    path: Path, key: str, container_path: str, uid: int, info: dict[str, Any] | None = None
+) -> None:
+    """Make the private socket folder (a 1 MiB tmpfs when we are root) with the connection file
+    (`info`, else the ipc one)."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     path.mkdir(mode=0o700)
     if os.geteuid() == 0:
         _mount_tmpfs(path, uid)
-    info = connection_info(f"{container_path}/{SOCKET_PREFIX}", key)
+    info = info or connection_info(f"{container_path}/{SOCKET_PREFIX}", key)
     connection_file = path / "connection.json"
     descriptor = os.open(
         connection_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600
@@ -209,6 +212,7 @@ class KernelConnection:
         sock.setsockopt(zmq.SNDTIMEO, _SEND_TIMEOUT_MS)
         if kind == zmq.SUB:
             sock.setsockopt(zmq.SUBSCRIBE, b"")
+        self._prepare(sock)
         sock.connect(self._endpoint(name))
         self._sockets[name] = sock
         if name != "control":
@@ -218,6 +222,9 @@ class KernelConnection:
             )
             self._monitors[monitor] = name
             self._poller.register(monitor, zmq.POLLIN)
+
+    def _prepare(self, sock: zmq.Socket[bytes]) -> None:
+        """Options a subclass adds before a socket dials (the tcp channel's Curve keys)."""
 
     def _reopen(self, monitor: zmq.Socket[bytes]) -> str:
         """Replace a socket whose connection the kernel's side dropped (oversized message)."""
@@ -233,7 +240,13 @@ class KernelConnection:
         except APITimeoutError:
             return name  # the kernel is gone; its death is detected by the heartbeat
         self._open(name)
+        if name == "iopub":
+            self.resubscribed = True
         return name
+
+    resubscribed = False
+    """The iopub socket was reopened: until the kernel is heard on it again (`wait_ready`),
+    outputs may be lost while the new subscription travels (slowest over tcp + Curve)."""
 
     def _endpoint(self, name: str) -> str:
         return f"ipc://{self._dir}/{SOCKET_PREFIX}-{_PORTS[name]}"

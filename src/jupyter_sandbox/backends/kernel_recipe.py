@@ -27,6 +27,7 @@ RECIPE_FILES = (
     "Dockerfile.kernel",
     "sandbox-init",
     "sandbox_egress_reason.py",
+    "wheels.txt",
 )
 SUITE = "bookworm"
 # The host's sources (/etc/apt/sources.list.d/debian.sources), given explicitly because
@@ -70,8 +71,9 @@ REGISTRY_PIP_PACKAGES = ("ipykernel", "numpy", "pandas", "matplotlib")
 
 
 def default_image_tag() -> str:
-    """The tag this version of the package runs sandboxes from."""
-    return f"{KERNEL_REPOSITORY}:{__version__}"
+    """The tag this version of the package runs sandboxes from: the version and the recipe
+    hash, so a changed recipe is a new tag (images built from others' recipes stay)."""
+    return f"{KERNEL_REPOSITORY}:{__version__}-{recipe_hash()[:8]}"
 
 
 def recipe_files() -> dict[str, bytes]:
@@ -138,13 +140,16 @@ def render_registry_dockerfile(from_registry: str) -> str:
     return prelude + "\n" + render_kernel_dockerfile("sandbox-base")
 
 
-def context_tar(dockerfile: str) -> io.BytesIO:
-    """An in-memory build context: the Dockerfile, sandbox-init (mode 0755), site hooks."""
+def context_tar(dockerfile: str, wheels: Mapping[str, bytes] | None = None) -> io.BytesIO:
+    """An in-memory build context: the Dockerfile, sandbox-init (mode 0755), site hooks, and
+    `wheels/` (the downloaded wheels, by file name, and `wheels.txt`)."""
     buffer = io.BytesIO()
     entries = {
         "Dockerfile": (dockerfile.encode(), 0o644),
         "sandbox-init": (recipe_files()["sandbox-init"], 0o755),
         "sandbox_egress_reason.py": (recipe_files()["sandbox_egress_reason.py"], 0o644),
+        "wheels/wheels.txt": (recipe_files()["wheels.txt"], 0o644),
+        **{f"wheels/{name}": (data, 0o644) for name, data in (wheels or {}).items()},
     }
     with tarfile.open(fileobj=buffer, mode="w") as archive:
         for name, (data, mode) in entries.items():

@@ -141,11 +141,17 @@ def _home(ctx: typer.Context) -> Path | None:
     return Path(home) if home is not None else None
 
 
+def _overrides(ctx: typer.Context) -> dict[str, Any]:
+    """Settings the root options set (`--home`, `--runtime`); the rest come from the env."""
+    obj = ctx.find_root().obj or {}
+    chosen = {"home": _home(ctx), "runtime": obj.get("runtime")}
+    return {name: value for name, value in chosen.items() if value is not None}
+
+
 def _settings(ctx: typer.Context) -> Settings:
     from jupyter_sandbox.settings import Settings
 
-    home = _home(ctx)
-    return Settings(home=home) if home is not None else Settings()
+    return Settings(**_overrides(ctx))
 
 
 @contextmanager
@@ -154,7 +160,7 @@ def _client(ctx: typer.Context) -> Iterator[Client]:
     from jupyter_sandbox.client import Client
 
     with _errors():
-        client = Client(home=_home(ctx))
+        client = Client(**_overrides(ctx))
         try:
             yield client
         finally:
@@ -263,6 +269,15 @@ def _root(
             show_default=False,
         ),
     ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            "--runtime",
+            envvar="JUPYTER_SANDBOX_RUNTIME",
+            help="OCI runtime of new sandboxes: runc (default) or runsc (gVisor).",
+            show_default=False,
+        ),
+    ] = None,
     version: Annotated[
         bool,
         typer.Option(
@@ -271,4 +286,4 @@ def _root(
     ] = False,
 ) -> None:
     """Hardened Docker sandboxes running Jupyter kernels, with an OpenAI-shaped API."""
-    ctx.obj = {"home": home}
+    ctx.obj = {"home": home, "runtime": runtime}

@@ -46,8 +46,9 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
     image or runtime, and an unsafe engine), 3 when the engine is unreachable."""
     from jupyter_sandbox import doctor as checks
     from jupyter_sandbox.backends.egress_image import egress_image_status
+    from jupyter_sandbox.backends.gvisor import runsc_installed
     from jupyter_sandbox.backends.images import image_status
-    from jupyter_sandbox.backends.runtime.docker import connect_engine
+    from jupyter_sandbox.backends.runtime.docker import connect_engine, is_local_engine
 
     with _errors():
         settings = _settings(ctx)
@@ -62,7 +63,10 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
         with _errors():
             try:
                 results += checks.engine_checks(
-                    engine.info(), engine.version(), runtime=settings.runtime
+                    engine.info(),
+                    engine.version(),
+                    runtime=settings.runtime,
+                    runsc_installed=runsc_installed() if is_local_engine() else None,
                 )
                 status = image_status(engine, settings.image)
                 egress = egress_image_status(engine, settings.egress_image)

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 
 from jupyter_sandbox._exceptions import (
     APIError,
@@ -166,6 +167,11 @@ class ExecutionService:
     ) -> Execution:
         started = time.monotonic()
         connection = session.connection
+        for _ in connection.receive(0):
+            pass  # stale: a drop noted before this run (another process restarted the kernel)
+        if connection.resubscribed:  # the idle kernel answers once iopub is subscribed again
+            connection.wait_ready(time.monotonic() + self._settings.start_timeout)
+            connection.resubscribed = False
         msg_id = connection.send(
             "shell",
             "execute_request",
@@ -229,6 +235,15 @@ class ExecutionService:
             elif isinstance(command, CheckHealth):
                 answer = Health(self._death(record, session))
                 self._carry_out(record, session, machine, machine.step(answer))
+            elif command.restart and command.status == "died":
+                # Under gVisor the host's OOM killer ends the whole sandbox, not one process.
+                if not self._kernels.restart_if_running(record, session) and command.message:
+                    machine.finished = replace(
+                        command,
+                        message=command.message.replace(
+                            "and was restarted", "and the sandbox ended with it"
+                        ),
+                    )
             elif command.restart:
                 self._kernels.restart(record, session)
 

@@ -132,15 +132,40 @@ class Kernels:
         with self._lock:
             if self._sessions.get(record.id) is session:
                 del self._sessions[record.id]
-        session.connection.close()
+        old = session.connection
+        # A channel with a fixed address (tcp) waits for the old kernel to drop it; only a
+        # kernel still alive drops it as it goes.
+        wait_gone: Callable[[float], object] | None = getattr(old, "wait_kernel_gone", None)
+        is_alive = wait_gone is not None and not session.closing and old.heartbeat(1.0)
+        if wait_gone is None or session.closing:
+            old.close()
         if session.closing:
             raise SessionClosed(f"sandbox {record.id} ended")
         self._backend.reset_channel(_endpoint(self._backend, record))
         since = time.time()
         self._backend.signal(record.id, "SIGUSR1")
+        try:
+            # A fixed address (tcp): only the new kernel may answer the new connection.
+            if wait_gone is not None and is_alive:
+                wait_gone(time.monotonic() + self._settings.start_timeout)
+        finally:
+            old.close()
         fresh = self.open(record, time.monotonic() + self._settings.start_timeout, since)
         fresh.lock = session.lock  # the caller holds it
         return fresh
+
+    def restart_if_running(self, record: ContainerRecord, session: Session) -> bool:
+        """`restart` after the kernel died; False if its whole container ended with it (under
+        gVisor the host's OOM killer ends the sandbox's user-space kernel, not one process)."""
+        try:
+            self.restart(record, session)
+        except Exception:
+            state = self._backend.state(record.id)
+            if state is not None and state.running:
+                raise
+            self.close(record.id)
+            return False
+        return True
 
     def interrupt(self, record: ContainerRecord) -> None:
         """Send SIGINT to the kernel (through the supervisor, PID 1)."""

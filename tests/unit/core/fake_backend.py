@@ -72,6 +72,7 @@ class FakeChannel:
         self._queue: list[KernelMessage] = []
         self._ids = itertools.count()
         self.closed = False
+        self.resubscribed = False
 
     def _sandbox(self) -> FakeSandbox | None:
         return self._backend.sandboxes.get(self._sandbox_id)

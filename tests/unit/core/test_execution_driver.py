@@ -50,12 +50,15 @@ class ScriptedConnection:
         self.sent: list[tuple[str, str, dict[str, Any]]] = []
         self.waits: list[float] = []
         self.heartbeats = 0
+        self.resubscribed = False
 
     def send(self, channel: str, msg_type: str, content: dict[str, Any]) -> str:
         self.sent.append((channel, msg_type, content))
         return MSG_ID
 
     def receive(self, timeout: float) -> Iterator[Message]:
+        if not self.sent:
+            return  # nothing stale before the request (the run drains first)
         self.waits.append(timeout)
         batch = self.batches.pop(0) if self.batches else []
         if not batch:
@@ -89,6 +92,12 @@ class FakeKernels:
     def restart(self, record: ContainerRecord, session: Session) -> Session:
         self.calls.append("restart")
         return session
+
+    def restart_if_running(self, record: ContainerRecord, session: Session) -> bool:
+        self.restart(record, session)
+        return self.sandbox_survives
+
+    sandbox_survives = True
 
     def died_of_oom(self, record: ContainerRecord, session: Session) -> bool:
         return self.oom.pop(0) if self.oom else False
@@ -267,3 +276,15 @@ def test_only_a_ready_sandbox_runs_code(clock: Clock, status: str) -> None:
     with pytest.raises(ConflictError):
         svc.interrupt(record(status))
     assert connection.sent == []
+
+
+def test_a_death_that_ended_the_whole_sandbox_says_so(clock: Clock) -> None:
+    """Under gVisor the host's OOM killer ends the sandbox, not one process: no restart."""
+    svc, _connection, kernels = service(clock, [[BUSY]], alive=False, oom=[False, True])
+    kernels.sandbox_survives = False
+    result = svc.execute(record(), "x = bytearray(2**40)")
+    assert result.status == "died"
+    assert result.message == (
+        "The kernel ran out of memory (memory_limit 1g = 1073741824 bytes) and the sandbox "
+        "ended with it"
+    )

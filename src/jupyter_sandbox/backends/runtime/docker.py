@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -19,7 +20,7 @@ from jupyter_sandbox._exceptions import (
     InternalServerError,
     NotFoundError,
 )
-from jupyter_sandbox.backends import deadline_file, labels
+from jupyter_sandbox.backends import deadline_file, gvisor, labels
 from jupyter_sandbox.backends.base import SandboxState
 from jupyter_sandbox.backends.runtime.base import ContainerSpec, SandboxNetworkSpec
 from jupyter_sandbox.settings import Settings
@@ -63,6 +64,12 @@ def docker_errors(what: str) -> Iterator[None]:
         raise APIConnectionError(f"Docker engine unreachable ({exc}); {_ENGINE_HINT}") from exc
 
 
+def is_local_engine() -> bool:
+    """Whether DOCKER_HOST names this machine's engine (unset, or a unix socket)."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return not host or host.startswith("unix://")
+
+
 def connect_engine(timeout: float = 60) -> docker.DockerClient:
     """A client for the engine named by the environment (DOCKER_HOST, or the local socket)."""
     client: docker.DockerClient | None = None
@@ -85,11 +92,24 @@ class DockerRuntime:
         self.engine = engine or connect_engine()
         self._api = self.engine.api
         self._cgroup_files: dict[str, Path | None] = {}
+        self._runtimes: frozenset[str] | None = None
+
+    def check_runtime(self) -> None:
+        """Refuse the configured runtime if the engine lacks it (BadRequestError, `runtime`);
+        the engine is asked once per client."""
+        runtime = self._settings.runtime
+        if runtime is None:
+            return
+        if self._runtimes is None:
+            with docker_errors("listing the engine's runtimes"):
+                self._runtimes = frozenset(self.engine.info().get("Runtimes") or {})
+        gvisor.check_runtime(runtime, self._runtimes)
 
     def start(self, spec: ContainerSpec) -> str:
         """Create and start the container; any failure removes what was made."""
         settings = self._settings
         name = container_name(spec.container_id)
+        self.check_runtime()
         try:
             with docker_errors(f"creating sandbox {spec.container_id}"):
                 for role in _WRITABLE_DIRS if spec.host_dirs is None else ():
@@ -191,6 +211,15 @@ class DockerRuntime:
             running=bool(info["State"]["Running"]),
             oom_kills=_read_oom_kills(self._cgroup_files[container_id]),
         )
+
+    def kernel_netns(self, container_id: str) -> str:
+        """The sandbox's network namespace (`/proc/<pid>/ns/net`), for the tcp channel."""
+        with docker_errors(f"inspecting sandbox {container_id}"):
+            info = self._api.inspect_container(container_name(container_id))
+        pid = int(info["State"].get("Pid") or 0)
+        if not pid:
+            raise InternalServerError(f"sandbox {container_id} is not running")
+        return f"/proc/{pid}/ns/net"
 
     def oom_kills(self, container_id: str) -> int | None:
         """The container cgroup's oom_kill counter (a file read after the first call)."""
