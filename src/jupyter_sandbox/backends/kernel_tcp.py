@@ -37,8 +37,11 @@ from jupyter_sandbox._exceptions import APIError, APITimeoutError
 from jupyter_sandbox.backends.kernel import CHANNELS, KernelConnection
 
 LOOPBACK = "127.0.0.1"
-TCP_PORTS = {name: 47001 + index for index, name in enumerate(CHANNELS)}
-"""Fixed: the namespace is the sandbox's alone, so no port can be taken by anyone else."""
+TCP_PORTS = {name: 29001 + index for index, name in enumerate(CHANNELS)}
+"""Fixed: the namespace is the sandbox's alone, so no port can be taken by anyone else. Below
+Linux's ephemeral range (32768-60999): a connect that ZeroMQ retries before the kernel binds
+could otherwise pick the kernel's own port as its source port, connect to itself, and hold the
+port, so the kernel's bind would fail ("Address already in use")."""
 CLIENT_KEY_FIELD = "jupyter_sandbox_curve_client"
 """Connection-file field: the host's public client key, the only one the kernel admits."""
 MASTER_KEY_FILE = "curve-master.key"
