@@ -161,12 +161,15 @@ class TcpKernelConnection(KernelConnection):
         super().__init__(Path(netns), key, 0, max_message)
         self._keys = keys
         self._context = netns_context(netns)
+        self._hb_lock = threading.Lock()  # a heartbeat in one thread, close in another
 
     def connect(self, deadline: float, check: Callable[[], None] | None = None) -> None:
         """Open every socket; ZeroMQ retries the connects until the kernel listens."""
         for name in ("shell", "iopub", "control"):
             self._open(name)
-        self._hb = self._heartbeat_socket()
+        with self._hb_lock:
+            if not self._closed and self._hb is None:
+                self._hb = self._heartbeat_socket()
 
     def _heartbeat_socket(self) -> zmq.Socket[bytes]:
         # One lasting connection: the Curve handshake (and the kernel's ZAP check, which
@@ -200,19 +203,20 @@ class TcpKernelConnection(KernelConnection):
 
     def heartbeat(self, timeout: float) -> bool:
         """True if the kernel's heartbeat echoes within `timeout` seconds."""
-        if self._closed:
-            return False
-        if self._hb is None:
-            self._hb = self._heartbeat_socket()
-        try:
-            self._hb.send(b"ping", zmq.NOBLOCK)
-        except zmq.Again:
-            return False
-        if not self._hb.poll(int(timeout * 1000)):
-            return False
-        with contextlib.suppress(zmq.Again):
-            self._hb.recv(zmq.NOBLOCK)
-        return True
+        with self._hb_lock:
+            if self._closed:
+                return False
+            if self._hb is None:
+                self._hb = self._heartbeat_socket()
+            try:
+                self._hb.send(b"ping", zmq.NOBLOCK)
+                if not self._hb.poll(int(timeout * 1000)):
+                    return False
+                with contextlib.suppress(zmq.Again):
+                    self._hb.recv(zmq.NOBLOCK)
+            except zmq.ZMQError:  # Again (no peer), or the namespace's context is gone
+                return False
+            return True
 
     def wait_kernel_gone(self, deadline: float) -> None:
         """Block until the running kernel drops our connection (before a restart's new
@@ -228,11 +232,13 @@ class TcpKernelConnection(KernelConnection):
 
     def close(self) -> None:
         """Close every socket and the context (its I/O thread leaves the namespace)."""
-        super().close()
-        if self._hb is not None:
-            self._hb.close(linger=0)
-            self._hb = None
-        if not self._closed:
+        with self._hb_lock:
+            if self._closed:
+                return
             self._closed = True
-            with contextlib.suppress(zmq.ZMQError):
-                self._context.destroy(linger=0)  # never blocks on a socket left open
+            if self._hb is not None:
+                self._hb.close(linger=0)
+                self._hb = None
+        super().close()
+        with contextlib.suppress(zmq.ZMQError):
+            self._context.destroy(linger=0)  # never blocks on a socket left open

@@ -133,18 +133,18 @@ class Kernels:
             if self._sessions.get(record.id) is session:
                 del self._sessions[record.id]
         old = session.connection
-        # A channel with a fixed address (tcp) waits for the old kernel to drop it; only a
-        # kernel still alive drops it as it goes.
-        wait_gone: Callable[[float], object] | None = getattr(old, "wait_kernel_gone", None)
-        is_alive = wait_gone is not None and not session.closing and old.heartbeat(1.0)
-        if wait_gone is None or session.closing:
-            old.close()
-        if session.closing:
-            raise SessionClosed(f"sandbox {record.id} ended")
-        self._backend.reset_channel(_endpoint(self._backend, record))
-        since = time.time()
-        self._backend.signal(record.id, "SIGUSR1")
-        try:
+        try:  # whatever fails below, the old connection is closed (it is no session's now)
+            # A channel with a fixed address (tcp) waits for the old kernel to drop it; only
+            # a kernel still alive drops it as it goes.
+            wait_gone: Callable[[float], object] | None = getattr(old, "wait_kernel_gone", None)
+            is_alive = wait_gone is not None and not session.closing and old.heartbeat(1.0)
+            if wait_gone is None or session.closing:
+                old.close()
+            if session.closing:
+                raise SessionClosed(f"sandbox {record.id} ended")
+            self._backend.reset_channel(_endpoint(self._backend, record))
+            since = time.time()
+            self._backend.signal(record.id, "SIGUSR1")
             # A fixed address (tcp): only the new kernel may answer the new connection.
             if wait_gone is not None and is_alive:
                 wait_gone(time.monotonic() + self._settings.start_timeout)
