@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from jupyter_sandbox import Client
+from jupyter_sandbox.backends.kernel_tcp import TCP_PORTS
 from jupyter_sandbox.backends.kernel_tunnel import TunnelKernelConnection
 from tests.conftest import TEST_LABEL, remove_labelled
 
@@ -70,7 +71,7 @@ def test_dialling_its_own_kernel_ports_gets_nothing(remote: tuple[Client, str]) 
     code = (
         "import socket\n"
         "got = []\n"
-        "for port in range(47001, 47006):\n"
+        f"for port in range({min(TCP_PORTS.values())}, {max(TCP_PORTS.values()) + 1}):\n"
         "    s = socket.create_connection(('127.0.0.1', port), timeout=3)\n"
         "    s.sendall(b'\\xff' + b'\\0' * 8 + b'\\x7f\\x03\\x00' + b'CURVE'.ljust(20, b'\\0')"
         " + b'\\0' * 32 + b'junk' * 100000)\n"
