@@ -1,9 +1,14 @@
-"""`DockerBackend`: the `Backend` of one local Docker engine (one hardened container per
+"""`DockerBackend`: the `Backend` of one Docker engine (one hardened container per
 sandbox), built from the runtime, the disks, the egress networks and the kernel channel.
 
 Everything host-specific lives here and below: the socket folder (`sockets_root`), the
 deadline folder (`deadlines_root`), the storage folder (`home/sandboxes`), container and
 network names. Core sees only `backends.base`.
+
+A remote engine (`engine_location`; `auto`: any engine not on a local Unix socket) keeps the
+same seam: the kernel channel is tcp through an exec tunnel (`kernel_tunnel`), the connection
+file, deadline and skills go onto volumes through the archive API (`runtime.remote`), storage
+is volumes (no disk cap), and allowlist networks are refused (`check_network`).
 """
 
 from __future__ import annotations
