@@ -89,3 +89,19 @@ def test_a_remote_engine_refuses_allowlist_networks(tmp_path: Path) -> None:
         )
     assert caught.value.param == "network_policy"
     assert backend.disks.mechanism == "volume"  # a host loop mount cannot reach it
+
+
+def test_a_remote_deadline_goes_through_the_engine_once_the_sandbox_exists(
+    tmp_path: Path,
+) -> None:
+    backend = DockerBackend(Settings(home=tmp_path, engine_location="remote"), engine=MagicMock())
+    put = MagicMock()
+    backend.runtime.put_deadline = put  # type: ignore[method-assign]
+    backend.runtime.state = MagicMock(return_value=None)  # type: ignore[method-assign]
+    backend.write_deadline("cntr_a", 100.0)  # before start: start puts the spec's deadline
+    put.assert_not_called()
+    backend.runtime.state = MagicMock(return_value=object())  # type: ignore[method-assign]
+    backend.write_deadline("cntr_a", 200.0)  # a warm-pool claim
+    put.assert_called_once_with("cntr_a", 200.0)
+    host_file = backend.settings.deadlines_root / "cntr_a" / "deadline"
+    assert float(host_file.read_text()) == 200.0  # the host's folder is kept too

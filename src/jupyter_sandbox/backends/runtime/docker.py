@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import docker
 import docker.errors
 from docker.types import LogConfig, Mount, Ulimit
-from docker.utils import kwargs_from_env
 
 from jupyter_sandbox._exceptions import (
-    APIConnectionError,
     APIError,
     InternalServerError,
     NotFoundError,
@@ -27,6 +23,10 @@ from jupyter_sandbox.backends.kernel_tcp import TCP_PORTS
 from jupyter_sandbox.backends.kernel_tunnel import ExecTunnel
 from jupyter_sandbox.backends.runtime import remote
 from jupyter_sandbox.backends.runtime.base import ContainerSpec, SandboxNetworkSpec
+from jupyter_sandbox.backends.runtime.engine import ImageNotBuiltError as ImageNotBuiltError
+from jupyter_sandbox.backends.runtime.engine import connect_engine as connect_engine
+from jupyter_sandbox.backends.runtime.engine import docker_errors as docker_errors
+from jupyter_sandbox.backends.runtime.engine import is_local_engine as is_local_engine
 from jupyter_sandbox.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -39,65 +39,6 @@ SKILLS_MOUNT = "/mnt/skills"
 LOG_MAX_SIZE = "512k"  # the local driver keeps one rotated file beside it: 1 MB in all
 LOG_TAIL_LINES = 20
 LOG_TAIL_BYTES = 2000
-_ENGINE_HINT = (
-    "start it with `sudo systemctl start docker` (or `sudo dockerd &`), "
-    "or point DOCKER_HOST at a running engine"
-)
-
-
-_FIRST_API = "1.24"
-"""Only for the first request (`/version`, unversioned); then the engine's own version."""
-
-
-class ImageNotBuiltError(NotFoundError):
-    """The kernel image is missing; the message says how to build it."""
-
-
-@contextmanager
-def docker_errors(what: str) -> Iterator[None]:
-    """Map the docker SDK's errors to ours, once, at this edge."""
-    try:
-        yield
-    except docker.errors.ImageNotFound as exc:
-        raise ImageNotBuiltError(
-            f"The kernel image is missing ({exc.explanation}): build it with "
-            "`jupyter-sandbox image build`",
-            param="image",
-        ) from exc
-    except docker.errors.NotFound as exc:
-        raise NotFoundError(f"{what}: not found in the Docker engine") from exc
-    except docker.errors.APIError as exc:
-        raise InternalServerError(f"{what}: the Docker engine refused: {exc.explanation}") from exc
-    except (docker.errors.DockerException, OSError) as exc:
-        raise APIConnectionError(f"Docker engine unreachable ({exc}); {_ENGINE_HINT}") from exc
-
-
-def is_local_engine() -> bool:
-    """Whether DOCKER_HOST names this machine's engine (unset, or a unix socket)."""
-    host = os.environ.get("DOCKER_HOST", "")
-    return not host or host.startswith("unix://")
-
-
-def connect_engine(timeout: float = 60) -> docker.DockerClient:
-    """A client for the engine named by the environment (DOCKER_HOST, or the local socket)."""
-    client: docker.DockerClient | None = None
-    try:
-        with docker_errors("connecting to the Docker engine"):
-            # Not from_env's "auto" version: it asks the engine before trust_env can be
-            # turned off, and requests would then verify a TLS engine against
-            # REQUESTS_CA_BUNDLE instead of DOCKER_CERT_PATH's CA (or route it via *_PROXY).
-            client = docker.DockerClient(
-                **kwargs_from_env(), timeout=int(timeout), version=_FIRST_API
-            )
-            client.api.trust_env = False
-            version = str(client.api.version(api_version=False)["ApiVersion"])
-            client.api._version = version  # type: ignore[attr-defined]  # what "auto" sets
-            client.ping()
-    except BaseException:
-        if client is not None:
-            client.close()
-        raise
-    return client
 
 
 class DockerRuntime:
