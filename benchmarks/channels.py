@@ -1,17 +1,26 @@
-"""Kernel channels side by side, in one run: runc+ipc, runc+tcp (CurveZMQ), runsc+tcp (gVisor).
+"""Kernel channels side by side, in one run: runc+ipc, runc+tcp (CurveZMQ), runsc+tcp (gVisor),
+runc+tcp through the exec tunnel on this engine (`engine_location=remote`), and with `--dind`
+a remote engine: a Docker-in-Docker node over mutual TLS (`jupyter-sandbox cluster up`).
 
 For each: cold create-to-first-result (create, then `print(1)`), create-to-first-result from a
 warm pool (`--pool-size`, 0 to skip), and the round trip of N `execute("1")`. Usage:
-`python benchmarks/channels.py [--rounds 3] [--executes 100] [--pool-size 1]` (root: the tcp
-channel enters the sandbox's network namespace).
+`python benchmarks/channels.py [--rounds 3] [--executes 100] [--pool-size 1] [--dind]` (root:
+the local tcp channel enters the sandbox's network namespace).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +31,30 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "runc + ipc": {"kernel_channel": "ipc"},
     "runc + tcp": {"kernel_channel": "tcp"},
     "runsc + tcp": {"runtime": "runsc"},
+    "runc + tcp, exec tunnel": {"engine_location": "remote"},
 }
+DIND = "remote engine (dind, TLS)"
+CLI = shutil.which("jupyter-sandbox") or str(Path(sys.executable).with_name("jupyter-sandbox"))
+
+
+@contextmanager
+def dind_node() -> Iterator[dict[str, str]]:
+    """One Docker-in-Docker node with the kernel image; yields the env pointing at it."""
+    name = f"bench{os.getpid()}"
+    with tempfile.TemporaryDirectory(prefix="jsbx-bench-dind-") as home:
+        env = {**os.environ, "JUPYTER_SANDBOX_HOME": home}
+        up = subprocess.run(
+            [CLI, "cluster", "up", "--nodes", "1", "--name", name, "--json"],
+            capture_output=True, text=True, check=False, env=env,
+        )  # fmt: skip
+        try:
+            if up.returncode != 0:
+                raise RuntimeError(f"cluster up failed: {up.stderr}")
+            yield dict(json.loads(up.stdout)["env"])
+        finally:
+            subprocess.run(
+                [CLI, "cluster", "down", "--name", name], capture_output=True, check=False, env=env
+            )
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -79,10 +111,24 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--executes", type=int, default=100)
     parser.add_argument("--pool-size", type=int, default=1)
+    parser.add_argument("--dind", action="store_true", help="also a remote (dind) engine")
+    parser.add_argument("--only", nargs="*", help="only these configurations (names)")
     args = parser.parse_args()
     rows = []
-    for name, settings in CONFIGS.items():
-        found = measure(name, settings, args)
+    for name in [*CONFIGS, *([DIND] if args.dind else [])]:
+        if args.only and name not in args.only:
+            continue
+        if name == DIND:
+            with dind_node() as remote_env:
+                saved = dict(os.environ)
+                os.environ.update(remote_env)  # what Client() reads: DOCKER_HOST and TLS
+                try:
+                    found = measure(name, {}, args)
+                finally:
+                    os.environ.clear()
+                    os.environ.update(saved)
+        else:
+            found = measure(name, CONFIGS[name], args)
         for key, label in (
             ("cold", "create to first result (cold)"),
             ("warm", "create to first result (warm pool)"),

@@ -55,11 +55,17 @@ class Settings(BaseSettings):
     """OCI runtime: None for the engine's default (runc), or "runsc" for gVisor."""
     kernel_channel: Literal["auto", "ipc", "tcp"] = "auto"
     """How the host talks to kernels: `ipc` (sockets in a host folder; runc only), `tcp`
-    (CurveZMQ-encrypted, inside the sandbox's own network namespace; needs root), or `auto`
-    (tcp for runsc, ipc otherwise). The backend chooses it when the sandbox is made."""
+    (CurveZMQ-encrypted, inside the sandbox's own network namespace: entered with setns, root
+    only, on a local engine; through an exec tunnel on a remote one), or `auto` (tcp for
+    runsc and remote engines, ipc otherwise). The backend chooses it when the sandbox is made."""
     backend: str = "docker"
     """Where sandboxes run, by name (`backends.registry`): `docker` (the local engine) or
     `local` (`jupyter_sandbox.testing.LocalBackend`: no isolation, for tests)."""
+    engine_location: Literal["auto", "local", "remote"] = "auto"
+    """Docker backend: where the engine runs: `auto` (local for a Unix socket, remote for
+    `tcp://` or `ssh://`), or forced. A remote engine gets no host path: the tcp channel
+    through an exec tunnel, files and the connection and deadline files through the archive
+    API on volumes (forcing `remote` on a local engine tests that path)."""
     default_memory_limit: str = "1g"
     allow_large_memory: bool = False
     """Allow the SDK's 16g and 64g tiers."""

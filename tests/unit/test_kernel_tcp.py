@@ -9,9 +9,11 @@ from unittest.mock import MagicMock
 import pytest
 import zmq
 
+from jupyter_sandbox import BadRequestError
 from jupyter_sandbox.backends import kernel_tcp
 from jupyter_sandbox.backends.docker_backend import DockerBackend
 from jupyter_sandbox.settings import Settings
+from jupyter_sandbox.types.container import NetworkPolicyAllowlist
 
 
 def test_master_key_is_private_and_stable(tmp_path: Path) -> None:
@@ -55,13 +57,51 @@ def test_the_connection_file_never_holds_the_client_secret(tmp_path: Path) -> No
 def test_auto_picks_tcp_for_gvisor(
     tmp_path: Path, runtime: str | None, chosen: str, channel: str
 ) -> None:
-    settings = Settings(home=tmp_path, runtime=runtime, kernel_channel=chosen)
+    settings = Settings(
+        home=tmp_path, runtime=runtime, kernel_channel=chosen, engine_location="local"
+    )
     backend = DockerBackend(settings, engine=MagicMock())  # no engine call is made
     location = backend.channel_location("cntr_" + "0" * 48)
     assert (Path(location).name.startswith("tcp-")) == (channel == "tcp")
+
+
+def test_a_remote_engine_gets_tcp_and_refuses_ipc(tmp_path: Path) -> None:
+    remote = Settings(home=tmp_path, engine_location="remote")
+    backend = DockerBackend(remote, engine=MagicMock())
+    assert Path(backend.channel_location("cntr_" + "0" * 48)).name.startswith("tcp-")
+    ipc = DockerBackend(remote.model_copy(update={"kernel_channel": "ipc"}), engine=MagicMock())
+    with pytest.raises(BadRequestError) as caught:
+        ipc.channel_location("cntr_" + "0" * 48)
+    assert caught.value.param == "kernel_channel"
 
 
 def test_entering_a_missing_namespace_fails_closed() -> None:
     with pytest.raises(kernel_tcp.ChannelSetupError, match="network namespace") as caught:
         kernel_tcp.netns_context("/proc/0/ns/net")
     assert caught.value.param == "kernel_channel"
+
+
+def test_a_remote_engine_refuses_allowlist_networks(tmp_path: Path) -> None:
+    backend = DockerBackend(Settings(home=tmp_path, engine_location="remote"), engine=MagicMock())
+    with pytest.raises(BadRequestError) as caught:
+        backend.check_network(
+            NetworkPolicyAllowlist(type="allowlist", allowed_domains=["example.com"])
+        )
+    assert caught.value.param == "network_policy"
+    assert backend.disks.mechanism == "volume"  # a host loop mount cannot reach it
+
+
+def test_a_remote_deadline_goes_through_the_engine_once_the_sandbox_exists(
+    tmp_path: Path,
+) -> None:
+    backend = DockerBackend(Settings(home=tmp_path, engine_location="remote"), engine=MagicMock())
+    put = MagicMock()
+    backend.runtime.put_deadline = put  # type: ignore[method-assign]
+    backend.runtime.state = MagicMock(return_value=None)  # type: ignore[method-assign]
+    backend.write_deadline("cntr_a", 100.0)  # before start: start puts the spec's deadline
+    put.assert_not_called()
+    backend.runtime.state = MagicMock(return_value=object())  # type: ignore[method-assign]
+    backend.write_deadline("cntr_a", 200.0)  # a warm-pool claim
+    put.assert_called_once_with("cntr_a", 200.0)
+    host_file = backend.settings.deadlines_root / "cntr_a" / "deadline"
+    assert float(host_file.read_text()) == 200.0  # the host's folder is kept too

@@ -91,10 +91,13 @@ class SandboxStorage:
 class Disks:
     """Creates, finds and removes sandboxes' storage folders (and their capped images)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, is_remote: bool = False) -> None:
         self._settings = settings
         self.root = settings.home / "sandboxes"
         self.mechanism, self.detail, self.is_capped = describe(settings)
+        if is_remote:  # a host loop mount cannot be bound into another machine's container
+            self.mechanism, self.is_capped = "volume", False
+            self.detail = "Docker volumes on the remote engine: NO disk cap is enforced"
         if settings.disk_mechanism == "loop" and not self.is_capped:
             raise InternalServerError(f"disk_mechanism=loop: {self.detail}")
 

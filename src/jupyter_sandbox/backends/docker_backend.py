@@ -1,9 +1,14 @@
-"""`DockerBackend`: the `Backend` of one local Docker engine (one hardened container per
+"""`DockerBackend`: the `Backend` of one Docker engine (one hardened container per
 sandbox), built from the runtime, the disks, the egress networks and the kernel channel.
 
 Everything host-specific lives here and below: the socket folder (`sockets_root`), the
 deadline folder (`deadlines_root`), the storage folder (`home/sandboxes`), container and
 network names. Core sees only `backends.base`.
+
+A remote engine (`engine_location`; `auto`: any engine not on a local Unix socket) keeps the
+same seam: the kernel channel is tcp through an exec tunnel (`kernel_tunnel`), the connection
+file, deadline and skills go onto volumes through the archive API (`runtime.remote`), storage
+is volumes (no disk cap), and allowlist networks are refused (`check_network`).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from pathlib import Path
 
 import docker
 
+from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox.backends import deadline_file, kernel, kernel_tcp
 from jupyter_sandbox.backends.base import (
     CHANNELS,
@@ -31,6 +37,7 @@ from jupyter_sandbox.backends.egress_network import EgressNetworks, NetworkAttac
 from jupyter_sandbox.backends.engine_files import EngineFiles
 from jupyter_sandbox.backends.host_files import HostFiles
 from jupyter_sandbox.backends.host_scan import sweep_uploads
+from jupyter_sandbox.backends.kernel_tunnel import TunnelKernelConnection
 from jupyter_sandbox.backends.runtime.base import ContainerSpec, SandboxNetworkSpec
 from jupyter_sandbox.backends.runtime.docker import (
     KERNEL_MOUNT,
@@ -65,7 +72,8 @@ class DockerBackend:
         self.runtime = DockerRuntime(settings, engine)
         self.engine = self.runtime.engine
         try:
-            self.disks = Disks(settings)
+            self.is_remote = self.runtime.is_remote
+            self.disks = Disks(settings, is_remote=self.is_remote)
         except BaseException:
             self.close()
             raise
@@ -188,10 +196,17 @@ class DockerBackend:
     @property
     def channel(self) -> str:
         """The channel new sandboxes get: `kernel_channel`, where `auto` is tcp for runsc
-        (gVisor binds ipc sockets in its own file system view, which the host never sees)."""
+        (gVisor binds ipc sockets in its own file system view, which the host never sees)
+        and for a remote engine (an ipc socket is a file on the engine's machine)."""
         chosen = self.settings.kernel_channel
         if chosen == "auto":
-            return "tcp" if self.settings.runtime == "runsc" else "ipc"
+            return "tcp" if self.settings.runtime == "runsc" or self.is_remote else "ipc"
+        if chosen == "ipc" and self.is_remote:
+            raise BadRequestError(
+                "Invalid kernel_channel: ipc sockets cannot reach a remote Docker engine; "
+                "use 'tcp' or 'auto'",
+                param="kernel_channel",
+            )
         return chosen
 
     def channel_location(self, sandbox_id: str) -> str:
@@ -253,12 +268,16 @@ class DockerBackend:
 
     def connect_kernel(self, endpoint: KernelEndpoint, max_message: int) -> KernelChannel:
         """ipc: a ZeroMQ connection over the sockets (each `lstat`ed before it is dialled);
-        tcp: CurveZMQ from inside the sandbox's network namespace (root, local engine)."""
+        tcp: CurveZMQ from inside the sandbox's network namespace (root, local engine), or
+        through an exec tunnel (`kernel_tunnel`: a remote engine's namespace is out of reach)."""
         if endpoint.transport == "tcp":
             sandbox_id = _tcp_sandbox(str(endpoint.folder))
             if sandbox_id is None:
                 raise TypeError("not a tcp endpoint of this backend")
             keys = self._curve_keys(sandbox_id)
+            if self.is_remote:
+                tunnel = self.runtime.open_tunnel(sandbox_id)
+                return TunnelKernelConnection(tunnel, endpoint.key, keys, max_message)
             netns = self.runtime.kernel_netns(sandbox_id)
             return kernel_tcp.TcpKernelConnection(netns, endpoint.key, keys, max_message)
         folder, uid = _ipc(endpoint)
@@ -278,8 +297,12 @@ class DockerBackend:
         return self.settings.deadlines_root / sandbox_id
 
     def write_deadline(self, sandbox_id: str, deadline: float) -> None:
-        """Atomically replace the deadline file the supervisor rereads."""
+        """Atomically replace the deadline file the supervisor rereads (on a remote engine,
+        also in the sandbox's deadline volume through the archive API, once it exists:
+        `start` puts the spec's deadline there before the container starts)."""
         deadline_file.write(self._deadline_dir(sandbox_id), deadline)
+        if self.is_remote and self.runtime.state(sandbox_id) is not None:
+            self.runtime.put_deadline(sandbox_id, deadline)
 
     def remove_deadline(self, sandbox_id: str) -> None:
         """Delete the deadline folder; idempotent."""
@@ -318,7 +341,15 @@ class DockerBackend:
 
     # --- network ------------------------------------------------------------------------
     def check_network(self, policy: NetworkPolicyAllowlist) -> None:
-        """Domain secrets need root (squid's files must be its own)."""
+        """Domain secrets need root (squid's files must be its own); no allowlist on a
+        remote engine (the proxy's resolv.conf and CA bundle are host files)."""
+        if self.is_remote:
+            raise BadRequestError(
+                "Invalid network_policy: allowlist networks are not supported on a remote "
+                "Docker engine yet (the egress proxy's resolv.conf and CA bundle are host "
+                "files); use {'type': 'disabled'}",
+                param="network_policy",
+            )
         self.egress.check(policy)
 
     def attach_network(

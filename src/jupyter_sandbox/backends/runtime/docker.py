@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +13,20 @@ import docker.errors
 from docker.types import LogConfig, Mount, Ulimit
 
 from jupyter_sandbox._exceptions import (
-    APIConnectionError,
     APIError,
     InternalServerError,
     NotFoundError,
 )
 from jupyter_sandbox.backends import deadline_file, gvisor, labels
 from jupyter_sandbox.backends.base import SandboxState
+from jupyter_sandbox.backends.kernel_tcp import TCP_PORTS
+from jupyter_sandbox.backends.kernel_tunnel import ExecTunnel
+from jupyter_sandbox.backends.runtime import remote
 from jupyter_sandbox.backends.runtime.base import ContainerSpec, SandboxNetworkSpec
+from jupyter_sandbox.backends.runtime.engine import ImageNotBuiltError as ImageNotBuiltError
+from jupyter_sandbox.backends.runtime.engine import connect_engine as connect_engine
+from jupyter_sandbox.backends.runtime.engine import docker_errors as docker_errors
+from jupyter_sandbox.backends.runtime.engine import is_local_engine as is_local_engine
 from jupyter_sandbox.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -35,53 +39,6 @@ SKILLS_MOUNT = "/mnt/skills"
 LOG_MAX_SIZE = "512k"  # the local driver keeps one rotated file beside it: 1 MB in all
 LOG_TAIL_LINES = 20
 LOG_TAIL_BYTES = 2000
-_ENGINE_HINT = (
-    "start it with `sudo systemctl start docker` (or `sudo dockerd &`), "
-    "or point DOCKER_HOST at a running engine"
-)
-
-
-class ImageNotBuiltError(NotFoundError):
-    """The kernel image is missing; the message says how to build it."""
-
-
-@contextmanager
-def docker_errors(what: str) -> Iterator[None]:
-    """Map the docker SDK's errors to ours, once, at this edge."""
-    try:
-        yield
-    except docker.errors.ImageNotFound as exc:
-        raise ImageNotBuiltError(
-            f"The kernel image is missing ({exc.explanation}): build it with "
-            "`jupyter-sandbox image build`",
-            param="image",
-        ) from exc
-    except docker.errors.NotFound as exc:
-        raise NotFoundError(f"{what}: not found in the Docker engine") from exc
-    except docker.errors.APIError as exc:
-        raise InternalServerError(f"{what}: the Docker engine refused: {exc.explanation}") from exc
-    except (docker.errors.DockerException, OSError) as exc:
-        raise APIConnectionError(f"Docker engine unreachable ({exc}); {_ENGINE_HINT}") from exc
-
-
-def is_local_engine() -> bool:
-    """Whether DOCKER_HOST names this machine's engine (unset, or a unix socket)."""
-    host = os.environ.get("DOCKER_HOST", "")
-    return not host or host.startswith("unix://")
-
-
-def connect_engine(timeout: float = 60) -> docker.DockerClient:
-    """A client for the engine named by the environment (DOCKER_HOST, or the local socket)."""
-    client: docker.DockerClient | None = None
-    try:
-        with docker_errors("connecting to the Docker engine"):
-            client = docker.from_env(timeout=int(timeout))
-            client.ping()
-    except BaseException:
-        if client is not None:
-            client.close()
-        raise
-    return client
 
 
 class DockerRuntime:
@@ -93,6 +50,34 @@ class DockerRuntime:
         self._api = self.engine.api
         self._cgroup_files: dict[str, Path | None] = {}
         self._runtimes: frozenset[str] | None = None
+
+    @property
+    def is_remote(self) -> bool:
+        """Whether the engine is on another machine (no host path reaches its containers):
+        `engine_location`, where `auto` means any engine not on a local Unix socket."""
+        where = self._settings.engine_location
+        if where != "auto":
+            return where == "remote"
+        return not str(self._api.base_url).startswith("http+docker://local")
+
+    def open_tunnel(self, container_id: str) -> ExecTunnel:
+        """Host-local endpoints for the sandbox's kernel ports, carried by `docker exec`."""
+        return ExecTunnel(
+            self._api,
+            container_name(container_id),
+            TCP_PORTS,
+            connect_wait=self._settings.start_timeout,
+        )
+
+    def put_deadline(self, container_id: str, deadline: float) -> None:
+        """Rewrite a remote sandbox's deadline volume (a warm-pool claim), through the engine."""
+        with docker_errors(f"setting the deadline of sandbox {container_id}"):
+            remote.put(
+                self._api,
+                container_name(container_id),
+                deadline_file.MOUNT,
+                remote.deadline_tar(deadline),
+            )
 
     def check_runtime(self) -> None:
         """Refuse the configured runtime if the engine lacks it (BadRequestError, `runtime`);
@@ -110,9 +95,15 @@ class DockerRuntime:
         settings = self._settings
         name = container_name(spec.container_id)
         self.check_runtime()
+        is_remote = self.is_remote
+        if is_remote:
+            remote.refuse_host_paths(spec)
+        roles = [*(_WRITABLE_DIRS if spec.host_dirs is None else ())]
+        roles += [r for r in remote.REMOTE_ROLES if r != remote.SKILLS_ROLE] if is_remote else []
+        roles += [remote.SKILLS_ROLE] if is_remote and spec.skills_dir is not None else []
         try:
             with docker_errors(f"creating sandbox {spec.container_id}"):
-                for role in _WRITABLE_DIRS if spec.host_dirs is None else ():
+                for role in roles:
                     self._api.create_volume(
                         name=_volume_name(spec.container_id, role),
                         labels={**spec.labels, labels.ROLE: role},
@@ -144,21 +135,9 @@ class DockerRuntime:
                         Ulimit(name="core", soft=0, hard=0),
                     ],
                     mounts=[
-                        Mount(KERNEL_MOUNT, str(spec.socket_dir), type="bind"),
-                        *_writable_mounts(spec),
+                        *_kernel_mounts(spec, is_remote=is_remote),
+                        *_writable_mounts(spec, is_remote=is_remote),
                         *_network_mounts(spec),
-                        *(
-                            [
-                                Mount(
-                                    deadline_file.MOUNT,
-                                    str(spec.deadline_dir),
-                                    type="bind",
-                                    read_only=True,
-                                )
-                            ]
-                            if spec.deadline_dir is not None
-                            else []
-                        ),
                     ],
                     runtime=settings.runtime,
                 )
@@ -189,11 +168,30 @@ class DockerRuntime:
                     raise InternalServerError(
                         f"the engine could not apply every limit: {created['Warnings']}"
                     )
+                if is_remote:
+                    self._put_kernel_files(created["Id"], spec)
                 self._api.start(created["Id"])
                 return str(created["Id"])
+        except ImageNotBuiltError as exc:
+            self.remove(spec.container_id)
+            if not is_remote:
+                raise
+            hint = remote.image_hint(spec.image, str(self._api.base_url))
+            raise ImageNotBuiltError(hint, param="image") from exc
         except BaseException:
             self.remove(spec.container_id)
             raise
+
+    def _put_kernel_files(self, docker_id: str, spec: ContainerSpec) -> None:
+        """A remote sandbox's connection file and deadline, into its volumes, before it starts."""
+        connection = remote.connection_tar(spec.socket_dir / "connection.json", SANDBOX_UID)
+        remote.put(self._api, docker_id, KERNEL_MOUNT, connection)
+        if spec.deadline_dir is not None:
+            deadline = remote.deadline_tar(spec.deadline)
+            remote.put(self._api, docker_id, deadline_file.MOUNT, deadline)
+        if spec.skills_dir is not None:
+            skills = remote.skills_tar(Path(spec.skills_dir))
+            remote.put(self._api, docker_id, SKILLS_MOUNT, skills)
 
     def state(self, container_id: str) -> SandboxState | None:
         """The container's state, or None once it is gone."""
@@ -203,6 +201,8 @@ class DockerRuntime:
         except NotFoundError:
             return None
         docker_id = str(info["Id"])
+        if self.is_remote:  # its pid and cgroup are another machine's
+            self._cgroup_files[container_id] = None
         if container_id not in self._cgroup_files:
             pid = int(info["State"].get("Pid") or 0)
             self._cgroup_files[container_id] = _find_memory_events(docker_id, pid)
@@ -222,7 +222,10 @@ class DockerRuntime:
         return f"/proc/{pid}/ns/net"
 
     def oom_kills(self, container_id: str) -> int | None:
-        """The container cgroup's oom_kill counter (a file read after the first call)."""
+        """The container cgroup's oom_kill counter (a file read after the first call; on a
+        remote engine, read in the sandbox by one short exec)."""
+        if self.is_remote:
+            return remote.oom_kills(self._api, container_name(container_id))
         if container_id in self._cgroup_files:
             return _read_oom_kills(self._cgroup_files[container_id])
         state = self.state(container_id)
@@ -282,7 +285,7 @@ class DockerRuntime:
                 if exc.status_code != 409:  # 409: auto-remove is already under way
                     raise
             self._wait_gone(name)
-            for role in _WRITABLE_DIRS:
+            for role in [*_WRITABLE_DIRS, *(remote.REMOTE_ROLES if self.is_remote else ())]:
                 self._remove_volume(_volume_name(container_id, role))
             self._remove_network(network_name(container_id))
         self._cgroup_files.pop(container_id, None)
@@ -375,7 +378,24 @@ class DockerRuntime:
         }
 
 
-def _writable_mounts(spec: ContainerSpec) -> list[Mount]:
+def _kernel_mounts(spec: ContainerSpec, *, is_remote: bool) -> list[Mount]:
+    """The kernel folder and the deadline folder: host folders, or a remote engine's volumes."""
+    if is_remote:
+        volume = _volume_name(spec.container_id, remote.KERNEL_ROLE)
+        mounts = [Mount(KERNEL_MOUNT, volume, type="volume")]
+        if spec.deadline_dir is not None:
+            deadline = _volume_name(spec.container_id, remote.DEADLINE_ROLE)
+            mounts.append(Mount(deadline_file.MOUNT, deadline, type="volume"))
+        return mounts
+    mounts = [Mount(KERNEL_MOUNT, str(spec.socket_dir), type="bind")]
+    if spec.deadline_dir is not None:
+        mounts.append(
+            Mount(deadline_file.MOUNT, str(spec.deadline_dir), type="bind", read_only=True)
+        )
+    return mounts
+
+
+def _writable_mounts(spec: ContainerSpec, *, is_remote: bool) -> list[Mount]:
     """/mnt/data and /workspace: the capped disk's folders, or else volumes; skills read-only."""
     if spec.host_dirs is None:
         mounts = [
@@ -387,7 +407,10 @@ def _writable_mounts(spec: ContainerSpec) -> list[Mount]:
             Mount(path, spec.host_dirs[path], type="bind", propagation="rprivate")
             for path in _WRITABLE_DIRS.values()
         ]
-    if spec.skills_dir is not None:
+    if spec.skills_dir is not None and is_remote:
+        volume = _volume_name(spec.container_id, remote.SKILLS_ROLE)
+        mounts.append(Mount(SKILLS_MOUNT, volume, type="volume", no_copy=True))
+    elif spec.skills_dir is not None:
         mounts.append(Mount(SKILLS_MOUNT, spec.skills_dir, type="bind", read_only=True))
     return mounts
 
