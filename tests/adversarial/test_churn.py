@@ -7,6 +7,11 @@ from benchmarks.churn import churn
 
 from tests.adversarial.conftest import Sandboxes
 
+RUNC_ONLY = (
+    "create/delete churn exercises the host's lifecycle and reconcile code, the same under "
+    "every runtime"
+)
+
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 

@@ -14,6 +14,8 @@ from benchmarks.server_crash import crash_once as server_crash_once
 
 from tests.adversarial.conftest import Sandboxes, is_gvisor
 
+RUNC_ONLY = "killed host processes and reconcile are host-side code, the same under every runtime"
+
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 

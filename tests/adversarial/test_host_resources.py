@@ -25,6 +25,9 @@ from jupyter_sandbox.backends.host_scan import scan_roots
 from tests.adversarial.conftest import Sandboxes, run
 from tests.conftest import wait_until
 
+RUNC_ONLY = (
+    "host file descriptors, threads and memory of the host process, the same under every runtime"
+)
 pytestmark = pytest.mark.docker
 
 SCRIPT = Path(sys.executable).with_name("jupyter-sandbox")

@@ -8,6 +8,11 @@ from benchmarks.noisy_neighbour import run
 
 from tests.adversarial.conftest import Sandboxes, is_gvisor
 
+RUNC_ONLY = (
+    "a performance measurement of runc's cgroup limits (gVisor's overhead is measured in "
+    "benchmarks/channels.py)"
+)
+
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 # The target is 2x; the suite shares a 2-core machine with whatever else runs, so it fails only
