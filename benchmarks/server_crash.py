@@ -27,7 +27,7 @@ from benchmarks.crash import LABEL, _container_label, _labelled, remove_labelled
 from openai import OpenAI
 
 from jupyter_sandbox import Client
-from jupyter_sandbox.backends.store import Store
+from jupyter_sandbox.backends.sqlite_store import SqliteStore as Store
 from jupyter_sandbox.core.pool import POOL_PROJECT
 
 KEY = "sk-crash-0123456789abcdef"
@@ -192,12 +192,14 @@ def _drive(server: Server, stop: threading.Event, count: list[int]) -> None:
 def crash_once(home: Path, label: str, rng: random.Random, report: ServerCrashReport) -> None:
     """Serve, drive, SIGKILL the server at a random moment, restart it, audit, clean up."""
     server = Server(home, label)
-    _wait_for_pool(home, server.process.pid)
-    stop, count = threading.Event(), [0]
-    driver = threading.Thread(target=_drive, args=(server, stop, count))
-    driver.start()
-    time.sleep(rng.uniform(0.0, 4.0))
-    server.stop(signal.SIGKILL)
+    try:
+        _wait_for_pool(home, server.process.pid)
+        stop, count = threading.Event(), [0]
+        driver = threading.Thread(target=_drive, args=(server, stop, count))
+        driver.start()
+        time.sleep(rng.uniform(0.0, 4.0))
+    finally:
+        server.stop(signal.SIGKILL)  # whatever failed: no server outlives its round
     stop.set()
     driver.join(60)
     report.kills += 1
