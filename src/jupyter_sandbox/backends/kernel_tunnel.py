@@ -383,6 +383,7 @@ class TunnelKernelConnection(TcpKernelConnection):
     ) -> None:
         KernelConnection.__init__(self, tunnel.folder, key, 0, max_message)
         self._keys = keys
+        self._hb_lock = threading.Lock()  # as TcpKernelConnection: heartbeat against close
         self.tunnel = tunnel
         self._context = zmq.Context(io_threads=1)
 
