@@ -328,10 +328,27 @@ def test_what_a_swarm_service_applies_on_this_engine(
         )
 
 
+def _wait_nodes_ready(manager: docker.DockerClient, count: int, deadline: float) -> None:
+    """Every node `ready` and `active` as the manager sees it (a node busy under load may be
+    marked down for a heartbeat or two; placement is only meaningful once all are back)."""
+    while True:
+        nodes = manager.nodes.list()
+        ready = [
+            n
+            for n in nodes
+            if n.attrs["Status"]["State"] == "ready" and n.attrs["Spec"]["Availability"] == "active"
+        ]
+        if len(ready) == count:
+            return
+        assert time.monotonic() < deadline, [(n.attrs["Status"], n.attrs["Spec"]) for n in nodes]
+        time.sleep(0.5)  # node state has no event on this API; poll the manager's record
+
+
 def test_swarm_places_by_memory_reservation_and_holds_what_does_not_fit(
     two_nodes: LocalCluster,
 ) -> None:
     manager = two_nodes.client_for(two_nodes.nodes()[0].address)
+    _wait_nodes_ready(manager, len(two_nodes.nodes()), time.monotonic() + 120)
     memory = min(n.attrs["Description"]["Resources"]["MemoryBytes"] for n in manager.nodes.list())
     reservation = int(memory / 2.5)  # two fit on a node, a third does not
     services = []
@@ -348,13 +365,14 @@ def test_swarm_places_by_memory_reservation_and_holds_what_does_not_fit(
             )
             services.append(manager.services.get(created["ID"]))
         tasks = [
-            _service_task(s, time.monotonic() + (60 if i < 4 else 10))
+            _service_task(s, time.monotonic() + (120 if i < 4 else 10))
             for i, s in enumerate(services)
         ]
+        states = [(t["Status"]["State"], t["Status"].get("Err", "")) for t in tasks]
+        assert [state for state, _ in states] == ["running"] * 4 + ["pending"], states
         hosts = sorted(
             manager.nodes.get(t["NodeID"]).attrs["Description"]["Hostname"] for t in tasks[:4]
         )
-        assert [t["Status"]["State"] for t in tasks] == ["running"] * 4 + ["pending"]
         assert hosts == sorted([node.name for node in two_nodes.nodes()] * 2)
         assert "insufficient resources" in tasks[4]["Status"]["Err"]
     finally:
