@@ -208,3 +208,10 @@ def test_jupyter_server_runs_a_gvisor_kernel(
         _api(base, token, "DELETE", f"/api/kernels/{kernel['id']}")
     assert _api(base, token, "GET", "/api/kernels") == []
     assert not labelled_objects(f"{TEST_LABEL}={test_label}")
+
+
+def test_install_refuses_a_runtime_the_engine_lacks(tmp_path: Path) -> None:
+    with pytest.raises(BadRequestError, match="'no-such-runtime' is not a runtime") as caught:
+        install(name="sbx-nope", runtime="no-such-runtime", prefix=str(tmp_path))
+    assert caught.value.param == "runtime"
+    assert not (tmp_path / "share/jupyter/kernels/sbx-nope").exists()
