@@ -13,7 +13,7 @@ from pydantic import ValidationError
 
 from jupyter_sandbox._boundary import api_errors
 from jupyter_sandbox._exceptions import BadRequestError
-from jupyter_sandbox.backends.base import Backend
+from jupyter_sandbox.backends.base import Backend, KernelChannel
 from jupyter_sandbox.backends.blobs import BlobStore
 from jupyter_sandbox.backends.file_store import FileStore
 from jupyter_sandbox.backends.registry import build_backend
@@ -26,7 +26,7 @@ from jupyter_sandbox.core.containers import ContainerService
 from jupyter_sandbox.core.execution import ExecutionService, OutputCallback
 from jupyter_sandbox.core.expiry import Expiry
 from jupyter_sandbox.core.files import FileService
-from jupyter_sandbox.core.kernels import Kernels
+from jupyter_sandbox.core.kernels import Kernels, max_message
 from jupyter_sandbox.core.pause import PauseService
 from jupyter_sandbox.core.pool import POOL_PROJECT, WarmPool
 from jupyter_sandbox.core.reconcile import ReconcileReport, reconcile
@@ -187,17 +187,33 @@ class Containers:
 
     def connection_info(self, container_id: str) -> dict[str, Any]:
         """A Jupyter connection dict for the sandbox's kernel (Docker: ipc transport, host
-        paths)."""
+        paths).
+
+        Raises:
+            BadRequestError: (`kernel_channel`) the sandbox uses the encrypted tcp channel.
+        """
         record = self._client._resumed(container_id, self._client.project)
         endpoint = self._client._backend.kernel_endpoint(record.socket_dir, record.kernel_key)
         if endpoint.transport != "ipc":
             raise BadRequestError(
-                f"sandbox {container_id} uses the encrypted tcp kernel channel (gVisor), which "
-                "Jupyter's relay does not dial yet: use runc with kernel_channel='ipc' for "
-                "Jupyter kernels",
+                f"sandbox {container_id} uses the encrypted tcp kernel channel (gVisor or a "
+                "remote engine): its kernel listens on the loopback of the sandbox's own "
+                "network namespace (or behind the engine), which no connection file can name, "
+                "and its CurveZMQ client key never leaves this host process. For Jupyter, use "
+                "a sandbox kernelspec (`jupyter-sandbox kernelspec install --runtime runsc`), "
+                "whose relay dials it; otherwise `containers.execute`",
                 param="kernel_channel",
             )
         return endpoint.connection_info()
+
+    def kernel_channel(self, container_id: str) -> KernelChannel:
+        """A new, unconnected connection to the sandbox's kernel, made as this client reaches
+        it (ipc sockets, or tcp with CurveZMQ, whose client key stays inside the object): for
+        a relay such as the Jupyter provisioner's, which closes it when done."""
+        record = self._client._resumed(container_id, self._client.project)
+        backend = self._client._backend
+        endpoint = backend.kernel_endpoint(record.socket_dir, record.kernel_key)
+        return backend.connect_kernel(endpoint, max_message(self._client.settings))
 
 
 class Client:

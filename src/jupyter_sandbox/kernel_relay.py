@@ -16,6 +16,14 @@ that learns its own kernel key still cannot sign for the server. As in `backends
 every kernel socket is `lstat`ed (a socket, owned by the sandbox user) before it is dialled,
 ZeroMQ never reconnects by itself, and an oversized message drops only that connection,
 which is reopened after the same check.
+
+A kernel may also be dialled through a `KernelDialer`: the backend's own connection object
+(`Client.containers.kernel_channel`), which opens each raw socket as it opens its own. For
+the encrypted tcp channel (gVisor, a remote engine) that means CurveZMQ with the host's client
+key, which stays inside that object, from the sandbox's network namespace (or through the
+engine's exec tunnel); ZeroMQ then reconnects by itself (the address is fixed, the server key
+pinned), so those sockets are not reopened by hand. The server side is unchanged: `ipc` in
+the private folder, so the Jupyter server needs neither the namespace nor the Curve keys.
 """
 
 from __future__ import annotations
@@ -37,13 +45,15 @@ from collections.abc import Callable
 from concurrent.futures import Future
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import zmq
+from jupyter_client.session import Session
 
+from jupyter_sandbox._exceptions import JupyterSandboxError
 from jupyter_sandbox.relay_messages import filter_reply
 
-__all__ = ["KernelRelay"]
+__all__ = ["KernelDialer", "KernelRelay"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +78,27 @@ _MONITOR_IDS = itertools.count()
 _CONNECT_TIMEOUT = 30.0
 
 
+@runtime_checkable
+class KernelDialer(Protocol):
+    """Opens raw sockets to one kernel (`backends.kernel.KernelConnection` and its tcp
+    subclasses are dialers); the relay closes it when it is done with the kernel."""
+
+    session: Session
+    """Holds the kernel's HMAC key (`session.key`)."""
+
+    def dial(self, name: str, kind: int, options: dict[int, int | bytes]) -> zmq.Socket[bytes]:
+        """A connected socket of `kind` to channel `name`, `options` set before it dials."""
+        ...
+
+    def heartbeat(self, timeout: float) -> bool:
+        """Whether the kernel's heartbeat echoes within `timeout` seconds."""
+        ...
+
+    def close(self) -> None:
+        """Release what the dialer holds (a namespace's context, a tunnel); idempotent."""
+        ...
+
+
 class KernelRelay:
     """Relays one kernel's channels to the Jupyter server, filtering what the sandbox sends.
 
@@ -90,6 +121,8 @@ class KernelRelay:
         self._monitors: dict[zmq.Socket[bytes], str] = {}
         self._kernel_ip: str | None = None
         self._kernel_key = b""
+        self._dialer: KernelDialer | None = None
+        self._dialer_lock = threading.Lock()  # heartbeat (any thread) against a swap or close
         self._poller = zmq.Poller()
         self.dropped = 0
         """Messages from the sandbox dropped (bad signature, malformed, or not allowed)."""
@@ -111,13 +144,20 @@ class KernelRelay:
             "kernel_name": "python3",
         }
 
-    def connect_kernel(self, info: dict[str, Any]) -> None:
-        """Dial a (new) kernel from its connection dict, replacing any previous one.
+    def connect_kernel(self, kernel: dict[str, Any] | KernelDialer) -> None:
+        """Dial a (new) kernel, replacing any previous one: from its `ipc` connection dict, or
+        through a dialer (which the relay then owns and closes).
 
         Raises:
             RuntimeError: a kernel socket is missing or not a socket of the sandbox user.
+            JupyterSandboxError: the dialer refused a socket (the same checks).
         """
-        self._command("connect", info).result(timeout=_CONNECT_TIMEOUT)
+        self._command("connect", kernel).result(timeout=_CONNECT_TIMEOUT)
+
+    def heartbeat(self, timeout: float) -> bool:
+        """Whether the kernel answers its dialer's heartbeat (False without a dialer)."""
+        with self._dialer_lock:
+            return self._dialer is not None and self._dialer.heartbeat(timeout)
 
     @property
     def is_alive(self) -> bool:
@@ -214,11 +254,16 @@ class KernelRelay:
 
     # -- kernel sockets ------------------------------------------------------------------
 
-    def _connect(self, info: dict[str, Any]) -> None:
+    def _connect(self, kernel: dict[str, Any] | KernelDialer) -> None:
         self._close_kernel()
-        key = info["key"]
-        self._kernel_key = key if isinstance(key, bytes) else str(key).encode()
-        self._kernel_ip = str(info["ip"])
+        if isinstance(kernel, dict):
+            key = kernel["key"]
+            self._kernel_key = key if isinstance(key, bytes) else str(key).encode()
+            self._kernel_ip = str(kernel["ip"])
+        else:
+            with self._dialer_lock:
+                self._dialer = kernel
+            self._kernel_key = kernel.session.key
         for name in _KERNEL_KINDS:
             self._open(name)
 
@@ -226,11 +271,29 @@ class KernelRelay:
         return f"{self._kernel_ip}-{_PORTS[name]}"
 
     def _open(self, name: str) -> None:
+        if self._dialer is not None:
+            options: dict[int, int | bytes] = {zmq.MAXMSGSIZE: self._max_message, zmq.RCVHWM: _HWM}
+            if name == "iopub":
+                options[zmq.SUBSCRIBE] = b""
+            sock = self._dialer.dial(name, _KERNEL_KINDS[name], options)
+        else:
+            sock = self._open_ipc(name)
+        self._kernel[name] = sock
+        self._poller.register(sock, zmq.POLLIN)
+        if int(sock.getsockopt(zmq.RECONNECT_IVL)) >= 0:
+            return  # ZeroMQ reconnects this one itself (tcp: fixed address, pinned key)
+        monitor = sock.get_monitor_socket(
+            zmq.EVENT_DISCONNECTED, addr=f"inproc://jsbx-relay-monitor-{next(_MONITOR_IDS)}"
+        )
+        self._monitors[monitor] = name
+        self._poller.register(monitor, zmq.POLLIN)
+
+    def _open_ipc(self, name: str) -> zmq.Socket[bytes]:
         path = self._path(name)
         status = os.lstat(path)
         if not stat.S_ISSOCK(status.st_mode) or (os.geteuid() == 0 and status.st_uid != self._uid):
             raise RuntimeError(f"refusing to connect: {path} is not a socket owned by the sandbox")
-        sock = self._context.socket(_KERNEL_KINDS[name])
+        sock: zmq.Socket[bytes] = self._context.socket(_KERNEL_KINDS[name])
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.RECONNECT_IVL, -1)
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_message)
@@ -238,13 +301,7 @@ class KernelRelay:
         if name == "iopub":
             sock.setsockopt(zmq.SUBSCRIBE, b"")
         sock.connect(f"ipc://{path}")
-        self._kernel[name] = sock
-        self._poller.register(sock, zmq.POLLIN)
-        monitor = sock.get_monitor_socket(
-            zmq.EVENT_DISCONNECTED, addr=f"inproc://jsbx-relay-monitor-{next(_MONITOR_IDS)}"
-        )
-        self._monitors[monitor] = name
-        self._poller.register(monitor, zmq.POLLIN)
+        return sock
 
     def _drop_kernel_socket(self, name: str) -> None:
         sock = self._kernel.pop(name)
@@ -262,12 +319,16 @@ class KernelRelay:
         self._drop_kernel_socket(name)
         try:
             self._open(name)
-        except (OSError, RuntimeError) as exc:
+        except (OSError, RuntimeError, JupyterSandboxError) as exc:
             logger.info("kernel %s socket not reopened: %s", name, exc)
 
     def _close_kernel(self) -> None:
         for name in list(self._kernel):
             self._drop_kernel_socket(name)
+        with self._dialer_lock:  # after its sockets: closing it may end their context
+            dialer, self._dialer = self._dialer, None
+            if dialer is not None:
+                dialer.close()
 
     def _close_sockets(self) -> None:
         self._close_kernel()

@@ -8,6 +8,7 @@ a Jupyter would otherwise run the "sandboxed" kernel on the host.
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -26,6 +27,7 @@ PROVISIONER_NAME = "jupyter-sandbox"
 DEFAULT_LIFETIME = 8 * 3600
 """Kernels live a working day unless configured otherwise (the operator's maximum applies)."""
 _LOGOS = ("logo-32x32.png", "logo-64x64.png", "logo-svg.svg")
+_RUNTIME_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
 
 def kernel_json(
@@ -34,15 +36,28 @@ def kernel_json(
     memory: str | None = "1g",
     network: str | dict[str, Any] | None = "disabled",
     lifetime: int | None = DEFAULT_LIFETIME,
+    runtime: str | None = None,
     **config: Any,
 ) -> dict[str, Any]:
     """The kernel.json of a sandboxed Python kernel; `config` adds provisioner traits.
 
+    Args:
+        runtime: the OCI runtime of its sandboxes (`runsc`: gVisor); None: the settings of
+            the Jupyter server's environment when a kernel starts.
+
     Raises:
-        BadRequestError: `memory` is not a tier this host allows, or `network` is not a
-            known spelling.
+        BadRequestError: `memory` is not a tier this host allows, `network` is not a known
+            spelling, or `runtime` is not a runtime's name.
     """
     provisioner_config: dict[str, Any] = {}
+    if runtime is not None:
+        if not isinstance(runtime, str) or not _RUNTIME_NAME.fullmatch(runtime):
+            raise BadRequestError(
+                f"Invalid runtime {runtime!r}: the name of a runtime of the Docker engine, "
+                "such as runc or runsc (gVisor)",
+                param="runtime",
+            )
+        provisioner_config["runtime"] = runtime
     if memory is not None:
         from jupyter_sandbox.core.containers import check_memory
         from jupyter_sandbox.settings import Settings
@@ -101,6 +116,7 @@ def install(
     memory: str | None = "1g",
     network: str | dict[str, Any] | None = "disabled",
     lifetime: int | None = DEFAULT_LIFETIME,
+    runtime: str | None = None,
     user: bool = False,
     prefix: str | None = None,
     config: dict[str, Any] | None = None,
@@ -108,9 +124,15 @@ def install(
     """Write a sandbox kernelspec where Jupyter finds it; return the folder.
 
     Args:
+        runtime: the OCI runtime of its sandboxes (`runsc`: gVisor), which the Docker engine
+            must have (it is asked, so a kernelspec that could never start is not written).
         user: install for this user (`jupyter --data-dir`) rather than system-wide.
         prefix: install under `<prefix>/share/jupyter/kernels` (`sys.prefix` for a venv).
         config: more provisioner settings (image, file_ids, skills, idle_minutes, ...).
+
+    Raises:
+        BadRequestError: a bad setting (as `kernel_json`), or a runtime the engine lacks.
+        APIConnectionError: `runtime` is given and the Docker engine cannot be asked.
     """
     from jupyter_client.kernelspec import KernelSpecManager
 
@@ -119,8 +141,11 @@ def install(
         memory=memory,
         network=network,
         lifetime=lifetime,
+        runtime=runtime,
         **(config or {}),
     )
+    if runtime is not None:
+        _check_engine_runtime(runtime)
     with tempfile.TemporaryDirectory() as staging:
         folder = Path(staging)
         (folder / "kernel.json").write_text(json.dumps(spec, indent=2) + "\n")
@@ -132,6 +157,20 @@ def install(
             str(folder), kernel_name=name, user=user, prefix=prefix
         )
     return Path(destination)
+
+
+def _check_engine_runtime(runtime: str) -> None:
+    """Refuse a runtime the Docker engine does not have (BadRequestError naming `runtime`)."""
+    from jupyter_sandbox.backends.gvisor import check_runtime
+    from jupyter_sandbox.backends.runtime.engine import connect_engine, docker_errors
+
+    engine = connect_engine(timeout=10)
+    try:
+        with docker_errors("listing the engine's runtimes"):
+            registered = frozenset(engine.info().get("Runtimes") or {})
+    finally:
+        engine.close()
+    check_runtime(runtime, registered)
 
 
 def main(argv: list[str]) -> int:

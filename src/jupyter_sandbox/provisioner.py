@@ -6,17 +6,20 @@ group; a kernelspec selects it with
     "metadata": {"kernel_provisioner": {"provisioner_name": "jupyter-sandbox",
                  "config": {"memory_limit": "1g", "network_policy": "disabled"}}}
 
-and each `config` key becomes a trait below. The kernel manager never dials the sandbox: it
-gets the sockets and key of a `KernelRelay` (a thread of this process, sockets in a private
-0700 folder) that alone connects to the kernel's `ipc` sockets, checks and re-signs every
-message, and filters what the sandbox sends (outputs made safe, comms and unknown types
-dropped; see `kernel_relay`). Otherwise this class maps the manager's process lifecycle onto
-the Client API:
+and each `config` key becomes a trait below (`"runtime": "runsc"` runs the kernels under
+gVisor). The kernel manager never dials the sandbox: it gets the sockets and key of a
+`KernelRelay` (a thread of this process, sockets in a private 0700 folder) that alone
+connects to the kernel, through the Client's own connection object (`ipc` sockets, or the
+encrypted tcp channel of gVisor and remote engines, whose CurveZMQ client key stays in that
+object), checks and re-signs every message, and filters what the sandbox sends (outputs made
+safe, comms and unknown types dropped; see `kernel_relay`). Otherwise this class maps the
+manager's process lifecycle onto the Client API:
 
     launch_kernel   first start: containers.create;  restart: containers.restart (files kept);
                     then the relay dials the (new) kernel
     send_signal     SIGINT: containers.interrupt
-    poll / wait     the sandbox is live and the kernel's heartbeat echoes
+    poll / wait     the sandbox is live and the kernel's heartbeat echoes (tcp: through
+                    the relay's connection)
     kill/terminate  mark the kernel stopped; the cleanup or relaunch that follows stops it
     cleanup         shutdown: containers.delete (idempotent), stop the relay, close the Client
 
@@ -44,7 +47,7 @@ from traitlets import Dict, Int, List, Unicode
 from jupyter_sandbox._exceptions import ConflictError, NotFoundError
 from jupyter_sandbox._options import parse_memory, parse_network
 from jupyter_sandbox.client import Client
-from jupyter_sandbox.kernel_relay import KernelRelay
+from jupyter_sandbox.kernel_relay import KernelDialer, KernelRelay
 
 _T = TypeVar("_T")
 _HEARTBEAT_TIMEOUT = 1.0
@@ -65,6 +68,12 @@ class SandboxProvisioner(KernelProvisionerBase):
         help="'disabled', 'allow=a.com,b.com', or a network_policy object.",
     )
     image = Unicode(None, allow_none=True, config=True, help="Kernel image (default: settings).")
+    runtime = Unicode(
+        None,
+        allow_none=True,
+        config=True,
+        help="OCI runtime: runc, or runsc for gVisor (default: settings).",
+    )
     file_ids = List(Unicode(), config=True, help="Files to copy into /mnt/data at start.")
     skills = List(Dict(), config=True, help="Skills, by id or inline.")
     lifetime = Int(
@@ -85,6 +94,7 @@ class SandboxProvisioner(KernelProvisionerBase):
     _client: Client | None = None
     _exit_code: int | None = None
     _relay: KernelRelay | None = None
+    _is_tcp = False  # the kernel's channel is tcp: heartbeats go through the relay's dialer
 
     @property
     def has_process(self) -> bool:
@@ -127,14 +137,25 @@ class SandboxProvisioner(KernelProvisionerBase):
 
     async def _relay_to(self, container_id: str, key: str | None = None) -> None:
         """Point the relay (started on first use) at the sandbox's current kernel."""
-        kernel = await self._call(lambda client: client.containers.connection_info(container_id))
-        relay = self._relay
-        if relay is None or not relay.is_alive:
-            if relay is not None:
-                key = relay.key
-                await asyncio.to_thread(relay.close)
-            relay = self._relay = await asyncio.to_thread(self._new_relay, key)
-        await asyncio.to_thread(relay.connect_kernel, kernel)
+        from jupyter_sandbox.backends.kernel_tcp import TcpKernelConnection
+
+        kernel = await self._call(lambda client: client.containers.kernel_channel(container_id))
+        try:
+            if not isinstance(kernel, KernelDialer):
+                raise RuntimeError(
+                    f"the kernel channel of sandbox {container_id} cannot be relayed"
+                )
+            self._is_tcp = isinstance(kernel, TcpKernelConnection)
+            relay = self._relay
+            if relay is None or not relay.is_alive:
+                if relay is not None:
+                    key = relay.key
+                    await asyncio.to_thread(relay.close)
+                relay = self._relay = await asyncio.to_thread(self._new_relay, key)
+            await asyncio.to_thread(relay.connect_kernel, kernel)
+        except BaseException:
+            await asyncio.to_thread(kernel.close)  # idempotent: the relay may own it already
+            raise
         info = relay.connection_info()
         info["key"] = str(info["key"]).encode()  # the kernel manager compares bytes keys
         self.connection_info = cast(KernelConnectionInfo, info)
@@ -168,6 +189,7 @@ class SandboxProvisioner(KernelProvisionerBase):
             self._exit_code = _EXIT_DIED  # the restart that follows starts a new relay
             return self._exit_code
         container_id = self.container_id
+        relay = self._relay
 
         def alive(client: Client) -> bool:
             try:
@@ -175,6 +197,8 @@ class SandboxProvisioner(KernelProvisionerBase):
                     return False
             except NotFoundError:
                 return False
+            if self._is_tcp and relay is not None:
+                return relay.heartbeat(_HEARTBEAT_TIMEOUT)
             return _heartbeat(client.containers.connection_info(container_id))
 
         if await self._call(alive):
@@ -265,6 +289,7 @@ class SandboxProvisioner(KernelProvisionerBase):
         info: dict[str, Any] = await super().get_provisioner_info()
         info.update(
             container_id=self.container_id,
+            runtime=self.runtime,
             home=self.home,
             project=self.project,
             extra_labels=dict(self.extra_labels),
@@ -276,6 +301,7 @@ class SandboxProvisioner(KernelProvisionerBase):
         await super().load_provisioner_info(provisioner_info)
         self.container_id = provisioner_info.get("container_id")
         self.home = provisioner_info.get("home")
+        self.runtime = provisioner_info.get("runtime")
         self.project = provisioner_info.get("project") or "default"
         self.extra_labels = provisioner_info.get("extra_labels") or {}
         if self.container_id is not None:
@@ -301,6 +327,8 @@ class SandboxProvisioner(KernelProvisionerBase):
             overrides: dict[str, Any] = {}
             if self.image:
                 overrides["image"] = self.image
+            if self.runtime:
+                overrides["runtime"] = self.runtime
             if self.extra_labels:
                 overrides["extra_labels"] = dict(self.extra_labels)
             self._client = Client(

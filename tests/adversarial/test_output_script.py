@@ -104,9 +104,8 @@ def test_magics_show_only_safe_outputs(
 
 @pytest.fixture
 def kernel_manager(tmp_path: Path, home: Path, test_label: str) -> Iterator[KernelManager]:
-    """A started sandbox kernel under a real KernelManager; fails the test on leaks."""
-    if is_gvisor():
-        pytest.skip("Jupyter's relay does not dial the tcp channel gVisor sandboxes use (yet)")
+    """A started sandbox kernel under a real KernelManager (under gVisor, on its encrypted tcp
+    channel); fails the test on leaks."""
     folder = tmp_path / "kernels" / "sbx"
     folder.mkdir(parents=True)
     spec = kernel_json(memory="512m", home=str(home), extra_labels={TEST_LABEL: test_label})
@@ -128,10 +127,17 @@ def test_the_jupyter_server_never_receives_an_unfiltered_sandbox_message(
 ) -> None:
     km = kernel_manager
     with Client(home=home) as client:
-        kernel_side = client.containers.connection_info(km.provisioner.container_id)
-    # The manager (the Jupyter server) holds the relay's sockets and key, not the kernel's.
-    assert not str(km.ip).startswith(str(Path(kernel_side["ip"]).parent))
-    assert km.session.key != str(kernel_side["key"]).encode()
+        record = client._store.get(km.provisioner.container_id)
+        assert record is not None
+        kernel_side = client._backend.kernel_endpoint(record.socket_dir, record.kernel_key)
+    assert kernel_side.transport == ("tcp" if is_gvisor() else "ipc")
+    # The manager (the Jupyter server) holds the relay's sockets and key, not the kernel's,
+    # and never a Curve key of the sandbox's channel.
+    assert km.transport == "ipc"
+    assert kernel_side.folder is not None
+    assert not str(km.ip).startswith(str(kernel_side.folder))
+    assert km.session.key != kernel_side.key.encode()
+    assert not any(name.startswith("curve") for name in km.get_connection_info())
     assert labelled_objects(f"{TEST_LABEL}={test_label}")["container"]
 
     kc = km.client()

@@ -17,6 +17,7 @@ import pytest
 from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
+from jupyter_sandbox.backends.kernel import KernelConnection
 from jupyter_sandbox.kernel_relay import KernelRelay
 
 
@@ -193,3 +194,90 @@ def test_a_forged_message_nested_too_deeply_is_dropped_and_the_relay_lives(
         assert any("42" in str(o["content"].get("text", "")) for o in outputs), outputs
     finally:
         kc.stop_channels()
+
+
+# -- through a dialer (the backend's connection object), as the provisioner dials -----------
+
+
+def dialer(kernel: KernelManager) -> KernelConnection:
+    """The backend's ipc connection object for the local kernel (never connected itself)."""
+    info = kernel.get_connection_info()
+    assert Path(info["ip"]).name == "k"
+    return KernelConnection(Path(info["ip"]).parent, info["key"].decode(), os.geteuid())
+
+
+@pytest.fixture
+def dialled(kernel: KernelManager) -> Iterator[tuple[KernelRelay, KernelConnection]]:
+    checker = kernel.client()
+    checker.start_channels()
+    checker.wait_for_ready(timeout=60)
+    checker.stop_channels()
+    relay = KernelRelay(os.geteuid(), max_message=2**20)
+    connection = dialer(kernel)
+    try:
+        relay.connect_kernel(connection)
+        yield relay, connection
+    finally:
+        relay.close()
+
+
+def test_a_dialled_kernel_is_filtered_the_same(
+    dialled: tuple[KernelRelay, KernelConnection], kernel: KernelManager
+) -> None:
+    relay, _ = dialled
+    assert relay.heartbeat(5.0)
+    kc = client(relay)
+    try:
+        seen, reply = run(kc, ATTACK)
+    finally:
+        kc.stop_channels()
+    assert reply["content"]["status"] == "ok"
+    types = {m["msg_type"] for m in seen}
+    assert types <= {"status", "execute_input", "display_data", "stream"}, types
+    html = [m["content"]["data"].get("text/html") for m in seen if m["msg_type"] == "display_data"]
+    assert "<b>bold</b><img>" in html
+    assert all("script" not in h and "onerror" not in h for h in html if h)
+    assert relay.dropped >= 3
+    assert kernel.session.key != relay.key.encode()
+
+
+def test_the_relay_owns_the_dialer_and_redials_a_restarted_kernel(
+    dialled: tuple[KernelRelay, KernelConnection], kernel: KernelManager
+) -> None:
+    relay, _ = dialled
+    kc = client(relay)
+    try:
+        run(kc, "x = 1")
+        kernel.restart_kernel(now=True)
+        checker = kernel.client()
+        checker.start_channels()
+        checker.wait_for_ready(timeout=60)
+        checker.stop_channels()
+        second = dialer(kernel)
+        relay.connect_kernel(second)
+        kc.wait_for_ready(timeout=60)
+        seen, _ = run(kc, "print('x' in globals())")
+    finally:
+        kc.stop_channels()
+    assert [m["content"]["text"] for m in seen if m["msg_type"] == "stream"] == ["False\n"]
+    assert relay.heartbeat(5.0)
+    relay.close()
+    assert not relay.heartbeat(0.1)  # the relay closed its dialer with it
+
+
+def test_a_dialer_refuses_a_planted_path(tmp_path: Path) -> None:
+    from jupyter_sandbox._exceptions import APITimeoutError, InternalServerError
+
+    relay = KernelRelay(os.geteuid())
+    try:
+        (tmp_path / "k-1").write_text("not a socket")
+        with pytest.raises(InternalServerError, match="not a socket owned by the sandbox"):
+            relay.connect_kernel(KernelConnection(tmp_path, "x", os.geteuid()))
+        missing = tmp_path / "missing"
+        missing.mkdir()
+        with pytest.raises(APITimeoutError):
+            relay.connect_kernel(KernelConnection(missing, "x", os.geteuid()))
+        assert relay.is_alive
+        assert not relay.heartbeat(0.1)
+    finally:
+        relay.close()

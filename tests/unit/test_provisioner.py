@@ -91,12 +91,27 @@ def test_install_writes_a_kernelspec(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "param"),
-    [({"memory": "3g"}, "memory_limit"), ({"network": "allow=10.0.0.1"}, "network_policy")],
+    [
+        ({"memory": "3g"}, "memory_limit"),
+        ({"network": "allow=10.0.0.1"}, "network_policy"),
+        ({"runtime": "run sc"}, "runtime"),
+        ({"runtime": ""}, "runtime"),
+        ({"runtime": "--privileged"}, "runtime"),
+    ],
 )
 def test_install_refuses_bad_settings(tmp_path: Path, kwargs: dict[str, str], param: str) -> None:
     with pytest.raises(BadRequestError) as caught:
         install(prefix=str(tmp_path), **kwargs)  # type: ignore[arg-type]
     assert caught.value.param == param
+
+
+def test_the_runtime_becomes_the_provisioners_runtime_trait() -> None:
+    spec = kernel_json(runtime="runsc")
+    assert spec["metadata"]["kernel_provisioner"]["config"]["runtime"] == "runsc"
+    assert "runtime" not in kernel_json()["metadata"]["kernel_provisioner"]["config"]
+    prov = provisioner(**spec["metadata"]["kernel_provisioner"]["config"])
+    assert prov.runtime == "runsc"
+    assert asyncio.run(prov.get_provisioner_info())["runtime"] == "runsc"
 
 
 def test_install_offers_only_this_hosts_tiers(
@@ -125,6 +140,12 @@ def test_cli_kernelspec_install(tmp_path: Path) -> None:
     assert "Installed kernelspec python3-sandbox" in ok.output
     bad = runner.invoke(app, ["kernelspec", "install", "--user", "--sys-prefix"])
     assert bad.exit_code == 2
+    bad_runtime = runner.invoke(
+        app, ["kernelspec", "install", "--prefix", str(tmp_path), "--runtime", "run sc"]
+    )
+    assert bad_runtime.exit_code == 2
+    assert "Invalid runtime 'run sc'" in bad_runtime.output
+    assert "--runtime" in runner.invoke(app, ["kernelspec", "install", "--help"]).output
 
 
 def provisioner(**config: object) -> SandboxProvisioner:

@@ -19,7 +19,7 @@ import shutil
 import socket
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +225,29 @@ class KernelConnection:
 
     def _prepare(self, sock: zmq.Socket[bytes]) -> None:
         """Options a subclass adds before a socket dials (the tcp channel's Curve keys)."""
+
+    def dial(self, name: str, kind: int, options: Mapping[int, int | bytes]) -> zmq.Socket[bytes]:
+        """A raw socket of `kind` to channel `name`, checked and secured as this connection's
+        own are (ipc: the socket `lstat`ed, no reconnect; tcp: Curve), for a relay that
+        forwards frames; the caller closes it before closing this connection.
+
+        Raises:
+            APITimeoutError: the kernel's socket does not exist (yet).
+            InternalServerError: the path is not a socket of the sandbox user.
+        """
+        self._wait_for_socket(name, time.monotonic())
+        sock: zmq.Socket[bytes] = self._context.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.RECONNECT_IVL, -1)
+        for option, value in options.items():
+            sock.setsockopt(option, value)
+        self._prepare(sock)
+        try:
+            sock.connect(self._endpoint(name))
+        except zmq.ZMQError:
+            sock.close(linger=0)
+            raise
+        return sock
 
     def _reopen(self, monitor: zmq.Socket[bytes]) -> str:
         """Replace a socket whose connection the kernel's side dropped (oversized message)."""

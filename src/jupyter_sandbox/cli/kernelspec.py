@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from jupyter_sandbox._exceptions import BadRequestError
+from jupyter_sandbox._exceptions import APIConnectionError, BadRequestError
 from jupyter_sandbox._options import MEMORY_HELP, NETWORK_HELP
 from jupyter_sandbox.cli._common import app
 from jupyter_sandbox.cli._help import PlainTyper
@@ -28,6 +28,7 @@ app.add_typer(kernelspec_app, name="kernelspec")
 
 @kernelspec_app.command("install")
 def install_command(
+    ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", help="Kernelspec name.")] = DEFAULT_NAME,
     display_name: Annotated[
         str, typer.Option("--display-name", help="Name shown in JupyterLab's launcher.")
@@ -39,6 +40,15 @@ def install_command(
     ] = DEFAULT_LIFETIME,
     image: Annotated[
         str | None, typer.Option("--image", help="Kernel image (default: the built one).")
+    ] = None,
+    runtime: Annotated[
+        str | None,
+        typer.Option(
+            "--runtime",
+            help="OCI runtime of each kernel's sandbox: runc or runsc (gVisor); checked with "
+            "the Docker engine. Default: the root --runtime, else the server's settings.",
+            show_default=False,
+        ),
     ] = None,
     user: Annotated[
         bool, typer.Option("--user", help="Install for this user only (jupyter --data-dir).")
@@ -56,6 +66,7 @@ def install_command(
     if sum((user, sys_prefix, prefix is not None)) > 1:
         typer.echo("Error: choose at most one of --user, --sys-prefix, --prefix", err=True)
         raise typer.Exit(2)
+    runtime = runtime or (ctx.find_root().obj or {}).get("runtime")
     try:
         folder = install(
             name=name,
@@ -63,6 +74,7 @@ def install_command(
             memory=memory,
             network=network,
             lifetime=lifetime,
+            runtime=runtime,
             user=user,
             prefix=sys.prefix if sys_prefix else prefix,
             config={"image": image} if image else None,
@@ -70,4 +82,7 @@ def install_command(
     except BadRequestError as exc:
         typer.echo(f"Error: {exc.message}", err=True)
         raise typer.Exit(2) from None
+    except APIConnectionError as exc:
+        typer.echo(f"Error: cannot check --runtime {runtime}: {exc.message}", err=True)
+        raise typer.Exit(3) from None
     typer.echo(f"Installed kernelspec {name} in {folder}")
