@@ -27,23 +27,23 @@ ROOT = "jupyter_sandbox"
 SURFACES = (
     ROOT,  # the public facade: `from jupyter_sandbox import Client`
     "jupyter_sandbox.client",
-    "jupyter_sandbox.client_files",
+    "jupyter_sandbox.client.files",
     "jupyter_sandbox.server",
     "jupyter_sandbox.cli",
-    "jupyter_sandbox.magics",
-    "jupyter_sandbox.widgets",
-    "jupyter_sandbox.provisioner",
-    "jupyter_sandbox.kernelspec",
-    "jupyter_sandbox.kernel_relay",
-    "jupyter_sandbox.relay_messages",
+    "jupyter_sandbox.jupyter.magics",
+    "jupyter_sandbox.jupyter.widgets",
+    "jupyter_sandbox.jupyter.provisioner",
+    "jupyter_sandbox.jupyter.kernelspec",
+    "jupyter_sandbox.jupyter.kernel_relay",
+    "jupyter_sandbox.jupyter.relay_messages",
     "jupyter_sandbox.code_interpreter",
-    "jupyter_sandbox.code_interpreter_adapters",
-    "jupyter_sandbox.code_interpreter_containers",
-    "jupyter_sandbox.code_interpreter_outputs",
+    "jupyter_sandbox.code_interpreter.adapters",
+    "jupyter_sandbox.code_interpreter.auto_containers",
+    "jupyter_sandbox.code_interpreter.outputs",
     "jupyter_sandbox.mcp_server",
-    "jupyter_sandbox.shell_commands",
-    "jupyter_sandbox.demo",
-    "jupyter_sandbox.doctor",
+    "jupyter_sandbox.code_interpreter.shell_commands",
+    "jupyter_sandbox.cli.demo_job",
+    "jupyter_sandbox.cli.doctor_checks",
 )
 """What sits above core (architecture.md, "surfaces"); a package here covers its modules."""
 
@@ -141,7 +141,7 @@ def test_the_graph_sees_what_a_surface_imports() -> None:
     assert "jupyter_sandbox.core.containers" in graph["jupyter_sandbox.client"]
     assert "docker" in graph["jupyter_sandbox.backends.runtime.docker"]
     assert chains_to(graph, "jupyter_sandbox.cli", ("docker",))
-    assert chains_to(graph, "jupyter_sandbox.magics", ("jupyter_sandbox.client",))
+    assert chains_to(graph, "jupyter_sandbox.jupyter.magics", ("jupyter_sandbox.client",))
     assert not chains_to(graph, "jupyter_sandbox.types.container", SURFACES)
     assert len(CORE) > 10
 

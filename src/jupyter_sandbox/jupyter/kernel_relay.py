@@ -41,7 +41,7 @@ from typing import Any
 
 import zmq
 
-from jupyter_sandbox.relay_messages import filter_reply
+from jupyter_sandbox.jupyter.relay_messages import filter_reply
 
 __all__ = ["KernelRelay"]
 

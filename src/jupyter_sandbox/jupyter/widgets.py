@@ -1,4 +1,5 @@
-"""An ipywidgets panel of your sandboxes: `jupyter_sandbox.widgets.Panel()` or `%sandbox panel`.
+"""An ipywidgets panel of your sandboxes: `jupyter_sandbox.jupyter.widgets.Panel()` or
+`%sandbox panel`.
 
 It shows each sandbox's status, memory limit, network policy and time left, the files of
 the selected one with upload and download, buttons to create, use and delete, and refreshes
@@ -25,7 +26,7 @@ from jupyter_sandbox.core.validation import check_seconds
 from jupyter_sandbox.types.container import Container
 
 if TYPE_CHECKING:
-    from jupyter_sandbox.magics import SandboxMagics
+    from jupyter_sandbox.jupyter.magics import SandboxMagics
 
 __all__ = ["Panel"]
 
@@ -277,7 +278,7 @@ class Panel(widgets.VBox):  # type: ignore[misc]
 
 
 def _time_left(container: Container) -> float:
-    from jupyter_sandbox.magics import time_left
+    from jupyter_sandbox.jupyter.magics import time_left
 
     return time_left(container)
 

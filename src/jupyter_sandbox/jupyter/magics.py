@@ -18,7 +18,6 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import display
 
-from jupyter_sandbox import magics_snapshots
 from jupyter_sandbox._exceptions import BadRequestError, JupyterSandboxError
 from jupyter_sandbox._options import (
     NETWORK_HELP,
@@ -31,7 +30,8 @@ from jupyter_sandbox._options import (
 from jupyter_sandbox._terminal import inert
 from jupyter_sandbox.client import Client
 from jupyter_sandbox.core.validation import check_seconds
-from jupyter_sandbox.output_safety import safe_bundle
+from jupyter_sandbox.jupyter import magics_snapshots
+from jupyter_sandbox.jupyter.output_safety import safe_bundle
 from jupyter_sandbox.types.container import Container
 from jupyter_sandbox.types.execution import (
     DisplayDataOutput,
@@ -303,7 +303,7 @@ class SandboxMagics(Magics):
             print(f"{label + ':':<13}{inert(value)}")  # noqa: T201
 
     def _do_panel(self, args: argparse.Namespace) -> Any:
-        from jupyter_sandbox.widgets import Panel
+        from jupyter_sandbox.jupyter.widgets import Panel
 
         return Panel(client=self.client, magics=self)
 

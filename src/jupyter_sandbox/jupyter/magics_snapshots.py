@@ -10,7 +10,7 @@ from jupyter_sandbox._terminal import inert
 from jupyter_sandbox.types.snapshot import Snapshot
 
 if TYPE_CHECKING:
-    from jupyter_sandbox.magics import SandboxMagics
+    from jupyter_sandbox.jupyter.magics import SandboxMagics
 
 
 def add_commands(commands: Any) -> None:
