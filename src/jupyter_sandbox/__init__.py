@@ -27,14 +27,14 @@ from jupyter_sandbox.types.params import NOT_GIVEN, NotGiven
 
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext jupyter_sandbox`: register the `%sandbox` and `%%sandbox` magics."""
-    from jupyter_sandbox.magics import load_ipython_extension as load
+    from jupyter_sandbox.jupyter.magics import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
     """`%unload_ext jupyter_sandbox`: remove the magics."""
-    from jupyter_sandbox.magics import unload_ipython_extension as unload
+    from jupyter_sandbox.jupyter.magics import unload_ipython_extension as unload
 
     unload(ipython)
 

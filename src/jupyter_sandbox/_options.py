@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 
 from jupyter_sandbox._exceptions import BadRequestError
-from jupyter_sandbox.types.container import normalize_memory
+from jupyter_sandbox.types.container import Container, normalize_memory
 from jupyter_sandbox.types.params import NetworkPolicyParam
 
 MEMORY_HELP = (
@@ -98,3 +98,13 @@ def seconds_left(
     """Seconds until a sandbox ends: the sooner of its idle and hard deadlines."""
     current = time.time() if now is None else now
     return min(last_active_at + idle_minutes * 60, expires_at) - current
+
+
+def time_left(container: Container, now: float | None = None) -> float:
+    """Seconds until the sandbox ends (idle or hard deadline, whichever is sooner)."""
+    return seconds_left(
+        container.last_active_at,
+        container.expires_after.minutes,
+        container.expires_at,
+        time.time() if now is None else now,
+    )

@@ -23,7 +23,7 @@ from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
 from jupyter_sandbox import Client
-from jupyter_sandbox.kernelspec import kernel_json
+from jupyter_sandbox.jupyter.kernelspec import kernel_json
 from tests.adversarial.conftest import is_gvisor
 from tests.conftest import TEST_LABEL, labelled_objects, remove_labelled
 from tests.unit.test_output_safety import problems
@@ -167,7 +167,7 @@ HOSTILE_NAME = "<img src=x onerror=window.__pwned=1>.txt"
 
 
 def test_the_panel_escapes_names_the_sandbox_chose(client: Client) -> None:
-    from jupyter_sandbox.widgets import _ELLIPSIS, Panel
+    from jupyter_sandbox.jupyter.widgets import _ELLIPSIS, Panel
 
     container = client.containers.create(name="<b onmouseover=x>panel</b>", memory_limit="512m")
     execution = client.containers.execute(

@@ -18,7 +18,7 @@ from urllib.request import Request, urlopen
 import pytest
 
 from jupyter_sandbox import Client
-from jupyter_sandbox.kernelspec import kernel_json
+from jupyter_sandbox.jupyter.kernelspec import kernel_json
 from tests.conftest import TEST_LABEL, labelled_objects, remove_labelled, wait_until
 from tests.integration.jupyter_harness import jupyter_process
 

@@ -12,7 +12,7 @@ from nbclient import NotebookClient
 from nbformat.v4 import new_code_cell, new_notebook
 
 from jupyter_sandbox import Client
-from jupyter_sandbox.widgets import Panel
+from jupyter_sandbox.jupyter.widgets import Panel
 from tests.conftest import TEST_LABEL, labelled_objects, remove_labelled
 
 pytestmark = pytest.mark.docker

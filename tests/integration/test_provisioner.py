@@ -17,7 +17,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 from jupyter_sandbox import Client
-from jupyter_sandbox.kernelspec import kernel_json
+from jupyter_sandbox.jupyter.kernelspec import kernel_json
 from tests.conftest import TEST_LABEL, labelled_objects, remove_labelled, wait_until
 from tests.integration.jupyter_harness import jupyter_process
 
@@ -128,7 +128,7 @@ def test_kernel_death_is_seen_and_restart_gives_a_fresh_kernel(kernels_dir: Path
 def test_provisioner_info_lets_another_manager_take_over(kernels_dir: Path) -> None:
     import asyncio
 
-    from jupyter_sandbox.provisioner import SandboxProvisioner
+    from jupyter_sandbox.jupyter.provisioner import SandboxProvisioner
 
     km = KernelManager(
         kernel_name="sbx", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(kernels_dir)])

@@ -21,7 +21,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import KernelManager
 
 from jupyter_sandbox import BadRequestError, Client
-from jupyter_sandbox.kernelspec import install
+from jupyter_sandbox.jupyter.kernelspec import install
 from tests.adversarial.conftest import runsc_missing
 from tests.conftest import TEST_LABEL, labelled_objects, remove_labelled, wait_until
 from tests.integration.jupyter_harness import jupyter_process
@@ -143,7 +143,7 @@ def test_a_runsc_kernel_runs_interrupts_restarts_and_dies_visibly(
 
 
 def test_another_manager_takes_over_a_runsc_kernel(kernels_dir: Path) -> None:
-    from jupyter_sandbox.provisioner import SandboxProvisioner
+    from jupyter_sandbox.jupyter.provisioner import SandboxProvisioner
 
     km = manager(kernels_dir)
     km.start_kernel()

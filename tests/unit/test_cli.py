@@ -23,11 +23,11 @@ from jupyter_sandbox import (
     NotFoundError,
     __version__,
 )
-from jupyter_sandbox import doctor as checks
 from jupyter_sandbox._options import parse_network_option
 from jupyter_sandbox.cli import app, parse_network
-from jupyter_sandbox.demo import deferred_interrupts
-from jupyter_sandbox.kernelspec import kernel_json
+from jupyter_sandbox.cli import doctor_checks as checks
+from jupyter_sandbox.cli.demo_job import deferred_interrupts
+from jupyter_sandbox.jupyter.kernelspec import kernel_json
 
 runner = CliRunner()
 NO_ENGINE = {"DOCKER_HOST": "tcp://127.0.0.1:1"}

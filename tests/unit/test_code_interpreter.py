@@ -20,7 +20,7 @@ from openai.types.responses.response_input_item_param import FunctionCallOutput 
 from pydantic import TypeAdapter
 
 from jupyter_sandbox.code_interpreter import call_id, image_url, strip_ansi, to_outputs
-from jupyter_sandbox.code_interpreter_adapters import (
+from jupyter_sandbox.code_interpreter.adapters import (
     chat_tool,
     responses_tool,
     tool_output_text,

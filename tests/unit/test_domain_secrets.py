@@ -137,7 +137,7 @@ def test_a_scalar_of_a_known_field_is_still_shown() -> None:
 
 def test_a_kernelspec_never_holds_a_secret() -> None:
     """kernel.json is a file on disk: a policy with secrets is refused, not written."""
-    from jupyter_sandbox.kernelspec import kernel_json
+    from jupyter_sandbox.jupyter.kernelspec import kernel_json
 
     with pytest.raises(BadRequestError) as caught:
         kernel_json(

@@ -18,7 +18,7 @@ from jupyter_client.blocking.client import BlockingKernelClient
 from jupyter_client.manager import KernelManager
 
 from jupyter_sandbox.backends.kernel import KernelConnection
-from jupyter_sandbox.kernel_relay import KernelRelay
+from jupyter_sandbox.jupyter.kernel_relay import KernelRelay
 
 
 @pytest.fixture

@@ -1,9 +1,10 @@
-"""The layers of docs/architecture.md hold: core knows no surface and no concrete backend,
+"""The layers of docs/architecture.md hold: no import runs back up a layer, no two modules
+import each other (directly or round a circle), core knows no surface and no concrete backend,
 and every module the page names exists.
 
-Imports are read from the source (every `import`, `TYPE_CHECKING` ones included: a layer that
-names another for its types still depends on it) and followed through the package, so a
-chain core → backend module → docker counts as core importing docker.
+Imports are read from the source (every `import`, `TYPE_CHECKING` ones and those inside a
+function included: a layer that names another for its types still depends on it) and followed
+through the package, so a chain core → backend module → docker counts as core importing docker.
 """
 
 from __future__ import annotations
@@ -24,26 +25,25 @@ REPOSITORY = Path(__file__).parents[2]
 ARCHITECTURE = REPOSITORY / "docs" / "architecture.md"
 
 ROOT = "jupyter_sandbox"
+
+LAYERS: tuple[tuple[str, ...], ...] = (
+    ("_exceptions _version _options _boundary _terminal types",),  # the leaves
+    ("backends settings testing",),  # settings reads backends/kernel_recipe.py (the image tag)
+    ("core",),
+    ("client",),
+    ("jupyter", "code_interpreter"),
+    ("server", "mcp_server"),
+    ("cli",),
+)
+"""The layers, lowest first (docs/architecture.md draws the same). A layer holds blocks (a
+string of names under the package; a package covers its modules). A module may import its
+own block and the layers below it; blocks of one layer (sibling surfaces) import neither each
+other nor anything above. The root package, the public facade, is above everything: no module
+imports it."""
+
 SURFACES = (
     ROOT,  # the public facade: `from jupyter_sandbox import Client`
-    "jupyter_sandbox.client",
-    "jupyter_sandbox.client_files",
-    "jupyter_sandbox.server",
-    "jupyter_sandbox.cli",
-    "jupyter_sandbox.magics",
-    "jupyter_sandbox.widgets",
-    "jupyter_sandbox.provisioner",
-    "jupyter_sandbox.kernelspec",
-    "jupyter_sandbox.kernel_relay",
-    "jupyter_sandbox.relay_messages",
-    "jupyter_sandbox.code_interpreter",
-    "jupyter_sandbox.code_interpreter_adapters",
-    "jupyter_sandbox.code_interpreter_containers",
-    "jupyter_sandbox.code_interpreter_outputs",
-    "jupyter_sandbox.mcp_server",
-    "jupyter_sandbox.shell_commands",
-    "jupyter_sandbox.demo",
-    "jupyter_sandbox.doctor",
+    *(f"{ROOT}.{name}" for layer in LAYERS[3:] for block in layer for name in block.split()),
 )
 """What sits above core (architecture.md, "surfaces"); a package here covers its modules."""
 
@@ -92,7 +92,12 @@ def with_parents(name: str) -> list[str]:
 
 @functools.cache
 def import_graph() -> dict[str, set[str]]:
-    """module → what it imports: package modules, and the top-level name of anything else."""
+    """module → what it imports: package modules, and the top-level name of anything else.
+
+    The packages an import runs on the way (`a` for `a.b`) count, except the importer's own:
+    they are being imported already when it runs (`client/files.py` importing
+    `client/_services.py` does not import `client/__init__.py` again). Naming its own package
+    explicitly (`from jupyter_sandbox.client import Client` in `client/files.py`) counts."""
     modules = package_modules()
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
@@ -101,9 +106,18 @@ def import_graph() -> dict[str, set[str]]:
             if imported.split(".")[0] != ROOT:
                 edges.add(imported.split(".")[0])
                 continue
-            edges.update(p for p in with_parents(imported) if p in modules and p != name)
+            edges.update(
+                p
+                for p in with_parents(imported)
+                if p in modules and p != name and (p == imported or not is_within(name, p))
+            )
         graph[name] = edges
     return graph
+
+
+def is_within(name: str, package: str) -> bool:
+    """Whether module `name` is `package` or lies in it."""
+    return name == package or name.startswith(package + ".")
 
 
 def chains_to(graph: dict[str, set[str]], start: str, forbidden: tuple[str, ...]) -> list[str]:
@@ -141,7 +155,12 @@ def test_the_graph_sees_what_a_surface_imports() -> None:
     assert "jupyter_sandbox.core.containers" in graph["jupyter_sandbox.client"]
     assert "docker" in graph["jupyter_sandbox.backends.runtime.docker"]
     assert chains_to(graph, "jupyter_sandbox.cli", ("docker",))
-    assert chains_to(graph, "jupyter_sandbox.magics", ("jupyter_sandbox.client",))
+    assert chains_to(graph, "jupyter_sandbox.jupyter.magics", ("jupyter_sandbox.client",))
+    convert = graph["jupyter_sandbox.server.responses.convert"]
+    assert "jupyter_sandbox.code_interpreter.adapters" in convert
+    # the package a module lies in is not imported again; another package's is
+    assert "jupyter_sandbox.client" not in graph["jupyter_sandbox.client.files"]
+    assert "jupyter_sandbox.code_interpreter" in convert
     assert not chains_to(graph, "jupyter_sandbox.types.container", SURFACES)
     assert len(CORE) > 10
 
@@ -217,14 +236,14 @@ def missing_modules(page: str) -> list[str]:
 def test_a_page_naming_a_missing_module_is_caught() -> None:
     page = (
         "a `core/nope.py`\n## Layers\n```\ncore/containers.py gone/ server/\n```\n"
-        "x/ `runtime/docker.py` `jupyter_sandbox/client.py` `tests/unit/test_layers.py`"
+        "x/ `runtime/docker.py` `jupyter_sandbox/settings.py` `tests/unit/test_layers.py`"
     )
     assert named_modules(page) == (
         {
             "core/nope.py",
             "core/containers.py",
             "runtime/docker.py",
-            "jupyter_sandbox/client.py",
+            "jupyter_sandbox/settings.py",
             "tests/unit/test_layers.py",
         },
         {"gone/", "server/"},
@@ -239,3 +258,123 @@ def test_every_module_named_in_the_architecture_exists() -> None:
     assert {"server/", "cli/", "types/"} <= folders
     missing = missing_modules(page)
     assert not missing, f"docs/architecture.md names modules that do not exist: {missing}"
+
+
+Place = tuple[int, int]
+"""A module's layer (index in `LAYERS`) and block (index in the layer)."""
+
+
+def place(module: str, layers: tuple[tuple[str, ...], ...] = LAYERS) -> Place | None:
+    """Where `module` sits: the block naming the longest prefix of it; the root package sits
+    above every layer; None when no block names it."""
+    if module == ROOT:
+        return (len(layers), 0)
+    found: tuple[int, Place] | None = None
+    for level, layer in enumerate(layers):
+        for index, block in enumerate(layer):
+            for name in block.split():
+                prefix = f"{ROOT}.{name}"
+                if is_within(module, prefix) and (found is None or len(prefix) > found[0]):
+                    found = (len(prefix), (level, index))
+    return None if found is None else found[1]
+
+
+def upward_imports(
+    graph: dict[str, set[str]], layers: tuple[tuple[str, ...], ...] = LAYERS
+) -> list[str]:
+    """Every import of a package module that leaves its block for a layer not below it."""
+    found = []
+    for module, edges in sorted(graph.items()):
+        source = place(module, layers)
+        for imported in sorted(edges):
+            target = place(imported, layers) if imported.startswith(ROOT) else None
+            if source is None or target is None or target == source:
+                continue
+            if target[0] >= source[0]:
+                found.append(f"{module} → {imported}")
+    return found
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The package's modules that import each other round a circle, one sorted list per circle
+    (Tarjan's strongly connected components, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    circles: list[list[str]] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        work = [(root, iter(sorted(graph[root])))]
+        while work:
+            node, edges = work[-1]
+            step = next((e for e in edges if e in graph), None)
+            if step is not None:
+                if step not in index:
+                    index[step] = low[step] = len(index)
+                    stack.append(step)
+                    on_stack.add(step)
+                    work.append((step, iter(sorted(graph[step]))))
+                elif step in on_stack:
+                    low[node] = min(low[node], index[step])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    circles.append(sorted(component))
+    return circles
+
+
+def test_every_module_has_a_layer() -> None:
+    unplaced = [name for name in sorted(package_modules()) if place(name) is None]
+    assert not unplaced, f"add these modules to a block of LAYERS: {unplaced}"
+
+
+def test_the_layer_checks_can_fail() -> None:
+    """A circle, an import up a layer and one between sibling surfaces are all caught."""
+    layers = (("types",), ("core",), ("client",), ("jupyter", "server"))
+    graph = {
+        f"{ROOT}.types.a": {f"{ROOT}.types.b", "pydantic"},
+        f"{ROOT}.types.b": set(),
+        f"{ROOT}.core.x": {f"{ROOT}.core.y", f"{ROOT}.types.a"},
+        f"{ROOT}.core.y": {f"{ROOT}.core.z"},
+        f"{ROOT}.core.z": {f"{ROOT}.core.x", f"{ROOT}.client"},
+        f"{ROOT}.client": {f"{ROOT}.core.x"},
+        f"{ROOT}.jupyter.m": {f"{ROOT}.server.app", f"{ROOT}.client"},
+        f"{ROOT}.server.app": {ROOT},
+    }
+    assert import_circles(graph) == [
+        [f"{ROOT}.client", f"{ROOT}.core.x", f"{ROOT}.core.y", f"{ROOT}.core.z"]
+    ]
+    assert upward_imports(graph, layers) == [
+        f"{ROOT}.core.z → {ROOT}.client",
+        f"{ROOT}.jupyter.m → {ROOT}.server.app",
+        f"{ROOT}.server.app → {ROOT}",
+    ]
+    assert place(f"{ROOT}.cli.demo") == (len(LAYERS) - 1, 0)
+    assert place(f"{ROOT}.backends.runtime.docker") == place(f"{ROOT}.settings") == (1, 0)
+
+
+def test_no_import_runs_up_a_layer() -> None:
+    found = upward_imports(import_graph())
+    assert not found, "imports that run up a layer (see LAYERS):\n" + "\n".join(found)
+
+
+def test_no_import_circle() -> None:
+    """Issue 13: no two modules import each other, directly or round a circle (for its types
+    too: break one with a Protocol of what the lower module uses, as `client/_services.py`)."""
+    circles = import_circles(import_graph())
+    assert not circles, "import circles:\n" + "\n".join(" ↔ ".join(c) for c in circles)

@@ -7,7 +7,7 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 from jupyter_sandbox import Client
-from jupyter_sandbox.magics import SandboxCellError, SandboxMagics, cell_error
+from jupyter_sandbox.jupyter.magics import SandboxCellError, SandboxMagics, cell_error
 from jupyter_sandbox.types.execution import ErrorOutput, Execution
 
 

@@ -20,7 +20,7 @@ from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox.code_interpreter import CodeInterpreter
 from jupyter_sandbox.core.execution import ExecutionService
 from jupyter_sandbox.core.validation import MAX_TIMEOUT_SECONDS, check_seconds, parse
-from jupyter_sandbox.kernelspec import kernel_json
+from jupyter_sandbox.jupyter.kernelspec import kernel_json
 from jupyter_sandbox.server import create_app
 from jupyter_sandbox.server.auth import KeyRing
 from jupyter_sandbox.settings import Settings
@@ -125,7 +125,7 @@ def test_every_surface_refuses_bad_numbers(
 
 def test_widget_panel_refuses_a_nan_refresh() -> None:
     pytest.importorskip("ipywidgets")
-    from jupyter_sandbox.widgets import Panel
+    from jupyter_sandbox.jupyter.widgets import Panel
 
     with pytest.raises(BadRequestError) as caught:
         Panel(client=object(), refresh_seconds=math.nan)  # type: ignore[arg-type]

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from jupyter_sandbox.output_safety import safe_bundle, safe_html, safe_markdown, safe_tex
-from jupyter_sandbox.relay_messages import filter_reply
+from jupyter_sandbox.jupyter.output_safety import safe_bundle, safe_html, safe_markdown, safe_tex
+from jupyter_sandbox.jupyter.relay_messages import filter_reply
 
 # What pandas' DataFrame._repr_html_ emits (pandas 2.x), verbatim.
 DATAFRAME = """<div>

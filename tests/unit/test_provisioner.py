@@ -14,15 +14,15 @@ from jupyter_client.provisioning.factory import KernelProvisionerFactory
 
 from jupyter_sandbox import BadRequestError
 from jupyter_sandbox._options import describe_network, describe_seconds, parse_network
-from jupyter_sandbox.kernelspec import install, kernel_json
-from jupyter_sandbox.provisioner import SandboxProvisioner
+from jupyter_sandbox.jupyter.kernelspec import install, kernel_json
+from jupyter_sandbox.jupyter.provisioner import SandboxProvisioner
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def test_provisioner_is_registered() -> None:
     entries = KernelProvisionerFactory.instance().get_provisioner_entries()
-    assert entries["jupyter-sandbox"] == "jupyter_sandbox.provisioner:SandboxProvisioner"
+    assert entries["jupyter-sandbox"] == "jupyter_sandbox.jupyter.provisioner:SandboxProvisioner"
 
 
 def test_repository_kernelspec_is_the_default_one() -> None:
@@ -34,7 +34,7 @@ def test_repository_kernelspec_is_the_default_one() -> None:
 
 def test_kernelspec_argv_refuses_to_run_on_the_host() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "jupyter_sandbox.kernelspec", "/tmp/c.json"],
+        [sys.executable, "-m", "jupyter_sandbox.jupyter.kernelspec", "/tmp/c.json"],
         capture_output=True,
         text=True,
         check=False,

@@ -12,9 +12,10 @@ import pytest
 
 from jupyter_sandbox._exceptions import BadRequestError, InternalServerError
 from jupyter_sandbox.backends.file_store import FileRecord, FileStore
+from jupyter_sandbox.backends.open_store import open_store
 from jupyter_sandbox.backends.postgres_store import PostgresStore
 from jupyter_sandbox.backends.sqlite_store import SqliteStore
-from jupyter_sandbox.backends.store import describe_url, open_store, store_location
+from jupyter_sandbox.backends.store import describe_url, store_location
 from jupyter_sandbox.settings import Settings
 from tests.pg_cluster import PostgresCluster
 from tests.store_specs import make_record

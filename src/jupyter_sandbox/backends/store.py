@@ -1,5 +1,5 @@
 """The store: the records of sandboxes, files, skills and responses, and what API servers
-share. `Store` is the interface core depends on; `open_store` picks the implementation.
+share. `Store` is the interface core depends on; `open_store.py` picks the implementation.
 
 Two implementations share one set of queries (`SqlStore`) and one ordered list of migrations:
 `SqliteStore`, a file in the state folder (the default, for one machine), and `PostgresStore`
@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox.types.container import ContainerStatus
 
 if TYPE_CHECKING:
@@ -27,7 +26,6 @@ __all__ = [
     "Cursor",
     "Store",
     "describe_url",
-    "open_store",
     "store_location",
 ]
 
@@ -178,24 +176,3 @@ def store_location(settings: Settings) -> str:
     if settings.store_url is not None:
         return describe_url(settings.store_url.get_secret_value())
     return str(settings.store_path)
-
-
-def open_store(settings: Settings) -> Store:
-    """The store `settings` name: PostgreSQL when `store_url` is set, else the SQLite file in
-    the state folder."""
-    if settings.store_url is not None:
-        url = settings.store_url.get_secret_value()
-        if not url.startswith(("postgresql://", "postgres://")):
-            # the message leaves the URL out: it may hold a password
-            raise BadRequestError("store_url must be a postgresql:// URL", param="store_url")
-        try:
-            from jupyter_sandbox.backends.postgres_store import PostgresStore
-        except ImportError as exc:
-            raise BadRequestError(
-                "store_url needs psycopg: pip install 'jupyter-sandbox[postgres]'",
-                param="store_url",
-            ) from exc
-        return PostgresStore(url)
-    from jupyter_sandbox.backends.sqlite_store import SqliteStore
-
-    return SqliteStore(settings.store_path)

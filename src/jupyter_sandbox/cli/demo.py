@@ -15,7 +15,7 @@ __all__ = ["demo"]
 @app.command()
 def demo(ctx: typer.Context) -> None:
     """Build the image if needed, run numpy/pandas/matplotlib in a sandbox, then delete it."""
-    from jupyter_sandbox.demo import run_demo
+    from jupyter_sandbox.cli.demo_job import run_demo
 
     with _errors():
         # Panels fill the width: keep them readable when the output is piped or logged.

@@ -19,7 +19,7 @@ from jupyter_sandbox.cli._common import (
 )
 
 if TYPE_CHECKING:
-    from jupyter_sandbox.doctor import Check
+    from jupyter_sandbox.cli.doctor_checks import Check
     from jupyter_sandbox.settings import Settings
 
 __all__ = ["disk_check", "doctor"]
@@ -30,7 +30,7 @@ _LEVEL_STYLE = {"ok": "green", "info": "blue", "warn": "yellow", "fail": "bold r
 def disk_check(settings: Settings) -> Check:
     """The doctor's line on the disk cap: which mechanism, or plainly that there is none."""
     from jupyter_sandbox.backends.disk import describe
-    from jupyter_sandbox.doctor import Check
+    from jupyter_sandbox.cli.doctor_checks import Check
 
     mechanism, detail, capped = describe(settings)
     if not capped and settings.disk_mechanism == "loop":
@@ -44,11 +44,11 @@ def doctor(ctx: typer.Context, as_json: JsonOption = False) -> None:
 
     Exits 1 on a FAIL (anything that stops a sandbox being created, such as a missing kernel
     image or runtime, and an unsafe engine), 3 when the engine is unreachable."""
-    from jupyter_sandbox import doctor as checks
     from jupyter_sandbox.backends.egress_image import egress_image_status
     from jupyter_sandbox.backends.gvisor import runsc_installed
     from jupyter_sandbox.backends.images import image_status
     from jupyter_sandbox.backends.runtime.docker import connect_engine, is_local_engine
+    from jupyter_sandbox.cli import doctor_checks as checks
 
     with _errors():
         settings = _settings(ctx)

@@ -14,7 +14,7 @@ from jupyter_sandbox._exceptions import APIConnectionError, BadRequestError
 from jupyter_sandbox._options import MEMORY_HELP, NETWORK_HELP
 from jupyter_sandbox.cli._common import app
 from jupyter_sandbox.cli._help import PlainTyper
-from jupyter_sandbox.kernelspec import DEFAULT_DISPLAY_NAME, DEFAULT_LIFETIME, DEFAULT_NAME
+from jupyter_sandbox.jupyter.kernelspec import DEFAULT_DISPLAY_NAME, DEFAULT_LIFETIME, DEFAULT_NAME
 
 __all__ = ["kernelspec_app"]
 
@@ -61,7 +61,7 @@ def install_command(
     ] = None,
 ) -> None:
     """Write a kernelspec (default "Python 3 (sandbox)") and print where it went."""
-    from jupyter_sandbox.kernelspec import install
+    from jupyter_sandbox.jupyter.kernelspec import install
 
     if sum((user, sys_prefix, prefix is not None)) > 1:
         typer.echo("Error: choose at most one of --user, --sys-prefix, --prefix", err=True)

@@ -28,9 +28,9 @@ from mcp_types import CallToolResult, ImageContent, TextContent
 from jupyter_sandbox._exceptions import APIError, NotFoundError
 from jupyter_sandbox._version import __version__
 from jupyter_sandbox.client import Client
-from jupyter_sandbox.code_interpreter_outputs import to_outputs
+from jupyter_sandbox.code_interpreter.outputs import to_outputs
+from jupyter_sandbox.code_interpreter.shell_commands import run_commands
 from jupyter_sandbox.settings import Settings
-from jupyter_sandbox.shell_commands import run_commands
 from jupyter_sandbox.types.container_file import ContainerFile
 from jupyter_sandbox.types.execution import Execution
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from jupyter_sandbox.code_interpreter_adapters import TOOL_DESCRIPTION, chat_tool
+from jupyter_sandbox.code_interpreter.adapters import TOOL_DESCRIPTION, chat_tool
 from jupyter_sandbox.types.code_interpreter import CodeInterpreterCall
 from jupyter_sandbox.types.response_params import (
     CodeInterpreterTool,

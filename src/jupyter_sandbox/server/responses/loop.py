@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from jupyter_sandbox._exceptions import APIError
+from jupyter_sandbox.code_interpreter.shell_commands import FAILED_EXIT_CODE
 from jupyter_sandbox.server.errors import INTERNAL_MESSAGE, api_error_parts
 from jupyter_sandbox.server.responses.convert import (
     chat_tool_choice,
@@ -24,7 +25,6 @@ from jupyter_sandbox.server.responses.convert import (
 from jupyter_sandbox.server.responses.events import Events, EventSink
 from jupyter_sandbox.server.responses.tools import SandboxTools
 from jupyter_sandbox.server.responses.upstream import ChatToolCall, ChatUpstream, UpstreamError
-from jupyter_sandbox.shell_commands import FAILED_EXIT_CODE
 from jupyter_sandbox.types.code_interpreter import ContainerFileCitation
 from jupyter_sandbox.types.response_params import (
     CodeInterpreterTool,

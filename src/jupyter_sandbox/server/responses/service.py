@@ -12,8 +12,8 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
+from jupyter_sandbox.backends.open_store import open_store
 from jupyter_sandbox.backends.response_store import ResponseRecord, ResponseStore
-from jupyter_sandbox.backends.store import open_store
 from jupyter_sandbox.client import Client
 from jupyter_sandbox.server.responses.loop import Turns
 from jupyter_sandbox.server.responses.prepare import prepare

@@ -17,9 +17,9 @@ from typing import Any
 from jupyter_sandbox._exceptions import APIError, NotFoundError
 from jupyter_sandbox.client import Client
 from jupyter_sandbox.code_interpreter import CodeInterpreter
-from jupyter_sandbox.code_interpreter_adapters import tool_output_text
+from jupyter_sandbox.code_interpreter.adapters import tool_output_text
+from jupyter_sandbox.code_interpreter.shell_commands import run_commands
 from jupyter_sandbox.server.errors import QuotaExceededError
-from jupyter_sandbox.shell_commands import run_commands
 from jupyter_sandbox.types.code_interpreter import (
     CodeInterpreterCall,
     CodeInterpreterCallCompletedEvent,

@@ -1,6 +1,6 @@
 """Kernelspecs whose kernels run in sandboxes (`jupyter sandbox kernelspec install`).
 
-Run as `python -m jupyter_sandbox.kernelspec` (the kernelspec's `argv`), this module refuses
+Run as `python -m jupyter_sandbox.jupyter.kernelspec` (the kernelspec's `argv`), this module refuses
 to start: the `argv` is only used by a Jupyter too old to know kernel provisioners, and such
 a Jupyter would otherwise run the "sandboxed" kernel on the host.
 """
@@ -89,7 +89,7 @@ def kernel_json(
         provisioner_config["lifetime"] = lifetime
     provisioner_config.update({k: v for k, v in config.items() if v is not None})
     return {
-        "argv": ["python3", "-m", "jupyter_sandbox.kernelspec", "{connection_file}"],
+        "argv": ["python3", "-m", "jupyter_sandbox.jupyter.kernelspec", "{connection_file}"],
         "display_name": display_name,
         "language": "python",
         "interrupt_mode": "signal",
@@ -105,7 +105,7 @@ def kernel_json(
 
 def default_spec_dir() -> Path | None:
     """The repository's `kernelspecs/python3-sandbox` (for its logos), if this is a checkout."""
-    candidate = Path(__file__).resolve().parents[2] / "kernelspecs" / DEFAULT_NAME
+    candidate = Path(__file__).resolve().parents[3] / "kernelspecs" / DEFAULT_NAME
     return candidate if candidate.is_dir() else None
 
 

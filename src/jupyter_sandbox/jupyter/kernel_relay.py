@@ -51,7 +51,7 @@ import zmq
 from jupyter_client.session import Session
 
 from jupyter_sandbox._exceptions import JupyterSandboxError
-from jupyter_sandbox.relay_messages import filter_reply
+from jupyter_sandbox.jupyter.relay_messages import filter_reply
 
 __all__ = ["KernelDialer", "KernelRelay"]
 

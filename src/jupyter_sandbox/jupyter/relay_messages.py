@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from jupyter_sandbox.output_safety import safe_bundle
+from jupyter_sandbox.jupyter.output_safety import safe_bundle
 
 __all__ = ["IOPUB_TYPES", "REPLY_TYPES", "filter_reply"]
 

@@ -47,7 +47,7 @@ from traitlets import Dict, Int, List, Unicode
 from jupyter_sandbox._exceptions import ConflictError, NotFoundError
 from jupyter_sandbox._options import parse_memory, parse_network
 from jupyter_sandbox.client import Client
-from jupyter_sandbox.kernel_relay import KernelDialer, KernelRelay
+from jupyter_sandbox.jupyter.kernel_relay import KernelDialer, KernelRelay
 
 _T = TypeVar("_T")
 _HEARTBEAT_TIMEOUT = 1.0

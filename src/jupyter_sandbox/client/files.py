@@ -24,7 +24,7 @@ from jupyter_sandbox.types.params import (
 from jupyter_sandbox.types.skill import Skill, SkillDeleted, SkillVersion, SkillVersionDeleted
 
 if TYPE_CHECKING:
-    from jupyter_sandbox.client import Client
+    from jupyter_sandbox.client._services import ClientServices
 
 __all__ = [
     "BinaryContent",
@@ -50,7 +50,7 @@ def list_params(limit: int, order: str, after: str | NotGiven | None) -> dict[st
 class FilesContent:
     """`client.files.content`."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: ClientServices) -> None:
         self._client = client
 
     def retrieve(self, file_id: str) -> BinaryContent:
@@ -62,7 +62,7 @@ class FilesContent:
 class Files:
     """`client.files`: upload once, then copy into sandboxes by id (`file_ids=[...]`)."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: ClientServices) -> None:
         self._client = client
         self.content = FilesContent(client)
 
@@ -113,7 +113,7 @@ class Files:
 class ContainerFilesContent:
     """`client.containers.files.content`."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: ClientServices) -> None:
         self._client = client
 
     def retrieve(self, file_id: str, *, container_id: str) -> BinaryContent:
@@ -128,7 +128,7 @@ class ContainerFilesContent:
 class ContainerFiles:
     """`client.containers.files`: files under /mnt/data and /workspace of one sandbox."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: ClientServices) -> None:
         self._client = client
         self.content = _PositionalContent(client)
 
@@ -216,7 +216,7 @@ class _PositionalContent(ContainerFilesContent):
 class SkillContent:
     """`client.skills.content`."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: ClientServices) -> None:
         self._client = client
 
     def retrieve(self, skill_id: str) -> BinaryContent:
@@ -228,7 +228,7 @@ class SkillContent:
 class SkillVersions:
     """`client.skills.versions`."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: ClientServices) -> None:
         self._client = client
 
     def create(
@@ -271,7 +271,7 @@ class SkillVersions:
 class Skills:
     """`client.skills`: folders with a SKILL.md, installed by id at container creation."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: ClientServices) -> None:
         self._client = client
         self.content = SkillContent(client)
         self.versions = SkillVersions(client)

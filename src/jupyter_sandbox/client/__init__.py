@@ -16,11 +16,12 @@ from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox.backends.base import Backend, KernelChannel
 from jupyter_sandbox.backends.blobs import BlobStore
 from jupyter_sandbox.backends.file_store import FileStore
+from jupyter_sandbox.backends.open_store import open_store
 from jupyter_sandbox.backends.registry import build_backend
 from jupyter_sandbox.backends.snapshot_store import SnapshotStore
-from jupyter_sandbox.backends.store import ContainerRecord, open_store
-from jupyter_sandbox.client_files import ContainerFiles, Files, Skills, list_params
-from jupyter_sandbox.client_snapshots import ContainerSnapshots, finish_create
+from jupyter_sandbox.backends.store import ContainerRecord
+from jupyter_sandbox.client.files import ContainerFiles, Files, Skills, list_params
+from jupyter_sandbox.client.snapshots import ContainerSnapshots, finish_create
 from jupyter_sandbox.core.container_files import ContainerFileService, SandboxContent
 from jupyter_sandbox.core.containers import ContainerService
 from jupyter_sandbox.core.execution import ExecutionService, OutputCallback

@@ -14,7 +14,7 @@ from jupyter_sandbox.types.page import CursorPage
 from jupyter_sandbox.types.snapshot import Snapshot, SnapshotDeleted
 
 if TYPE_CHECKING:
-    from jupyter_sandbox.client import Client
+    from jupyter_sandbox.client._services import ClientServices
 
 __all__ = ["ContainerSnapshots", "finish_create"]
 
@@ -26,7 +26,7 @@ class ContainerSnapshots:
     """`client.containers.snapshots`: keep a sandbox's files and variables; fork them with
     `containers.create(name=..., snapshot_id=...)`. Pickles are loaded only in sandboxes."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: ClientServices) -> None:
         self._client = client
 
     def create(self, container_id: str, *, name: str | None = None) -> Snapshot:
@@ -65,7 +65,7 @@ class ContainerSnapshots:
 
 
 def finish_create(
-    client: Client,
+    client: ClientServices,
     container: Container,
     idle_action: IdleAction | None,
     snapshot: SnapshotRecord | None,

@@ -7,9 +7,9 @@ call = ci.run("print(2 + 2)")          # container="auto": made on first use, th
 call.outputs                           # [CodeInterpreterOutputLogs(logs="4\\n")]
 ci.citations(call)                     # files the code wrote under /mnt/data
 ```
-Adapters for models that only know function tools are in `code_interpreter_adapters`; the
-output and citation shaping is in `code_interpreter_outputs`, and the `container` param's
-resolution (the "auto" sandboxes) in `code_interpreter_containers`.
+Adapters for models that only know function tools are in `adapters`; the output and
+citation shaping is in `outputs`, and the `container` param's resolution (the "auto"
+sandboxes) in `auto_containers`.
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
-from jupyter_sandbox import code_interpreter_adapters as adapters
 from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
 from jupyter_sandbox.client import Client
-from jupyter_sandbox.code_interpreter_containers import AutoContainers
-from jupyter_sandbox.code_interpreter_outputs import (
+from jupyter_sandbox.code_interpreter import adapters
+from jupyter_sandbox.code_interpreter.auto_containers import AutoContainers
+from jupyter_sandbox.code_interpreter.outputs import (
     CALL_STATUS,
     EventSequence,
     FileState,
@@ -34,8 +34,8 @@ from jupyter_sandbox.code_interpreter_outputs import (
     to_output,
     to_outputs,
 )
-from jupyter_sandbox.code_interpreter_outputs import image_url as image_url
-from jupyter_sandbox.code_interpreter_outputs import strip_ansi as strip_ansi
+from jupyter_sandbox.code_interpreter.outputs import image_url as image_url
+from jupyter_sandbox.code_interpreter.outputs import strip_ansi as strip_ansi
 from jupyter_sandbox.core.validation import check_seconds
 from jupyter_sandbox.types.code_interpreter import (
     CodeInterpreterCall,

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox.types.code_interpreter import (
@@ -30,9 +30,6 @@ from jupyter_sandbox.types.code_interpreter import (
     InputImage,
     InputText,
 )
-
-if TYPE_CHECKING:
-    from jupyter_sandbox.code_interpreter import CodeInterpreter
 
 __all__ = [
     "TOOL_DESCRIPTION",
@@ -118,8 +115,18 @@ def _code(arguments: Any) -> tuple[str | None, str | None]:
     return code, None
 
 
+class Interpreter(Protocol):
+    """What the handlers use of a `CodeInterpreter` (which imports this module)."""
+
+    def run(
+        self, code: str, *, container: CodeInterpreterContainer = ..., timeout: float | None = ...
+    ) -> CodeInterpreterCall: ...
+
+    def citations(self, call: CodeInterpreterCall | str) -> list[ContainerFileCitation]: ...
+
+
 def _run(
-    interpreter: CodeInterpreter,
+    interpreter: Interpreter,
     name: Any,
     arguments: Any,
     tool_name: str,
@@ -137,7 +144,7 @@ def _run(
 
 
 def handle_chat_tool_call(
-    interpreter: CodeInterpreter,
+    interpreter: Interpreter,
     tool_call: Any,
     *,
     container: CodeInterpreterContainer = "auto",
@@ -171,7 +178,7 @@ def handle_chat_tool_call(
 
 
 def handle_function_call(
-    interpreter: CodeInterpreter,
+    interpreter: Interpreter,
     item: Any,
     *,
     container: CodeInterpreterContainer = "auto",

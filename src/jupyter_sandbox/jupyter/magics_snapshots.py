@@ -10,7 +10,7 @@ from jupyter_sandbox._terminal import inert
 from jupyter_sandbox.types.snapshot import Snapshot
 
 if TYPE_CHECKING:
-    from jupyter_sandbox.magics import SandboxMagics
+    from jupyter_sandbox.jupyter._magics_state import MagicsState
 
 
 def add_commands(commands: Any) -> None:
@@ -35,14 +35,14 @@ def describe(snapshot: Snapshot) -> str:
     )
 
 
-def do_snapshot(magics: SandboxMagics, args: argparse.Namespace) -> None:
+def do_snapshot(magics: MagicsState, args: argparse.Namespace) -> None:
     """`%sandbox snapshot`."""
     container_id = magics._require_current("snapshot")
     snapshot = magics.client.containers.snapshots.create(container_id, name=args.name)
     print(f"Snapshot {describe(snapshot)}")  # noqa: T201
 
 
-def do_fork(magics: SandboxMagics, args: argparse.Namespace) -> None:
+def do_fork(magics: MagicsState, args: argparse.Namespace) -> None:
     """`%sandbox fork`: the new sandbox becomes the one in use; the source runs on."""
     snapshot_id = args.snapshot
     if snapshot_id is None:
@@ -63,7 +63,7 @@ def do_fork(magics: SandboxMagics, args: argparse.Namespace) -> None:
         print(f"Not restored: {names}")  # noqa: T201
 
 
-def do_snapshots(magics: SandboxMagics, args: argparse.Namespace) -> None:
+def do_snapshots(magics: MagicsState, args: argparse.Namespace) -> None:
     """`%sandbox snapshots`."""
     container_id = args.id or magics._require_current("snapshots")
     found = list(magics.client.containers.snapshots.list(container_id))

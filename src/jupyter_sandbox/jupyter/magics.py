@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -18,7 +17,6 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import display
 
-from jupyter_sandbox import magics_snapshots
 from jupyter_sandbox._exceptions import BadRequestError, JupyterSandboxError
 from jupyter_sandbox._options import (
     NETWORK_HELP,
@@ -26,13 +24,13 @@ from jupyter_sandbox._options import (
     describe_seconds,
     parse_memory,
     parse_network,
-    seconds_left,
+    time_left,
 )
 from jupyter_sandbox._terminal import inert
 from jupyter_sandbox.client import Client
 from jupyter_sandbox.core.validation import check_seconds
-from jupyter_sandbox.output_safety import safe_bundle
-from jupyter_sandbox.types.container import Container
+from jupyter_sandbox.jupyter import magics_snapshots
+from jupyter_sandbox.jupyter.output_safety import safe_bundle
 from jupyter_sandbox.types.execution import (
     DisplayDataOutput,
     ErrorOutput,
@@ -303,7 +301,7 @@ class SandboxMagics(Magics):
             print(f"{label + ':':<13}{inert(value)}")  # noqa: T201
 
     def _do_panel(self, args: argparse.Namespace) -> Any:
-        from jupyter_sandbox.widgets import Panel
+        from jupyter_sandbox.jupyter.widgets import Panel
 
         return Panel(client=self.client, magics=self)
 
@@ -393,16 +391,6 @@ class SandboxMagics(Magics):
             raise error
         result = execution.result
         return RichResult(result.data, result.metadata) if result is not None else None
-
-
-def time_left(container: Container, now: float | None = None) -> float:
-    """Seconds until the sandbox ends (idle or hard deadline, whichever is sooner)."""
-    return seconds_left(
-        container.last_active_at,
-        container.expires_after.minutes,
-        container.expires_at,
-        time.time() if now is None else now,
-    )
 
 
 def load_ipython_extension(ipython: Any) -> None:

@@ -1,4 +1,5 @@
-"""An ipywidgets panel of your sandboxes: `jupyter_sandbox.widgets.Panel()` or `%sandbox panel`.
+"""An ipywidgets panel of your sandboxes: `jupyter_sandbox.jupyter.widgets.Panel()` or
+`%sandbox panel`.
 
 It shows each sandbox's status, memory limit, network policy and time left, the files of
 the selected one with upload and download, buttons to create, use and delete, and refreshes
@@ -19,13 +20,13 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as widgets
 
 from jupyter_sandbox._exceptions import JupyterSandboxError
-from jupyter_sandbox._options import describe_network, describe_seconds, parse_network
+from jupyter_sandbox._options import describe_network, describe_seconds, parse_network, time_left
 from jupyter_sandbox.client import Client
 from jupyter_sandbox.core.validation import check_seconds
 from jupyter_sandbox.types.container import Container
 
 if TYPE_CHECKING:
-    from jupyter_sandbox.magics import SandboxMagics
+    from jupyter_sandbox.jupyter._magics_state import MagicsState
 
 __all__ = ["Panel"]
 
@@ -61,7 +62,7 @@ class Panel(widgets.VBox):  # type: ignore[misc]
         self,
         client: Client | None = None,
         *,
-        magics: SandboxMagics | None = None,
+        magics: MagicsState | None = None,
         refresh_seconds: float | None = 5.0,
     ) -> None:
         self._owns_client = client is None and magics is None
@@ -277,8 +278,6 @@ class Panel(widgets.VBox):  # type: ignore[misc]
 
 
 def _time_left(container: Container) -> float:
-    from jupyter_sandbox.magics import time_left
-
     return time_left(container)
 
 
