@@ -66,10 +66,10 @@ print(json.dumps({
 SECRET_REQUESTS = (
     PRELUDE
     + r"""
-def call(url, headers):
+def call(url, headers, context=None):
     request = urllib.request.Request(url, headers=headers)
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:
+        with urllib.request.urlopen(request, timeout=30, context=context) as response:
             return [response.status, response.read().decode()]
     except urllib.error.HTTPError as exc:
         return [exc.code, exc.read().decode()]
@@ -79,7 +79,9 @@ key = os.environ["API_KEY"]
 print(json.dumps({
     "placeholder": key,
     "own": call(f"https://allowed.test/record/own?key={key}", {"X-Api-Key": key}),
-    "elsewhere": call(f"https://other.test/headers?key={key}", {"X-Api-Key": key}),
+    # No secret there: a plain tunnel, the lab's own certificate.
+    "elsewhere": call(f"https://other.test/headers?key={key}", {"X-Api-Key": key},
+                      ssl.create_default_context(cafile="/tmp/lab-ca.pem")),
 }))
 """
 )
@@ -219,7 +221,11 @@ def remote(
     try:
         yield client
     finally:
-        client.close()
+        try:
+            for box in client.containers.list():
+                client.containers.delete(box.id)
+        finally:
+            client.close()
         leaked = on_node(node, f"{TEST_LABEL}={run}")
         for name in leaked.get("container", []):
             node.api.remove_container(name, force=True, v=True)
@@ -300,6 +306,7 @@ def test_a_domain_secret_reaches_only_its_domain_and_never_the_sandbox(
         },
     )
     assert value not in box.model_dump_json()
+    trust_lab(remote, box.id, lab)
     result = run_json(remote, box.id, SECRET_REQUESTS)
     placeholder = result["placeholder"]
     assert placeholder
