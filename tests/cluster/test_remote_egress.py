@@ -361,3 +361,30 @@ def test_a_node_without_the_egress_image_says_how_to_load_it(
         caught.value.message
     )
     assert on_node(node, f"{TEST_LABEL}={run}") == {}
+
+
+def test_reconcile_restarts_or_recreates_the_nodes_proxy_and_sweeps_its_files(
+    remote: Client, node: docker.DockerClient, lab: NodeLab
+) -> None:
+    box = remote.containers.create(
+        name="remote-restart",
+        network_policy={"type": "allowlist", "allowed_domains": ["allowed.test"]},
+    )
+    proxy = f"jsbx-egress-{remote.settings.store_id}"
+    fetch = PRELUDE + 'print(json.dumps(fetch("http://allowed.test/")[0]))'
+    node.api.kill(proxy)
+    report = remote.reconcile()
+    assert report.egress[0].startswith("restarted egress proxy"), report.egress
+    assert run_json(remote, box.id, fetch) == 200
+    node.api.remove_container(proxy, force=True)
+    remote.reconcile()  # recreated from the node's volumes, on the sandbox's network again
+    assert run_json(remote, box.id, fetch) == 200
+    remote.containers.delete(box.id)
+    run = remote.settings.extra_labels[TEST_LABEL]
+    assert on_node(node, f"{TEST_LABEL}={run}") == {}
+
+    # A crash between the proxy's files and the proxy: reconcile removes the files.
+    remote._backend.egress._proxy.prepare_folders()  # type: ignore[attr-defined]
+    assert on_node(node, f"{TEST_LABEL}={run}")["volume"]
+    assert "removed the idle egress proxy's files" in remote.reconcile().egress
+    assert on_node(node, f"{TEST_LABEL}={run}") == {}

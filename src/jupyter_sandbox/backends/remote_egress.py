@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 
 import docker
 
@@ -194,6 +195,18 @@ class RemoteEgressNetworks(EgressNetworks):
         if ports and keep and proxy.state() == "running":
             proxy.reconfigure(time.monotonic() + self._settings.egress_start_timeout)
         return bool(ports)
+
+    def reconcile(self, needed_ids: Callable[[], set[str]]) -> list[str]:
+        """As on one engine; and an idle keeper or volume left without its proxy (a crash
+        between the two) goes too."""
+        actions = super().reconcile(needed_ids)
+        if not self._proxy.folder.exists():
+            return actions
+        with self._locked():
+            if not needed_ids() and self._proxy.state() is None and self._proxy.has_files():
+                self._proxy.remove()
+                actions.append("removed the idle egress proxy's files")
+        return actions
 
     def log(self, container_id: str) -> list[EgressDecision]:
         """The proxy's decisions about one sandbox (its logs go with the proxy)."""

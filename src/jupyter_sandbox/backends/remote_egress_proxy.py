@@ -259,6 +259,15 @@ class RemoteEgressProxy(EgressProxy):
             stream = archive.extractfile(member) if member is not None else None
             return stream.read().decode(errors="replace") if stream is not None else ""
 
+    def has_files(self) -> bool:
+        """Whether the keeper or one of the volumes exists."""
+        with docker_errors(f"inspecting the files of egress proxy {self.name}"):
+            if self._api.containers(all=True, filters={"name": f"^/{self.keeper}$"}):
+                return True
+            found = self._api.volumes(filters={"name": self.config_volume}).get("Volumes") or []
+            found += self._api.volumes(filters={"name": self.log_volume}).get("Volumes") or []
+        return any(v.get("Name") in (self.config_volume, self.log_volume) for v in found)
+
     def remove(self) -> None:
         """The proxy, its egress network, the keeper and both volumes; safe on nothing."""
         super().remove()
