@@ -8,7 +8,8 @@ network names. Core sees only `backends.base`.
 A remote engine (`engine_location`; `auto`: any engine not on a local Unix socket) keeps the
 same seam: the kernel channel is tcp through an exec tunnel (`kernel_tunnel`), the connection
 file, deadline and skills go onto volumes through the archive API (`runtime.remote`), storage
-is volumes (no disk cap), and allowlist networks are refused (`check_network`).
+is volumes (no disk cap), and allowlist sandboxes get their egress proxy on that engine, its
+files on the engine's volumes (`remote_egress`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from jupyter_sandbox.backends.engine_files import EngineFiles
 from jupyter_sandbox.backends.host_files import HostFiles
 from jupyter_sandbox.backends.host_scan import sweep_uploads
 from jupyter_sandbox.backends.kernel_tunnel import TunnelKernelConnection
+from jupyter_sandbox.backends.remote_egress import remote_egress
 from jupyter_sandbox.backends.runtime.base import ContainerSpec, SandboxNetworkSpec
 from jupyter_sandbox.backends.runtime.docker import (
     KERNEL_MOUNT,
@@ -77,7 +79,11 @@ class DockerBackend:
         except BaseException:
             self.close()
             raise
-        self.egress = EgressNetworks(settings, EgressProxy(settings, self.engine))
+        self.egress: EgressNetworks = (
+            remote_egress(settings, self.engine)
+            if self.is_remote
+            else EgressNetworks(settings, EgressProxy(settings, self.engine))
+        )
 
     # --- the sandbox itself -------------------------------------------------------------
     def start(self, spec: SandboxSpec) -> str:
@@ -341,15 +347,7 @@ class DockerBackend:
 
     # --- network ------------------------------------------------------------------------
     def check_network(self, policy: NetworkPolicyAllowlist) -> None:
-        """Domain secrets need root (squid's files must be its own); no allowlist on a
-        remote engine (the proxy's resolv.conf and CA bundle are host files)."""
-        if self.is_remote:
-            raise BadRequestError(
-                "Invalid network_policy: allowlist networks are not supported on a remote "
-                "Docker engine yet (the egress proxy's resolv.conf and CA bundle are host "
-                "files); use {'type': 'disabled'}",
-                param="network_policy",
-            )
+        """Domain secrets need root on a local engine (squid's files must be its own)."""
         self.egress.check(policy)
 
     def attach_network(

@@ -233,9 +233,7 @@ class EgressProxy:
             self._api.inspect_image(image)  # type: ignore[no-untyped-call]
         except docker.errors.ImageNotFound:
             raise EgressUnavailableError(
-                f"Invalid network_policy: the egress proxy image {image} is missing; build it "
-                "with `python -m jupyter_sandbox.backends.egress_image build`",
-                param="network_policy",
+                f"Invalid network_policy: {self._image_hint(image)}", param="network_policy"
             ) from None
         with docker_errors(f"creating egress proxy {self.name}"):
             self._ensure_egress_network()
@@ -255,10 +253,7 @@ class EgressProxy:
                 },
                 log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "2"}),
                 restart_policy=RestartPolicy(condition="on-failure", max_attempts=0),
-                mounts=[
-                    Mount("/etc/jsbx", str(self.config_dir), type="bind", read_only=True),
-                    Mount("/var/log/jsbx", str(self.log_dir), type="bind"),
-                ],
+                mounts=self._mounts(),
             )
             created: dict[str, Any] = self._api.create_container(
                 image=image,
@@ -273,6 +268,20 @@ class EgressProxy:
                 self.connect(network)
             for extra in settings.test_egress_networks:
                 self._api.connect_container_to_network(self.name, extra)
+
+    def _image_hint(self, image: str) -> str:
+        """What to do about a missing proxy image."""
+        return (
+            f"the egress proxy image {image} is missing; build it with "
+            "`python -m jupyter_sandbox.backends.egress_image build`"
+        )
+
+    def _mounts(self) -> list[Mount]:
+        """/etc/jsbx (read-only) and /var/log/jsbx: this host's folders."""
+        return [
+            Mount("/etc/jsbx", str(self.config_dir), type="bind", read_only=True),
+            Mount("/var/log/jsbx", str(self.log_dir), type="bind"),
+        ]
 
     def _ensure_egress_network(self) -> None:
         if self._api.networks(names=[self.name]):
@@ -292,15 +301,23 @@ class EgressProxy:
             if info["State"]["Status"] not in ("running", "restarting", "created"):
                 raise EgressUnavailableError(f"the proxy exited: {self._tail()}")
             address = (info["NetworkSettings"]["Networks"].get(self.name) or {}).get("IPAddress")
-            if address:
-                try:
-                    with socket.create_connection((address, PROXY_PORT), timeout=0.5):
-                        return
-                except OSError:
-                    pass
+            if address and self._accepts(address):
+                return
             if time.monotonic() > deadline:
                 raise EgressUnavailableError(f"the proxy did not listen in time: {self._tail()}")
             time.sleep(0.05)  # squid's start-up writes nothing we could block on
+
+    def _accepts(self, address: str) -> bool:
+        """Whether squid accepts a connection at `address` (from this host)."""
+        try:
+            with socket.create_connection((address, PROXY_PORT), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def _engine_time(self) -> float:
+        """Now on the engine's log clock (a local engine's is this host's)."""
+        return time.time()
 
     def _tail(self) -> str:
         try:
@@ -315,7 +332,7 @@ class EgressProxy:
         Raises:
             EgressUnavailableError: squid did not come back in time.
         """
-        started = time.time() - 0.5  # the engine's log clock is this host's clock
+        started = self._engine_time() - 0.5
         with docker_errors(f"reconfiguring egress proxy {self.name}"):
             self._api.kill(self.name, signal="HUP")
             # Warming up before squid has taken the new configuration would warm the old one.
@@ -337,7 +354,7 @@ class EgressProxy:
         Raises:
             EgressUnavailableError: a peer did not come up in time.
         """
-        targets = self.secrets.warm_targets()
+        targets = self._warm_targets()
         if not targets:
             return
         command = ["python3", "-I", "-c", _WARM_UP, *(f"{port}:{host}" for port, host in targets)]
@@ -352,6 +369,9 @@ class EgressProxy:
                     f"the proxy's secret ports did not come up in time: {output.strip()[-300:]}"
                 )
             time.sleep(0.2)
+
+    def _warm_targets(self) -> list[tuple[int, str]]:
+        return self.secrets.warm_targets()
 
     def connect(self, network: SandboxNetwork) -> None:
         """Put the proxy at `.2` on a sandbox network (idempotent)."""

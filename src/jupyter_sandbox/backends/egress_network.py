@@ -59,11 +59,11 @@ class NetworkAttachment:
 
     network: SandboxNetwork
     resolv_conf: str
-    """Host file bound over /etc/resolv.conf: no nameserver at all."""
+    """File on the engine's machine bound over /etc/resolv.conf: no nameserver at all."""
     environment: dict[str, str]
     ca_bundle: str | None = None
-    """Host file bound read-only over the system CA store: the system CAs and the sandbox's
-    own CA (domain_secrets only)."""
+    """File on the engine's machine bound read-only over the system CA store: the system
+    CAs and the sandbox's own CA (domain_secrets only)."""
 
 
 CA_STORE = "/etc/ssl/certs/ca-certificates.crt"

@@ -33,7 +33,12 @@ __all__ = [
     "SYSTEM_CA_BUNDLE",
     "SecretEntry",
     "SecretsConfig",
+    "make_ca",
     "new_placeholder",
+    "render_sandbox_conf",
+    "sandbox_bundle",
+    "secret_domains",
+    "secrets_document",
 ]
 
 BUMP_PORTS = range(40000, 41000)
@@ -141,32 +146,16 @@ class SecretsConfig:
             )
         cert, key = _make_ca(container_id, days)
         _write_private(self.directory / f"{port}.pem", cert + key)
-        _write_private(
-            self.directory / f"{port}.json",
-            json.dumps(
-                {
-                    "container_id": container_id,
-                    "secrets": [
-                        {
-                            "domain": e.domain,
-                            "name": e.name,
-                            "placeholder": e.placeholder,
-                            "value": e.value,
-                        }
-                        for e in entries
-                    ],
-                }
-            ),
-        )
-        domains = sorted({_squid_domain(e.domain) for e in entries})
+        _write_private(self.directory / f"{port}.json", secrets_document(container_id, entries))
         _write_private(
             self.directory / f"{port}.conf",
-            render_sandbox_conf(container_id, port, sandbox_ip, domains),
+            render_sandbox_conf(
+                container_id, port, sandbox_ip, secret_domains([e.domain for e in entries])
+            ),
         )
-        system = SYSTEM_CA_BUNDLE.read_text() if SYSTEM_CA_BUNDLE.exists() else ""
         bundle = self.bundle_path(container_id)
         partial = bundle.with_name(f".{bundle.name}.partial")
-        partial.write_text(system.rstrip("\n") + "\n" + cert)
+        partial.write_text(sandbox_bundle(cert))
         os.chmod(partial, 0o644)
         partial.replace(bundle)
         return port
@@ -185,6 +174,31 @@ class SecretsConfig:
                 if bundle.stem not in keep:
                     bundle.unlink(missing_ok=True)
         return removed
+
+
+def secrets_document(container_id: str, entries: list[SecretEntry]) -> str:
+    """`<port>.json`, what egress-inject reads (it holds the values)."""
+    secrets = [
+        {"domain": e.domain, "name": e.name, "placeholder": e.placeholder, "value": e.value}
+        for e in entries
+    ]
+    return json.dumps({"container_id": container_id, "secrets": secrets})
+
+
+def secret_domains(domains: list[str]) -> list[str]:
+    """Secret domains as squid spells them, sorted, once each."""
+    return sorted({_squid_domain(domain) for domain in domains})
+
+
+def sandbox_bundle(cert: str) -> str:
+    """A sandbox's CA bundle: this host's system CAs, then its own CA's certificate."""
+    system = SYSTEM_CA_BUNDLE.read_text() if SYSTEM_CA_BUNDLE.exists() else ""
+    return system.rstrip("\n") + "\n" + cert
+
+
+def make_ca(container_id: str, days: int) -> tuple[str, str]:
+    """A fresh CA for one sandbox: (certificate PEM, private key PEM)."""
+    return _make_ca(container_id, days)
 
 
 def render_sandbox_conf(container_id: str, port: int, sandbox_ip: str, domains: list[str]) -> str:

@@ -41,7 +41,8 @@ class SandboxNetworkSpec:
     """Upstream of the engine's embedded resolver (127.0.0.11): the proxy, which serves no
     DNS, so a query sent there directly dies inside the network (CVE-2024-29018)."""
     resolv_conf: str
-    """Host file bound read-only over /etc/resolv.conf: no nameserver."""
+    """File on the engine's machine (this host's locally; in the egress proxy's volume on a
+    remote engine) bound read-only over /etc/resolv.conf: no nameserver."""
     ca_bundle: str | None = None
-    """domain_secrets only: host file bound read-only over the system CA bundle (the system
-    CAs and the sandbox's own egress CA); see `ca_bundle_mounts`."""
+    """domain_secrets only: file on the engine's machine bound read-only over the system CA
+    bundle (the system CAs and the sandbox's own egress CA); see `ca_bundle_mounts`."""

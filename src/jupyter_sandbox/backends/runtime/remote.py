@@ -7,9 +7,9 @@ a read-only root file system, before the container starts and after). The deadli
 mounted read-write, because the archive API refuses read-only mounts, but it and its file
 belong to root (0755, 0644) and nothing in a sandbox runs as root or holds a capability, so
 the sandbox can read its deadline and not change it. Skills are copied the same way into a
-volume made without the image's copy (so its root is root's too). Allowlist networks (host
-files over resolv.conf and the CA bundle, and the egress proxy) are refused on a remote
-engine, naming `network_policy`, rather than started without what they need.
+volume made without the image's copy (so its root is root's too). An allowlist sandbox's
+resolv.conf and CA bundle are files of the egress proxy's volume on the engine's machine
+(`remote_egress`), bound from there.
 """
 
 from __future__ import annotations
@@ -37,13 +37,6 @@ REMOTE_ROLES = (KERNEL_ROLE, DEADLINE_ROLE, SKILLS_ROLE)
 
 def refuse_host_paths(spec: ContainerSpec) -> None:
     """Fail closed, before anything is made, on what needs a host path on this machine."""
-    if spec.network is not None:
-        raise BadRequestError(
-            "Invalid network_policy: allowlist networks are not supported on a remote Docker "
-            "engine yet (the egress proxy's resolv.conf and CA bundle are host files); use "
-            "{'type': 'disabled'}",
-            param="network_policy",
-        )
     if spec.host_dirs is not None:
         raise BadRequestError(
             "Invalid disk: a loop-mounted disk on this host cannot reach a remote engine; "
