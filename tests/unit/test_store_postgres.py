@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_sandbox._exceptions import BadRequestError, InternalServerError
+from jupyter_sandbox._exceptions import (
+    BadRequestError,
+    InternalServerError,
+    StoreUnavailableError,
+)
 from jupyter_sandbox.backends.file_store import FileRecord, FileStore
 from jupyter_sandbox.backends.postgres_store import PostgresStore
 from jupyter_sandbox.backends.sqlite_store import SqliteStore
@@ -40,6 +44,30 @@ def test_the_store_reconnects_after_a_restart_and_loses_nothing(
         assert store.update("cntr_0010", status="expired").status == "expired"
         claimed = store.claim("default", expiring_after=0.0, project="t")
         assert claimed is not None
+    finally:
+        store.close()
+
+
+def test_a_stopped_database_is_unavailable_at_once_then_used_again(
+    postgres_cluster: PostgresCluster, postgres_url: str
+) -> None:
+    """While the server is down, every call fails quickly as StoreUnavailableError (a 503
+    with Retry-After over HTTP, not a 500 and not a hang); once it is back, calls work."""
+    store = PostgresStore(postgres_url, connect_timeout=5)
+    try:
+        store.insert(make_record(0))
+        postgres_cluster.stop()
+        try:
+            for call in (lambda: store.get("cntr_0000"), lambda: store.insert(make_record(1))):
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailableError) as caught:
+                    call()
+                assert time.monotonic() - started < 5
+                assert caught.value.status_code == 503
+                assert postgres_cluster.password not in caught.value.message
+        finally:
+            postgres_cluster.start()
+        assert [r.id for r in store.all()] == ["cntr_0000"]
     finally:
         store.close()
 
