@@ -34,7 +34,6 @@ __all__ = ["PostgresStore"]
 
 _MIGRATION_LOCK = 0x6A7362785F6D67  # any constant shared by every server ("jsbx_mg")
 _IDLE_CONNECTIONS = 8
-_KEEPALIVE = {"keepalives": 1, "keepalives_idle": 10, "keepalives_interval": 5}
 
 
 class _Row:
@@ -130,7 +129,9 @@ class PostgresStore(SqlStore):
                 autocommit=True,  # transactions are our explicit BEGIN ... COMMIT
                 connect_timeout=max(1, int(self._connect_timeout)),
                 application_name="jupyter-sandbox",
-                **_KEEPALIVE,
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
             )
         except psycopg.OperationalError as exc:
             raise StoreUnavailableError(
