@@ -199,3 +199,14 @@ def test_a_store_is_named_without_its_password(url: str, shown: str) -> None:
     assert describe_url(url) == shown
     settings = Settings(store_url=url)  # type: ignore[arg-type]
     assert store_location(settings) == shown
+
+
+def test_servers_sharing_a_database_label_their_objects_alike(tmp_path: Path) -> None:
+    """Reconcile judges a sandbox by the objects labelled with the store's id: servers on
+    other machines (other state folders, maybe other passwords) must agree on it."""
+    url = "postgresql://jsbx:{}@db.internal:5432/fleet"
+    one = Settings(home=tmp_path / "one", store_url=url.format("first"))
+    two = Settings(home=tmp_path / "two", store_url=url.format("second"))
+    assert one.store_id == two.store_id
+    assert one.store_id != Settings(home=tmp_path / "one").store_id
+    assert one.store_id != Settings(home=tmp_path / "one", store_url=url + "2").store_id
