@@ -19,7 +19,7 @@ import requests
 from jupyter_sandbox.backends.cluster_errors import ClusterError
 from jupyter_sandbox.backends.cluster_nodes import CLUSTER, ENGINE_PORT, LocalCluster
 from tests.cluster.conftest import SCRIPT
-from tests.conftest import IMAGE, labelled_objects
+from tests.conftest import IMAGE, labelled_objects, mounts_under
 
 pytestmark = [pytest.mark.docker, pytest.mark.cluster, pytest.mark.timeout(900)]
 
@@ -88,7 +88,7 @@ def test_cluster_up_serves_the_openai_sdk_and_down_leaves_nothing(
             second.close()
         listed = cli_env(tmp_path, env, "list", "--json")  # the CLI with the printed env
         assert listed.returncode == 0, listed.stderr
-        assert [c["id"] for c in json.loads(listed.stdout)] == [box.id]
+        assert [c["id"] for c in json.loads(listed.stdout)["data"]] == [box.id]
 
         status = cli(tmp_path, "cluster", "status", "--name", name, "--json")
         assert status.returncode == 0, status.stderr
@@ -110,6 +110,8 @@ def test_cluster_up_serves_the_openai_sdk_and_down_leaves_nothing(
     assert "removed network" in down.stdout
     assert "API server" in down.stdout
     assert labelled_objects(f"{CLUSTER}={name}") == {}  # the sandbox container too
+    assert "sandbox " in down.stdout  # ended, its storage torn down
+    assert not mounts_under(tmp_path)
     assert not folder.exists()
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
     assert not list(Path(tempfile.gettempdir()).glob(f"jsbx-pg-{_digest(folder)}"))

@@ -3,7 +3,7 @@
 loopback port with password (SCRAM) authentication.
 
 The password is written once, to `<cluster folder>/pgpass` (0600, libpq's password-file
-format, so clients find it through `PGPASSFILE` and the store URL carries none), and never
+format; the store URL names that file as `passfile` and carries no password), and never
 reaches a command line. The data folder is `<cluster folder>/postgres` for an ordinary user.
 PostgreSQL refuses to run as root, so as root it runs as `nobody` with its data folder in the
 temporary folder (nobody cannot enter root's 0700 folders); `postgres.json` records where.
@@ -81,12 +81,13 @@ class ClusterPostgres:
         return int(json.loads(self._record.read_text())["port"])
 
     def url(self) -> str:
-        """The store URL (`store_url`): no password, libpq reads it from `PGPASSFILE`."""
-        return f"postgresql://{USER}@127.0.0.1:{self.port}/{DATABASE}"
+        """The store URL (`store_url`): no password; libpq reads it from the file the URL's
+        `passfile` names."""
+        return f"postgresql://{USER}@127.0.0.1:{self.port}/{DATABASE}?passfile={self.pgpass}"
 
     def env(self) -> dict[str, str]:
         """The variables that point `serve` and `Client()` at this database."""
-        return {"JUPYTER_SANDBOX_STORE_URL": self.url(), "PGPASSFILE": str(self.pgpass)}
+        return {"JUPYTER_SANDBOX_STORE_URL": self.url()}
 
     def start(self) -> None:
         """Initialise the database (first time) and start the server; returns once it accepts

@@ -6,7 +6,7 @@ Each runs in its own session (a terminal's Ctrl-C does not reach it), logs to
 `<cluster folder>/servers/serve-N.log`, and is recorded in `serve-N.json` (pid, port and the
 process's start time, so a reused pid is never taken for it). The API key is in
 `<cluster folder>/api-key` (0600) and reaches `serve` as `--api-key-file`; the store password
-as `PGPASSFILE`: neither is on a command line.
+in the file the store URL names (`passfile=`): neither is on a command line.
 """
 
 from __future__ import annotations

@@ -117,15 +117,28 @@ class ClusterStack:
         """What runs now."""
         return StackState(self.backend, self.postgres.state(), list_servers(self.cluster.folder))
 
+    def server_settings(self) -> Settings:
+        """The settings the servers run with (for a Client that acts on their fleet)."""
+        url = self.postgres.url() if self.postgres.port is not None else None
+        return Settings(
+            home=self.home,
+            store_url=SecretStr(url) if url else None,
+            backend=self.backend or "docker",
+            image=self.settings.image,
+            extra_labels={**self.settings.extra_labels, CLUSTER: self.cluster.name},
+        )
+
+    def stop_servers(self) -> list[str]:
+        """Stop the API servers (first, so that nothing new is made while the rest goes)."""
+        return stop_servers(self.cluster.folder)
+
     def down(self) -> list[str]:
         """Stop the servers, then PostgreSQL, and remove their files; what was removed.
         The nodes and every labelled object go with `LocalCluster.down` after this."""
         removed = stop_servers(self.cluster.folder)
+        sockets = self.server_settings().sockets_root  # before the store's port is forgotten
         removed += self.postgres.remove()
         # The kernels' socket folders may live outside the cluster folder (short paths).
-        url = self.postgres.url() if self.postgres.port is not None else None
-        server_settings = Settings(home=self.home, store_url=SecretStr(url) if url else None)
-        sockets = server_settings.sockets_root
         if not sockets.is_relative_to(self.cluster.folder) and sockets.exists():
             shutil.rmtree(sockets)
             removed.append(f"folder {sockets}")

@@ -297,7 +297,10 @@ def cluster_down(ctx: typer.Context, name: NameOption = "local") -> None:
         engine = connect_engine()
         try:
             cluster = _cluster(ctx, engine, name)
-            removed = _stack(ctx, cluster).down()
+            stack = _stack(ctx, cluster)
+            removed = stack.stop_servers()
+            removed += _end_sandboxes(cluster, stack)
+            removed += stack.down()
             removed += cluster.down()
         finally:
             engine.close()
@@ -305,3 +308,29 @@ def cluster_down(ctx: typer.Context, name: NameOption = "local") -> None:
         typer.echo(f"removed {item}")
     if not removed:
         typer.echo(f"no cluster named {name!r}")
+
+
+def _end_sandboxes(cluster: LocalCluster, stack: ClusterStack) -> list[str]:
+    """With the `docker` backend the servers' sandboxes hold host-side storage (mounted disk
+    images, socket folders): remove their containers, then let a Client on the servers' store
+    reconcile (`gc`), which ends each record and tears its storage down as any end does."""
+    from jupyter_sandbox import Client
+    from jupyter_sandbox.backends.cluster_errors import engine_errors
+    from jupyter_sandbox.backends.cluster_nodes import CLUSTER
+    from jupyter_sandbox.backends.labels import MANAGED
+
+    state = stack.state()
+    if state.backend != "docker" or state.postgres is None or not state.postgres.alive:
+        return []  # the Swarm backend's sandboxes live in the nodes, which go whole
+    selector: dict[str, str | list[str] | bool] = {
+        "label": [f"{CLUSTER}={cluster.name}", f"{MANAGED}=true"]
+    }
+    with engine_errors():
+        for container in cluster.engine.containers.list(all=True, filters=selector):
+            container.remove(force=True, v=True)
+    client = Client(settings=stack.server_settings())
+    try:
+        _, report = client.gc()  # the start-up pass's findings included
+    finally:
+        client.close()
+    return [f"sandbox {sandbox}" for sandbox in sorted(set(report.marked))]
