@@ -14,6 +14,7 @@
                ├── UnprocessableEntityError 422
                ├── RateLimitError         429
                └── InternalServerError    500
+                    └── StoreUnavailableError 503  the shared store is unreachable: retry
 
 Embedded mode raises the same classes as the HTTP server maps to status codes.
 """
@@ -36,6 +37,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "RequestTooLargeError",
+    "StoreUnavailableError",
     "UnprocessableEntityError",
 ]
 
@@ -126,3 +128,13 @@ class InternalServerError(APIStatusError):
 
     status_code = 500
     type = "server_error"
+
+
+class StoreUnavailableError(InternalServerError):
+    """The shared store (PostgreSQL) cannot be reached or dropped the connection; the same
+    call may succeed in a few seconds. Over HTTP a 503 with `Retry-After`."""
+
+    status_code = 503
+    code = "store_unavailable"
+    retry_after: ClassVar[float] = 2.0
+    """Seconds a caller should wait before retrying."""

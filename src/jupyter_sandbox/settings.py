@@ -214,7 +214,14 @@ class Settings(BaseSettings):
 
     @property
     def store_id(self) -> str:
-        """Short stable id of this state folder, put on every Docker object as a label."""
+        """Short stable id of the store, put on every Docker object as a label: of the
+        database for a shared store (so servers whose state folders differ still see each
+        other's sandboxes as owned), else of this state folder."""
+        if self.store_url is not None:
+            from jupyter_sandbox.backends.store import describe_url
+
+            where = describe_url(self.store_url.get_secret_value())  # never the password
+            return hashlib.sha256(where.encode()).hexdigest()[:12]
         return hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:12]
 
     @property

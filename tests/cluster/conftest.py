@@ -19,6 +19,8 @@ from jupyter_sandbox.backends.node_image import build_node_image
 from tests.conftest import IMAGE, SESSION_RUN, TEST_LABEL, remove_labelled
 
 SCRIPT = Path(sys.executable).with_name("jupyter-sandbox")
+SERVERS = ("--backend", "docker")
+"""How the fixtures' clusters run their API server until the Swarm backend is the default."""
 TIMINGS = Path("/tmp/jsbx-cluster-timings.jsonl")
 """Each fixture's step timings, one JSON line per cluster (docs/scale-out.md quotes them)."""
 
@@ -69,7 +71,7 @@ def one_node(
     cluster = LocalCluster(engine, name, home=home)
     try:
         up = subprocess.run(
-            [str(SCRIPT), "cluster", "up", "--nodes", "1", "--name", name, "--json"],
+            [str(SCRIPT), "cluster", "up", "--nodes", "1", "--name", name, "--json", *SERVERS],
             capture_output=True,
             text=True,
             check=False,
@@ -83,7 +85,15 @@ def one_node(
             log.write(json.dumps({"nodes": 1, "cli": timings}) + "\n")
         yield cluster
     finally:
-        cluster.down()
+        down = subprocess.run(  # the CLI's down: its API server and PostgreSQL too
+            [str(SCRIPT), "cluster", "down", "--name", name],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={**os.environ, "JUPYTER_SANDBOX_HOME": str(home)},
+            timeout=600,
+        )
+        assert down.returncode == 0, down.stderr
         leaked = remove_labelled(f"{CLUSTER}={name}")
         assert not leaked, f"cluster down left behind: {leaked}"
 

@@ -12,9 +12,10 @@ import anyio
 import pytest
 from starlette.testclient import TestClient
 
+from jupyter_sandbox._exceptions import StoreUnavailableError
 from jupyter_sandbox.server import create_app, default_allowed_hosts
 from jupyter_sandbox.server.auth import KeyRing, parse_entry
-from jupyter_sandbox.server.errors import QuotaExceededError
+from jupyter_sandbox.server.errors import QuotaExceededError, api_error_parts
 from jupyter_sandbox.server.limits import CreateLedger, RateLimiter
 from jupyter_sandbox.server.middleware import host_name
 from jupyter_sandbox.settings import Settings
@@ -309,3 +310,14 @@ def test_unexpected_failures_are_500_without_internals(
     assert "NoEngine" not in response.text
     assert "Attribute" not in response.text
     assert response.headers["x-request-id"] in caplog.text  # the log has the details
+
+
+def test_an_unavailable_store_is_503_with_retry_after_and_no_address() -> None:
+    status, body, headers = api_error_parts(
+        StoreUnavailableError("cannot connect to the store postgresql://jsbx@10.0.0.9:5432/db")
+    )
+    assert status == 503
+    assert body["error"]["code"] == "store_unavailable"
+    assert body["error"]["type"] == "server_error"
+    assert "10.0.0.9" not in body["error"]["message"]
+    assert headers == {"retry-after": "2", "x-should-retry": "true"}

@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from jupyter_sandbox._exceptions import BadRequestError, InternalServerError
+from jupyter_sandbox._exceptions import (
+    BadRequestError,
+    InternalServerError,
+    StoreUnavailableError,
+)
 from jupyter_sandbox.backends.file_store import FileRecord, FileStore
 from jupyter_sandbox.backends.open_store import open_store
 from jupyter_sandbox.backends.postgres_store import PostgresStore
@@ -41,6 +45,30 @@ def test_the_store_reconnects_after_a_restart_and_loses_nothing(
         assert store.update("cntr_0010", status="expired").status == "expired"
         claimed = store.claim("default", expiring_after=0.0, project="t")
         assert claimed is not None
+    finally:
+        store.close()
+
+
+def test_a_stopped_database_is_unavailable_at_once_then_used_again(
+    postgres_cluster: PostgresCluster, postgres_url: str
+) -> None:
+    """While the server is down, every call fails quickly as StoreUnavailableError (a 503
+    with Retry-After over HTTP, not a 500 and not a hang); once it is back, calls work."""
+    store = PostgresStore(postgres_url, connect_timeout=5)
+    try:
+        store.insert(make_record(0))
+        postgres_cluster.stop()
+        try:
+            for call in (lambda: store.get("cntr_0000"), lambda: store.insert(make_record(1))):
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailableError) as caught:
+                    call()
+                assert time.monotonic() - started < 5
+                assert caught.value.status_code == 503
+                assert postgres_cluster.password not in caught.value.message
+        finally:
+            postgres_cluster.start()
+        assert [r.id for r in store.all()] == ["cntr_0000"]
     finally:
         store.close()
 
@@ -172,3 +200,14 @@ def test_a_store_is_named_without_its_password(url: str, shown: str) -> None:
     assert describe_url(url) == shown
     settings = Settings(store_url=url)  # type: ignore[arg-type]
     assert store_location(settings) == shown
+
+
+def test_servers_sharing_a_database_label_their_objects_alike(tmp_path: Path) -> None:
+    """Reconcile judges a sandbox by the objects labelled with the store's id: servers on
+    other machines (other state folders, maybe other passwords) must agree on it."""
+    url = "postgresql://jsbx:{}@db.internal:5432/fleet"
+    one = Settings(home=tmp_path / "one", store_url=url.format("first"))
+    two = Settings(home=tmp_path / "two", store_url=url.format("second"))
+    assert one.store_id == two.store_id
+    assert one.store_id != Settings(home=tmp_path / "one").store_id
+    assert one.store_id != Settings(home=tmp_path / "one", store_url=url + "2").store_id

@@ -322,6 +322,8 @@ class LocalCluster:
                 config = (networks.get(self.network_name) or {}).get("IPAMConfig") or {}
                 address = config.get("IPv4Address", "")
             role = container.labels.get(NODE_ROLE)
+            if role not in ("manager", "worker"):
+                continue  # the servers' sandboxes carry the cluster's label too
             nodes.append(
                 ClusterNode(
                     name=str(container.name),

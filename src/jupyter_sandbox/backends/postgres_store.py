@@ -7,6 +7,10 @@ A connection the server dropped (PostgreSQL restarted, a network blip) fails on 
 statement, `BEGIN`: then nothing of the transaction has run, so it is replaced by a new
 connection and the transaction starts again, once. A failure after `BEGIN` rolls the
 transaction back and reaches the caller as an error, so nothing is half-written.
+A lost or refused connection is `StoreUnavailableError` (a 503 with `Retry-After` over HTTP:
+the database is restarting or unreachable, and a retry may succeed); any other database error
+is an `InternalServerError`. Connections use TCP keepalives, so a peer that vanished without a
+word is noticed instead of waited on.
 Migrations run under a transaction-scoped advisory lock, so servers starting together apply
 each one once; `schema_migrations` records them.
 """
@@ -21,7 +25,7 @@ from typing import Any, ClassVar
 
 import psycopg
 
-from jupyter_sandbox._exceptions import InternalServerError
+from jupyter_sandbox._exceptions import InternalServerError, StoreUnavailableError
 from jupyter_sandbox.backends.migrations import pending
 from jupyter_sandbox.backends.sql_store import SqlStore
 from jupyter_sandbox.backends.store import Connection, describe_url
@@ -125,7 +129,14 @@ class PostgresStore(SqlStore):
                 autocommit=True,  # transactions are our explicit BEGIN ... COMMIT
                 connect_timeout=max(1, int(self._connect_timeout)),
                 application_name="jupyter-sandbox",
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
             )
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailableError(
+                f"cannot connect to the store {self._where}: {_first_line(exc)}"
+            ) from exc
         except psycopg.Error as exc:
             raise InternalServerError(
                 f"cannot connect to the store {self._where}: {_first_line(exc)}"
@@ -160,10 +171,15 @@ class PostgresStore(SqlStore):
                 raw.execute(begin)
             except psycopg.Error as exc:
                 raw.close()
-                raise InternalServerError(
-                    f"the store {self._where} failed: {_first_line(exc)}"
-                ) from exc
+                raise self._failed(exc, raw) from exc
         return raw
+
+    def _failed(self, exc: psycopg.Error, raw: psycopg.Connection[Any]) -> InternalServerError:
+        """The error for a database failure: unavailable when the connection is lost."""
+        message = f"the store {self._where} failed: {_first_line(exc)}"
+        if isinstance(exc, psycopg.OperationalError) or raw.broken or raw.closed:
+            return StoreUnavailableError(message)
+        return InternalServerError(message)
 
     @contextmanager
     def _run(self, begin: str) -> Iterator[Connection]:
@@ -177,9 +193,7 @@ class PostgresStore(SqlStore):
                 raise
             raw.execute("COMMIT")
         except psycopg.Error as exc:
-            raise InternalServerError(
-                f"the store {self._where} failed: {_first_line(exc)}"
-            ) from exc
+            raise self._failed(exc, raw) from exc
         finally:
             self._give_back(raw)
 

@@ -42,6 +42,9 @@ __all__ = ["ExecutionService", "OutputCallback"]
 logger = logging.getLogger(__name__)
 
 _HEARTBEAT_TIMEOUT = 1.0
+KEEP_ACTIVE = 15.0
+"""Seconds between touches of a sandbox while it runs code: the store then shows it active to
+every server that shares it (their idle sweeps and pauses spare it), not just to this one."""
 
 
 def _reason(record: ContainerRecord) -> str:
@@ -128,6 +131,14 @@ class ExecutionService:
             self._store.touch(container_id, now)
             self._touched[container_id] = now
 
+    def _keep_active(self, container_id: str) -> None:
+        if time.time() - self._touched.get(container_id, 0.0) < KEEP_ACTIVE:
+            return
+        try:
+            self._touch(container_id)
+        except APIError as exc:  # the store restarting must not fail a running cell
+            logger.warning("sandbox %s: could not mark it active: %s", container_id, exc)
+
     def restart(self, record: ContainerRecord) -> None:
         """Restart the sandbox's kernel (waits for any running execution to finish first)."""
         if record.status != "ready":
@@ -201,6 +212,7 @@ class ExecutionService:
             if session.closing:  # the sandbox ended under this run (deleted, expired, died)
                 raise SessionClosed(f"sandbox {record.id} ended while the code ran")
             now = time.monotonic()
+            self._keep_active(record.id)
             drive(Tick(now))
             if machine.finished is not None:
                 break

@@ -102,11 +102,13 @@ class WarmPool:
 
     def pooled(self) -> list[ContainerRecord]:
         """The pooled (unclaimed) sandboxes this process made."""
-        pid = os.getpid()
+        pid, host = os.getpid(), socket.gethostname()  # a shared store: pids repeat on hosts
         return [
             record
             for record in self._store.all(statuses=("initializing", "ready"))
-            if record.project == POOL_PROJECT and record.owner_pid == pid and not record.deleted
+            if record.project == POOL_PROJECT
+            and (record.owner_pid, record.owner_host) == (pid, host)
+            and not record.deleted
         ]
 
     def start(self) -> None:

@@ -1,4 +1,11 @@
-"""Reconcile the store with the backend after a crash: mark vanished sandboxes, reap orphans."""
+"""Reconcile the store with the backend after a crash: mark vanished sandboxes, reap orphans.
+
+Several API servers may share one store and reconcile at any time, concurrently with each
+other's creates and deletes: every end goes through the store's atomic `end` (one caller wins
+and tears down), a sandbox is judged gone only from a look at the backend taken after its
+record was read, and a sandbox is never ended for its creator being another live server (any
+server serves any sandbox; only creates and pooled sandboxes of a dead creator are ended).
+"""
 
 from __future__ import annotations
 
@@ -110,9 +117,13 @@ def reconcile(
     A sandbox found dead is ended through `resources` like any other end (so its storage,
     file records and network go too); objects no live record owns are removed."""
     report = ReconcileReport()
+    # The records first, then the containers: a sandbox another server makes ready
+    # meanwhile had its container before its record said so, so it is in the snapshot.
+    # (The other order would take a create that finished in between for a vanished sandbox.)
+    records = store.all(statuses=("initializing", "ready"))
     present = {o.owner for o in backend.existing() if o.kind == "container"}
     now = time.time()
-    for record in store.all(statuses=("initializing", "ready")):
+    for record in records:
         ending = _ending(settings, backend, record, present, now)
         if ending is None:
             continue

@@ -30,12 +30,17 @@ from jupyter_sandbox._exceptions import (
     ConflictError,
     RateLimitError,
     RequestTooLargeError,
+    StoreUnavailableError,
 )
 from jupyter_sandbox.core.validation import bad_request_from
 
 logger = logging.getLogger(__name__)
 
 INTERNAL_MESSAGE = "The server had an error while processing your request. Sorry about that!"
+STORE_UNAVAILABLE_MESSAGE = (
+    "The server's store is unavailable (restarting or unreachable); retry after the "
+    "Retry-After seconds"
+)
 
 
 class ErrorDetail(BaseModel):
@@ -110,7 +115,12 @@ def api_error_parts(exc: APIError) -> tuple[int, dict[str, Any], dict[str, str]]
         elif isinstance(exc, RequestTooLargeError):
             code = "request_too_large"
         message = exc.message
-        if status >= 500 and not getattr(exc, "public_message", False):
+        if isinstance(exc, StoreUnavailableError):
+            # The store's address stays in the server's log; the caller learns when to retry.
+            message = STORE_UNAVAILABLE_MESSAGE
+            headers["retry-after"] = str(max(1, math.ceil(exc.retry_after)))
+            headers["x-should-retry"] = "true"
+        elif status >= 500 and not getattr(exc, "public_message", False):
             message = INTERNAL_MESSAGE
     elif isinstance(exc, APIConnectionError):
         status, type_, code = 503, "server_error", "engine_unavailable"

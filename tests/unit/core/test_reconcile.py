@@ -64,6 +64,28 @@ def test_what_a_live_sandbox_holds_is_kept(client: Client, backend: FakeBackend)
     client.containers.delete(box.id)
 
 
+def test_a_sandbox_another_server_makes_ready_meanwhile_is_kept(
+    client: Client, backend: FakeBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another server's create completes while this reconcile runs: its container appears
+    just as its record is read. Only a look at the backend taken after the read may judge it."""
+    box = client.containers.create(name="made-elsewhere")
+    hidden = backend.sandboxes.pop(box.id)
+    read = client._store.all
+
+    def read_then_appears(**kwargs: object) -> list[ContainerRecord]:
+        records = read(**kwargs)  # type: ignore[arg-type]
+        backend.sandboxes[box.id] = hidden
+        return records
+
+    monkeypatch.setattr(client._store, "all", read_then_appears)
+    report = client.reconcile()
+    assert box.id not in report.marked
+    assert record_of(client, box.id).status == "ready"
+    monkeypatch.undo()
+    client.containers.delete(box.id)
+
+
 @pytest.mark.parametrize(
     ("exit_code", "error"),
     [
