@@ -12,8 +12,8 @@ import zmq
 from jupyter_sandbox import BadRequestError
 from jupyter_sandbox.backends import kernel_tcp
 from jupyter_sandbox.backends.docker_backend import DockerBackend
+from jupyter_sandbox.backends.remote_egress import RemoteEgressNetworks
 from jupyter_sandbox.settings import Settings
-from jupyter_sandbox.types.container import NetworkPolicyAllowlist
 
 
 def test_master_key_is_private_and_stable(tmp_path: Path) -> None:
@@ -81,13 +81,9 @@ def test_entering_a_missing_namespace_fails_closed() -> None:
     assert caught.value.param == "kernel_channel"
 
 
-def test_a_remote_engine_refuses_allowlist_networks(tmp_path: Path) -> None:
+def test_a_remote_engine_runs_its_egress_proxy_on_that_engine(tmp_path: Path) -> None:
     backend = DockerBackend(Settings(home=tmp_path, engine_location="remote"), engine=MagicMock())
-    with pytest.raises(BadRequestError) as caught:
-        backend.check_network(
-            NetworkPolicyAllowlist(type="allowlist", allowed_domains=["example.com"])
-        )
-    assert caught.value.param == "network_policy"
+    assert isinstance(backend.egress, RemoteEgressNetworks)  # volumes there, no host paths
     assert backend.disks.mechanism == "volume"  # a host loop mount cannot reach it
 
 
