@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from jupyter_core.paths import jupyter_data_dir
 from pydantic import Field, SecretStr, field_validator
@@ -218,8 +219,6 @@ class Settings(BaseSettings):
         database for a shared store (so servers whose state folders differ still see each
         other's sandboxes as owned), else of this state folder."""
         if self.store_url is not None:
-            from jupyter_sandbox.backends.store import describe_url
-
             where = describe_url(self.store_url.get_secret_value())  # never the password
             return hashlib.sha256(where.encode()).hexdigest()[:12]
         return hashlib.sha256(str(self.home.resolve()).encode()).hexdigest()[:12]
@@ -272,3 +271,13 @@ def warn_unknown_environment(environ: Mapping[str, str]) -> list[str]:
         logger.warning("%s", message)
         messages.append(message)
     return messages
+
+
+def describe_url(url: str) -> str:
+    """`postgresql://user@host:port/dbname` without the password, for messages and logs."""
+    try:
+        parts = urlsplit(url)
+        host, port, user = parts.hostname or "localhost", parts.port or 5432, parts.username
+    except ValueError:
+        return "postgresql://(unparsable url)"
+    return f"postgresql://{f'{user}@' if user else ''}{host}:{port}{parts.path}"

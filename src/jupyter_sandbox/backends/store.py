@@ -12,8 +12,8 @@ from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
-from urllib.parse import urlsplit
 
+from jupyter_sandbox.settings import describe_url
 from jupyter_sandbox.types.container import ContainerStatus
 
 if TYPE_CHECKING:
@@ -159,16 +159,6 @@ class Store(Protocol):
 
     def all(self, *, statuses: tuple[str, ...] | None = None) -> list[ContainerRecord]:
         """Every record (optionally only some statuses), deleted ones included."""
-
-
-def describe_url(url: str) -> str:
-    """`postgresql://user@host:port/dbname` without the password, for messages and logs."""
-    try:
-        parts = urlsplit(url)
-        host, port, user = parts.hostname or "localhost", parts.port or 5432, parts.username
-    except ValueError:
-        return "postgresql://(unparsable url)"
-    return f"postgresql://{f'{user}@' if user else ''}{host}:{port}{parts.path}"
 
 
 def store_location(settings: Settings) -> str:

@@ -314,10 +314,10 @@ def _end_sandboxes(cluster: LocalCluster, stack: ClusterStack) -> list[str]:
     """With the `docker` backend the servers' sandboxes hold host-side storage (mounted disk
     images, socket folders): remove their containers, then let a Client on the servers' store
     reconcile (`gc`), which ends each record and tears its storage down as any end does."""
-    from jupyter_sandbox import Client
     from jupyter_sandbox.backends.cluster_errors import engine_errors
     from jupyter_sandbox.backends.cluster_nodes import CLUSTER
     from jupyter_sandbox.backends.labels import MANAGED
+    from jupyter_sandbox.client import Client
 
     state = stack.state()
     if state.backend != "docker" or state.postgres is None or not state.postgres.alive:
