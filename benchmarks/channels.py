@@ -2,6 +2,11 @@
 runc+tcp through the exec tunnel on this engine (`engine_location=remote`), and with `--dind`
 a remote engine: a Docker-in-Docker node over mutual TLS (`jupyter-sandbox cluster up`).
 
+"runc + tcp, before" is runc + tcp with the liveness check before each execute asking the
+engine every time (as before the check read the sandbox's init process): the before/after of
+that change, in the same run. With `--dind`, the node is also reached over ssh
+(`DOCKER_HOST=ssh://root@node`, the cluster's keys in a private HOME).
+
 For each: cold create-to-first-result (create, then `print(1)`), create-to-first-result from a
 warm pool (`--pool-size`, 0 to skip), and the round trip of N `execute("1")`. Usage:
 `python benchmarks/channels.py [--rounds 3] [--executes 100] [--pool-size 1] [--dind]` (root:
@@ -29,17 +34,20 @@ from jupyter_sandbox.core.pool import POOL_PROJECT
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "runc + ipc": {"kernel_channel": "ipc"},
+    "runc + tcp, before": {"kernel_channel": "tcp"},
     "runc + tcp": {"kernel_channel": "tcp"},
     "runsc + tcp": {"runtime": "runsc"},
     "runc + tcp, exec tunnel": {"engine_location": "remote"},
 }
 DIND = "remote engine (dind, TLS)"
+DIND_SSH = "remote engine (dind, ssh)"
 CLI = shutil.which("jupyter-sandbox") or str(Path(sys.executable).with_name("jupyter-sandbox"))
 
 
 @contextmanager
-def dind_node() -> Iterator[dict[str, str]]:
-    """One Docker-in-Docker node with the kernel image; yields the env pointing at it."""
+def dind_node() -> Iterator[tuple[dict[str, str], dict[str, str]]]:
+    """One Docker-in-Docker node with the kernel image; yields the env pointing at it over
+    TLS, and over ssh."""
     name = f"bench{os.getpid()}"
     with tempfile.TemporaryDirectory(prefix="jsbx-bench-dind-") as home:
         env = {**os.environ, "JUPYTER_SANDBOX_HOME": home}
@@ -50,7 +58,15 @@ def dind_node() -> Iterator[dict[str, str]]:
         try:
             if up.returncode != 0:
                 raise RuntimeError(f"cluster up failed: {up.stderr}")
-            yield dict(json.loads(up.stdout)["env"])
+            tls = dict(json.loads(up.stdout)["env"])
+            keys = Path(home) / "clusters" / name / "ssh"
+            dot_ssh = Path(home) / "user" / ".ssh"  # docker-py reads only ~/.ssh
+            dot_ssh.mkdir(parents=True, mode=0o700)
+            shutil.copy(keys / "config", dot_ssh / "config")
+            shutil.copy(keys / "known_hosts", dot_ssh / "known_hosts")
+            address = tls["DOCKER_HOST"].removeprefix("tcp://").rpartition(":")[0]
+            ssh = {"DOCKER_HOST": f"ssh://root@{address}", "HOME": str(dot_ssh.parent)}
+            yield tls, ssh
         finally:
             subprocess.run(
                 [CLI, "cluster", "down", "--name", name], capture_output=True, check=False, env=env
@@ -79,12 +95,25 @@ def wait_pool_full(client: Client, size: int, deadline: float) -> None:
     raise TimeoutError("the pool did not fill")
 
 
+def ask_engine_every_time(client: Client) -> None:
+    """The liveness check as it was: an engine inspect before every execute."""
+    runtime = client._backend.runtime  # type: ignore[attr-defined]
+
+    def is_running(container_id: str) -> bool:
+        state = runtime.state(container_id)
+        return state is not None and bool(state.running)
+
+    runtime.is_running = is_running
+
+
 def measure(
     name: str, settings: dict[str, Any], args: argparse.Namespace
 ) -> dict[str, list[float]]:
     results: dict[str, list[float]] = {"cold": [], "warm": [], "trip": []}
     with tempfile.TemporaryDirectory(prefix="jsbx-bench-") as home:
         with Client(home=Path(home), **settings) as client:
+            if name.endswith(", before"):
+                ask_engine_every_time(client)
             for index in range(args.rounds):
                 elapsed, container_id = first_result(client)
                 results["cold"].append(elapsed)
@@ -115,20 +144,23 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="only these configurations (names)")
     args = parser.parse_args()
     rows = []
-    for name in [*CONFIGS, *([DIND] if args.dind else [])]:
-        if args.only and name not in args.only:
-            continue
-        if name == DIND:
-            with dind_node() as remote_env:
+    found_by_name: dict[str, dict[str, list[float]]] = {}
+    for name in CONFIGS:
+        if not args.only or name in args.only:
+            found_by_name[name] = measure(name, CONFIGS[name], args)
+    if args.dind:
+        with dind_node() as (tls_env, ssh_env):
+            for name, remote_env in ((DIND, tls_env), (DIND_SSH, ssh_env)):
+                if args.only and name not in args.only:
+                    continue
                 saved = dict(os.environ)
-                os.environ.update(remote_env)  # what Client() reads: DOCKER_HOST and TLS
+                os.environ.update(remote_env)  # what Client() reads: DOCKER_HOST, TLS, ~/.ssh
                 try:
-                    found = measure(name, {}, args)
+                    found_by_name[name] = measure(name, {}, args)
                 finally:
                     os.environ.clear()
                     os.environ.update(saved)
-        else:
-            found = measure(name, CONFIGS[name], args)
+    for name, found in found_by_name.items():
         for key, label in (
             ("cold", "create to first result (cold)"),
             ("warm", "create to first result (warm pool)"),

@@ -1,8 +1,9 @@
 """The public API's contract, written once and run on every backend.
 
 `api` is a `Client` on a fresh store, on Docker (marked `docker`) or on
-`jupyter_sandbox.testing.LocalBackend`; either way the test fails if it leaves a sandbox,
-a Docker object or a local kernel process behind.
+`jupyter_sandbox.testing.LocalBackend`; tests/cluster/test_remote_contract.py runs it on a
+remote engine too (`remote`: Docker, with DOCKER_HOST naming a second engine). Either way
+the test fails if it leaves a sandbox, a Docker object or a local kernel process behind.
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ def make_api(backend_name: str, home: Path, test_label: str) -> Iterator[Callabl
     local: list[LocalBackend] = []
 
     def make(**settings: Any) -> Client:
-        if backend_name == "docker":
+        if backend_name in ("docker", "remote"):
             made.append(Client(home=home, extra_labels={TEST_LABEL: test_label}, **settings))
         else:
             local.append(LocalBackend())
@@ -55,7 +56,7 @@ def make_api(backend_name: str, home: Path, test_label: str) -> Iterator[Callabl
         for client in made:
             client.close()
         leaked: dict[str, list[str]] = {}
-        if backend_name == "docker":
+        if backend_name in ("docker", "remote"):  # the docker CLI follows DOCKER_HOST
             leaked = remove_labelled(f"{TEST_LABEL}={test_label}")
         for backend in local:
             running = sorted(backend.running_sandboxes())

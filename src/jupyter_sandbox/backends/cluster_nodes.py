@@ -36,6 +36,7 @@ from docker.models.containers import Container
 from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox.backends.cluster_certs import CertificateAuthority, write_private
 from jupyter_sandbox.backends.cluster_errors import ClusterError, engine_errors
+from jupyter_sandbox.backends.cluster_ssh import ClusterSsh
 from jupyter_sandbox.backends.labels import PREFIX
 
 __all__ = [
@@ -135,6 +136,11 @@ class LocalCluster:
     def client_cert_path(self) -> Path:
         """`DOCKER_CERT_PATH` for this cluster: ca.pem, cert.pem, key.pem."""
         return self.folder / "client"
+
+    @property
+    def ssh(self) -> ClusterSsh:
+        """The cluster's ssh keys (`DOCKER_HOST=ssh://root@<node>`), in `<folder>/ssh`."""
+        return ClusterSsh(self.folder / "ssh")
 
     def node_name(self, index: int) -> str:
         return f"jsbx-{self.name}-node-{index}"
@@ -238,6 +244,7 @@ class LocalCluster:
                 "ca.pem": ca.cert_pem,
                 "cert.pem": server.cert_pem,
                 "key.pem": server.key_pem,
+                **self.ssh.node_files(address),
             }
             container.put_archive("/etc/jsbx-node", _tar(secrets))
             container.start()

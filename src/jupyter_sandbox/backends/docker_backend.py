@@ -265,11 +265,11 @@ class DockerBackend:
 
     def kernel_listening(self, endpoint: KernelEndpoint) -> bool:
         """ipc: whether the heartbeat socket accepts a connection; tcp: whether the sandbox
-        runs (its loopback is reachable only from inside)."""
+        runs (its loopback is reachable only from inside; `is_running` asks the engine only
+        the first time on a local engine: this runs before every execute)."""
         if endpoint.transport == "tcp":
             sandbox_id = _tcp_sandbox(str(endpoint.folder))
-            state = self.runtime.state(sandbox_id) if sandbox_id else None
-            return state is not None and state.running
+            return sandbox_id is not None and self.runtime.is_running(sandbox_id)
         return kernel.kernel_listening(*_ipc(endpoint))
 
     def connect_kernel(self, endpoint: KernelEndpoint, max_message: int) -> KernelChannel:

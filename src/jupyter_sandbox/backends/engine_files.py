@@ -10,7 +10,9 @@ sandbox as its own user, so any link resolves inside the container, never on the
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
+import os
 import secrets
 import stat
 import tarfile
@@ -35,9 +37,19 @@ from jupyter_sandbox.backends.sandbox_files import (
     Scan,
     bad_path,
     copy_stream,
+    path_refusal,
 )
 from jupyter_sandbox.types.binary import BinaryContent
 from jupyter_sandbox.types.container_file import ROOTS, check_path, split_root
+
+# The upload's last step, as the sandbox user: a link or folder at the target is refused (as
+# `HostFiles` does); a link swapped in after the test is only replaced by the rename
+# (`mv -T`), never written through.
+_REPLACE = (
+    f'if [ -L "$2" ]; then exit {errno.ELOOP}; fi; '
+    f'if [ -d "$2" ]; then exit {errno.EISDIR}; fi; '
+    'exec /bin/mv -fT -- "$1" "$2"'
+)
 
 # Paths plus their sizes and times: the path budget, with room for the other fields.
 _SCAN_OUTPUT_BYTES = MAX_SCAN_PATH_BYTES + 64 * (MAX_SCAN_ENTRIES + 1)
@@ -155,7 +167,9 @@ class EngineFiles:
                 )
             except docker.errors.APIError as exc:
                 raise bad_path(path, f"the engine refused: {exc.explanation}") from None
-            code, _, err = self._exec("/bin/mv", "-fT", "--", staged_path, path)
+            code, _, err = self._exec("/bin/sh", "-c", _REPLACE, "mv", staged_path, path)
+            if code in (errno.ELOOP, errno.EISDIR):
+                raise path_refusal(path, OSError(code, os.strerror(code)))
             if code != 0:
                 raise bad_path(path, err.decode(errors="replace").strip() or "cannot replace it")
         except BaseException:

@@ -90,6 +90,7 @@ _HEADER = 8
 _BUFFER = 256 * 1024
 _STDERR_TAIL = 2048
 _MIN_EXEC_SPACING = 0.05
+_WINDOW_POLL = 0.005
 
 
 class Demux:
@@ -315,21 +316,28 @@ def _pump(
     to_remote = bytearray()
     remote_open = local_open = True
     got_output = bool(to_local)
+    # A paramiko channel (an ssh engine): its fileno() is a pipe that signals reads only, so
+    # whether it can send is asked (`send_ready`: room in the ssh window), not selected.
+    send_ready: Callable[[], bool] | None = getattr(remote, "send_ready", None)
     while local_open and (remote_open or to_local):
-        want_read = []
-        if remote_open and len(to_local) < _BUFFER:
-            want_read.append(remote)
-        if len(to_remote) < _BUFFER:
-            want_read.append(conn)
-        want_write = ([conn] if to_local else []) + ([remote] if to_remote and remote_open else [])
-        pending = isinstance(remote, ssl.SSLSocket) and remote in want_read and remote.pending()
-        readable, writable, _ = select.select(
-            [stop, *want_read], want_write, [], 0 if pending else None
-        )
+        # a side is not read while its peer's buffer is full
+        want_read = [remote] if remote_open and len(to_local) < _BUFFER else []
+        want_read += [conn] if len(to_remote) < _BUFFER else []
+        sending = bool(to_remote) and remote_open
+        want_write = [conn] if to_local else []
+        if sending and send_ready is None:
+            want_write.append(remote)
+        can_send = sending and send_ready is not None and send_ready()
+        pending = isinstance(remote, ssl.SSLSocket) and remote in want_read and remote.pending() > 0
+        polls_window = sending and send_ready is not None and not can_send
+        wait = _wait(pending=pending, can_send=can_send, polls_window=polls_window)
+        readable, writable, _ = select.select([stop, *want_read], want_write, [], wait)
         if stop in readable:
             return
         if pending and remote not in readable:
             readable.append(remote)
+        if can_send:
+            writable.append(remote)
         if conn in readable:
             data = _recv(conn)
             if data == b"":
@@ -351,6 +359,15 @@ def _pump(
         why = demux.stderr.decode("utf-8", "replace").strip()
         tunnel.failure = f"the {name} channel's forwarder: {why}"
         logger.debug("%s", tunnel.failure)
+
+
+def _wait(*, pending: bool, can_send: bool, polls_window: bool) -> float | None:
+    """How long the pump's select may block: not at all with bytes to move now (TLS bytes
+    already decrypted, room in an ssh window), briefly while an ssh window is shut (it opens
+    on the peer's word, which no file descriptor signals), else until something happens."""
+    if pending or can_send:
+        return 0
+    return _WINDOW_POLL if polls_window else None
 
 
 _NOT_READY = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError, TimeoutError)

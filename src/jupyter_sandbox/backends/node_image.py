@@ -39,7 +39,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 NODE_REPOSITORY = "jupyter-sandbox-node"
-RECIPE_FILES = ("packages.txt", "Dockerfile.node", "node-entrypoint")
+RECIPE_FILES = ("packages.txt", "Dockerfile.node", "node-entrypoint", "sshd_config")
 _EXECUTABLES = ("node-entrypoint",)
 # The kernel image's options, minus its hook that prunes Python test suites (no Python here).
 BOOTSTRAP_OPTIONS = tuple(

@@ -49,6 +49,8 @@ class DockerRuntime:
         self.engine = engine or connect_engine()
         self._api = self.engine.api
         self._cgroup_files: dict[str, Path | None] = {}
+        self._init_processes: dict[str, tuple[int, str]] = {}
+        """Local engine: each sandbox's init process (host pid, start time), as inspected."""
         self._runtimes: frozenset[str] | None = None
 
     @property
@@ -203,6 +205,8 @@ class DockerRuntime:
         docker_id = str(info["Id"])
         if self.is_remote:  # its pid and cgroup are another machine's
             self._cgroup_files[container_id] = None
+        else:
+            self._note_init_process(container_id, int(info["State"].get("Pid") or 0))
         if container_id not in self._cgroup_files:
             pid = int(info["State"].get("Pid") or 0)
             self._cgroup_files[container_id] = _find_memory_events(docker_id, pid)
@@ -211,6 +215,23 @@ class DockerRuntime:
             running=bool(info["State"]["Running"]),
             oom_kills=_read_oom_kills(self._cgroup_files[container_id]),
         )
+
+    def is_running(self, container_id: str) -> bool:
+        """Whether the sandbox runs. On a local engine, once inspected, without asking the
+        engine: its init process (host pid and start time, so a reused pid is not taken for
+        it) still exists; else, or on a remote engine, the engine's word (`state`)."""
+        known = self._init_processes.get(container_id)
+        if known is not None and _process_start(known[0]) == known[1]:
+            return True
+        state = self.state(container_id)
+        return state is not None and state.running
+
+    def _note_init_process(self, container_id: str, pid: int) -> None:
+        start = _process_start(pid) if pid else None
+        if start is None:
+            self._init_processes.pop(container_id, None)
+        else:
+            self._init_processes[container_id] = (pid, start)
 
     def kernel_netns(self, container_id: str) -> str:
         """The sandbox's network namespace (`/proc/<pid>/ns/net`), for the tcp channel."""
@@ -289,6 +310,7 @@ class DockerRuntime:
                 self._remove_volume(_volume_name(container_id, role))
             self._remove_network(network_name(container_id))
         self._cgroup_files.pop(container_id, None)
+        self._init_processes.pop(container_id, None)
 
     def _networking_config(self, spec: ContainerSpec) -> dict[str, Any] | None:
         """An allowlist sandbox's fixed address on its own network (the proxy trusts it)."""
@@ -376,6 +398,16 @@ class DockerRuntime:
             "volume": [(v.get("Labels") or {}).get(labels.CONTAINER_ID, "") for v in volumes],
             "network": [(n.get("Labels") or {}).get(labels.CONTAINER_ID, "") for n in networks],
         }
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process `pid` (clock ticks since boot, from /proc), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat_file:
+            fields = stat_file.read().rpartition(b")")[2].split()
+    except OSError:
+        return None
+    return fields[19].decode() if len(fields) > 19 else None  # field 22, the 20th after comm
 
 
 def _kernel_mounts(spec: ContainerSpec, *, is_remote: bool) -> list[Mount]:

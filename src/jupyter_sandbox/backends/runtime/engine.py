@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -43,6 +44,17 @@ def docker_errors(what: str) -> Iterator[None]:
         raise InternalServerError(f"{what}: the Docker engine refused: {exc.explanation}") from exc
     except (docker.errors.DockerException, OSError) as exc:
         raise APIConnectionError(f"Docker engine unreachable ({exc}); {_ENGINE_HINT}") from exc
+    except Exception as exc:
+        if not is_ssh_error(exc):
+            raise
+        raise APIConnectionError(f"Docker engine unreachable over ssh ({exc!r})") from exc
+
+
+def is_ssh_error(exc: BaseException) -> bool:
+    """Whether `exc` is paramiko's (an `ssh://` engine's transport: a refused channel, a
+    dropped connection), which docker-py lets through unmapped."""
+    paramiko = sys.modules.get("paramiko")  # never imported for other engines
+    return paramiko is not None and isinstance(exc, paramiko.SSHException)
 
 
 def is_local_engine() -> bool:
@@ -51,11 +63,37 @@ def is_local_engine() -> bool:
     return not host or host.startswith("unix://")
 
 
+@contextmanager
+def _ssh_errors(host: str) -> Iterator[None]:
+    """An `ssh://` engine: paramiko's errors (a refused key, an unknown host key) are not
+    docker-py's; map them here too, and say how to get paramiko if it is missing."""
+    if not host.startswith("ssh://"):
+        yield
+        return
+    try:
+        import paramiko
+    except ImportError:
+        raise APIConnectionError(
+            f"DOCKER_HOST={host} needs paramiko (docker-py's ssh transport): "
+            "pip install 'jupyter-sandbox[ssh]'"
+        ) from None
+    try:
+        yield
+    except paramiko.SSHException as exc:
+        raise APIConnectionError(
+            f"Docker engine unreachable over ssh ({type(exc).__name__}: {exc}); docker-py "
+            "reads the key and host key from ~/.ssh/config and ~/.ssh/known_hosts"
+        ) from exc
+
+
 def connect_engine(timeout: float = 60) -> docker.DockerClient:
     """A client for the engine named by the environment (DOCKER_HOST, or the local socket)."""
     client: docker.DockerClient | None = None
     try:
-        with docker_errors("connecting to the Docker engine"):
+        with (
+            _ssh_errors(os.environ.get("DOCKER_HOST", "")),
+            docker_errors("connecting to the Docker engine"),
+        ):
             # Not from_env's "auto" version: it asks the engine before trust_env can be
             # turned off, and requests would then verify a TLS engine against
             # REQUESTS_CA_BUNDLE instead of DOCKER_CERT_PATH's CA (or route it via *_PROXY).
