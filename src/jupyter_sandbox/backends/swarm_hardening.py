@@ -30,7 +30,7 @@ from jupyter_sandbox.backends.runtime.docker import SANDBOX_UID
 from jupyter_sandbox.backends.swarm_services import PARKING_NETWORK
 from jupyter_sandbox.settings import Settings
 
-__all__ = ["HardeningError", "NodeChecks", "harden"]
+__all__ = ["HardeningError", "NodeChecks", "check", "harden"]
 
 
 class HardeningError(InternalServerError):
@@ -150,6 +150,15 @@ def harden(
         raise HardeningError(f"cannot harden the sandbox's container on its node: {exc}") from exc
     if updated.get("Warnings"):
         raise HardeningError(f"the node could not apply every limit: {updated['Warnings']}")
+    check(api, info, settings, memory_bytes, runtime)
+    return info
+
+
+def check(
+    api: Any, info: dict[str, Any], settings: Settings, memory_bytes: int, runtime: str | None
+) -> None:
+    """Fail closed unless the container (`info`: its inspect) is as a sandbox must be."""
+    container = str(info["Id"])
     host = info["HostConfig"]
     expected: dict[str, object] = {
         "CapDrop": ["ALL"],
@@ -179,4 +188,3 @@ def harden(
     held = {k: v for k, v in caps.items() if k != "NoNewPrivs" and v != empty}
     if held or len(caps) < 6:
         raise HardeningError(f"the sandbox's PID 1 holds capabilities: {caps}")
-    return info

@@ -1,0 +1,247 @@
+"""`Client(backend="swarm")` on a two-node local Swarm: the public-API contract, placement on
+both nodes, the hardening inside a task's container, and fail-closed refusals.
+
+One cluster for the module (`two_nodes`, kernel image loaded); every client labels what it
+makes with a per-test label, and each test fails if a service, container or volume carrying
+it is left on the manager or a node.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+
+from jupyter_sandbox import BadRequestError, Client, InternalServerError
+from jupyter_sandbox.backends.cluster_nodes import LocalCluster
+from jupyter_sandbox.backends.swarm_backend import SwarmBackend
+from jupyter_sandbox.backends.swarm_hardening import HardeningError, check
+from tests.cluster.conftest import SCRIPT, TIMINGS
+from tests.conftest import IMAGE, TEST_LABEL
+from tests.contract import test_api as contract
+
+pytestmark = [pytest.mark.docker, pytest.mark.cluster, pytest.mark.timeout(900)]
+
+# The public-API contract, run here as written (fixtures `api` and `make_api` below).
+globals().update({name: test for name, test in vars(contract).items() if name.startswith("test_")})
+
+
+@pytest.fixture
+def swarm_env(two_nodes: LocalCluster, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The cluster's env (DOCKER_HOST = the manager, TLS), as `cluster up --json` prints it."""
+    env = two_nodes.env()
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return env
+
+
+@pytest.fixture
+def nodes(two_nodes: LocalCluster) -> Iterator[dict[str, docker.DockerClient]]:
+    """Each node's engine by hostname, the manager first."""
+    clients = {n.name: two_nodes.client_for(n.address) for n in two_nodes.nodes()}
+    try:
+        yield clients
+    finally:
+        for client in clients.values():
+            client.close()
+
+
+def on_cluster(nodes: dict[str, docker.DockerClient], label: str) -> dict[str, list[str]]:
+    """Services (on the manager), containers and volumes (on every node) carrying `label`."""
+    selector: dict[str, str | list[str] | bool] = {"label": label}
+    manager = next(iter(nodes.values()))
+    found = {"service": [s.name for s in manager.services.list(filters=selector)]}
+    for name, client in nodes.items():
+        found[f"container on {name}"] = [
+            c.name for c in client.containers.list(all=True, filters=selector)
+        ]
+        found[f"volume on {name}"] = [v.name for v in client.volumes.list(filters=selector)]
+    return {kind: names for kind, names in found.items() if names}
+
+
+@pytest.fixture
+def make_api(
+    swarm_env: dict[str, str],
+    nodes: dict[str, docker.DockerClient],
+    home: Path,
+    test_label: str,
+) -> Iterator[Callable[..., Client]]:
+    """Swarm clients on `home`; afterwards nothing they made may be left on the cluster."""
+    made: list[Client] = []
+
+    def make(**settings: Any) -> Client:
+        client = Client(
+            home=home, backend="swarm", extra_labels={TEST_LABEL: test_label}, **settings
+        )
+        made.append(client)
+        return client
+
+    try:
+        yield make
+    finally:
+        for client in made:
+            client.close()
+        leaked = on_cluster(nodes, f"{TEST_LABEL}={test_label}")
+        manager = next(iter(nodes.values()))
+        for service in manager.services.list(filters={"label": f"{TEST_LABEL}={test_label}"}):
+            manager.api.remove_service(service.id)
+        assert not leaked, f"left on the cluster: {leaked}"
+
+
+@pytest.fixture
+def api(make_api: Callable[..., Client]) -> Client:
+    return make_api()
+
+
+def test_the_swarm_backend_is_chosen_by_name(api: Client) -> None:
+    assert isinstance(api._backend, SwarmBackend)
+    assert api._backend.engine.api.base_url.startswith("https://")
+
+
+def test_sandboxes_land_on_both_nodes_and_get_json_names_the_node(
+    api: Client, nodes: dict[str, docker.DockerClient], home: Path, swarm_env: dict[str, str]
+) -> None:
+    started = time.monotonic()
+    first = api.containers.create(name="a")
+    first_result = api.containers.execute(first.id, "print(6 * 7)")
+    create_to_result = time.monotonic() - started
+    assert first_result.stdout == "42\n"
+    boxes = [first, *(api.containers.create(name=n) for n in "bcd")]
+    placed: dict[str, str] = {}
+    for box in boxes:
+        state = api._backend.state(box.id)
+        assert state is not None
+        assert state.running
+        assert state.node in nodes
+        placed[box.id] = state.node
+        hostname = api.containers.execute(box.id, "import socket; print(socket.gethostname())")
+        assert hostname.status == "ok"
+    assert set(placed.values()) == set(nodes), placed  # Swarm spread them over both nodes
+
+    shown = subprocess.run(
+        [str(SCRIPT), "--home", str(home), "get", first.id, "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **swarm_env, "JUPYTER_SANDBOX_BACKEND": "swarm"},
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    printed = json.loads(shown.stdout)
+    assert printed["node"] == placed[first.id]
+    assert printed["id"] == first.id
+    assert printed["status"] == "ready"
+    for box in boxes:
+        api.containers.delete(box.id)
+    with TIMINGS.open("a") as log:
+        log.write(json.dumps({"swarm create to first result s": round(create_to_result, 2)}) + "\n")
+
+
+HARDENING_PROBE = r"""
+import json, os, resource
+status = dict(line.split(":", 1) for line in open("/proc/1/status"))
+def cgroup(*names):
+    for name in names:
+        try:
+            return open(name).read().strip()
+        except OSError:
+            pass
+try:
+    open("/usr/escape", "w")
+    root = "writable"
+except OSError as exc:
+    root = exc.strerror
+print(json.dumps({
+    "uid": os.getuid(), "gid": os.getgid(),
+    "caps": {k: status[k].strip() for k in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb")},
+    "interfaces": sorted(l.split(":")[0].strip() for l in list(open("/proc/net/dev"))[2:]),
+    "root": root,
+    "memory": cgroup("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory.max"),
+    "memsw": cgroup("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),
+    "pids": cgroup("/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/pids.max"),
+    "nofile": resource.getrlimit(resource.RLIMIT_NOFILE),
+    "setuid": [p for p in os.popen("find / -xdev -type f -perm /6000 2>/dev/null").read().split()],
+}))
+"""
+
+
+def test_the_hardening_is_applied_inside_the_task_container(
+    api: Client, nodes: dict[str, docker.DockerClient]
+) -> None:
+    box = api.containers.create(name="hardened", memory_limit="1g")
+    seen = json.loads(api.containers.execute(box.id, HARDENING_PROBE).stdout)
+    assert (seen["uid"], seen["gid"]) == (1000, 1000)
+    assert set(seen["caps"].values()) == {"0" * 16}
+    assert seen["interfaces"] == ["lo"]
+    assert seen["root"] == "Read-only file system"
+    assert int(seen["memory"]) == 2**30
+    assert seen["memsw"] in (None, str(2**30))  # no swap beyond memory (v1 with accounting)
+    assert seen["pids"] == str(api.settings.pids_limit)
+    assert seen["nofile"] == [4096, 4096]
+    assert seen["setuid"] == []
+    state = api._backend.state(box.id)
+    assert state is not None
+    assert state.node is not None
+    host = nodes[state.node].api.inspect_container(state.docker_id)["HostConfig"]
+    assert host["MemorySwap"] == host["Memory"] == 2**30
+    assert host["CpuShares"] == api.settings.cpu_shares
+    assert host["Init"] in (None, False)  # sandbox-init is PID 1, as on one host
+    api.containers.delete(box.id)
+
+
+def test_a_runtime_the_nodes_do_not_default_to_is_refused_by_name(
+    make_api: Callable[..., Client],
+) -> None:
+    api = make_api(runtime="runsc")
+    with pytest.raises(BadRequestError) as caught:
+        api.containers.create(name="gvisor")
+    assert caught.value.param == "runtime"
+    assert "default runtime of every node" in caught.value.message
+    assert list(api.containers.list()) == []
+
+
+def test_an_allowlist_is_refused_by_name(api: Client) -> None:
+    with pytest.raises(BadRequestError) as caught:
+        api.containers.create(
+            name="egress", network_policy={"type": "allowlist", "allowed_domains": ["pypi.org"]}
+        )
+    assert str(caught.value.param).startswith("network_policy")
+
+
+def test_a_sandbox_no_node_can_hold_fails_closed_with_swarms_reason(
+    make_api: Callable[..., Client],
+) -> None:
+    api = make_api(allow_large_memory=True, start_timeout=5)
+    with pytest.raises(InternalServerError) as caught:
+        api.containers.create(name="huge", memory_limit="64g")
+    assert "insufficient resources" in caught.value.message
+    assert list(api.containers.list()) == []
+
+
+def test_a_container_without_the_hardening_is_refused_by_the_check(
+    api: Client, nodes: dict[str, docker.DockerClient]
+) -> None:
+    """The check that guards every create, against a container made without the spec:
+    capabilities kept, writable root, on a bridge."""
+    node = next(iter(nodes.values()))
+    container = node.containers.run(
+        IMAGE, entrypoint=["sleep", "120"], labels={TEST_LABEL: "swarm-check"}, detach=True
+    )
+    try:
+        with pytest.raises(HardeningError) as caught:
+            info = node.api.inspect_container(str(container.id))
+            check(node.api, info, api.settings, 2**30, None)
+    finally:
+        container.remove(force=True)
+    message = caught.value.message
+    assert "not as asked" in message
+    for missing in ("CapDrop", "ReadonlyRootfs", "Memory", "PidsLimit", "User", "Networks"):
+        assert missing in message, message
