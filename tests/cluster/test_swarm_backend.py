@@ -92,7 +92,7 @@ def make_api(
         leaked = on_cluster(nodes, f"{TEST_LABEL}={test_label}")
         manager = next(iter(nodes.values()))
         for service in manager.services.list(filters={"label": f"{TEST_LABEL}={test_label}"}):
-            manager.api.remove_service(service.id)
+            manager.api.remove_service(service.id)  # type: ignore[no-untyped-call]
         assert not leaked, f"left on the cluster: {leaked}"
 
 
@@ -236,8 +236,8 @@ def test_a_container_without_the_hardening_is_refused_by_the_check(
         IMAGE, entrypoint=["sleep", "120"], labels={TEST_LABEL: "swarm-check"}, detach=True
     )
     try:
+        info = node.api.inspect_container(str(container.id))
         with pytest.raises(HardeningError) as caught:
-            info = node.api.inspect_container(str(container.id))
             check(node.api, info, api.settings, 2**30, None)
     finally:
         container.remove(force=True)
