@@ -54,6 +54,7 @@ from jupyter_sandbox.backends.runtime.docker import (
 from jupyter_sandbox.backends.runtime.engine import connect_engine, docker_errors
 from jupyter_sandbox.backends.swarm_hardening import NodeChecks, harden
 from jupyter_sandbox.backends.swarm_services import (
+    TASK_ENDED,
     SwarmNodes,
     TaskPlace,
     create_service,
@@ -71,7 +72,6 @@ __all__ = ["SwarmBackend"]
 logger = logging.getLogger(__name__)
 
 _TCP_PREFIX = "tcp-"
-_LIVE_TASK = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "starting")
 
 
 class SwarmBackend:
@@ -223,7 +223,7 @@ class SwarmBackend:
                 node_name = node["Description"]["Hostname"]
                 if node["Status"]["State"] != "ready":
                     reason = f"its node {node_name} is {node['Status']['State']}"
-        if reason is None and status["State"] not in ("running", *_LIVE_TASK):
+        if reason is None and status["State"] in TASK_ENDED:
             why = status.get("Err") or status.get("Message") or ""
             code = (status.get("ContainerStatus") or {}).get("ExitCode")
             reason = f"its task is {status['State']} ({why}; exit code {code})"
@@ -292,7 +292,7 @@ class SwarmBackend:
             task = self._task(sandbox_id)
         except APIError:
             return None
-        if task is None or task["Status"]["State"] in ("running", *_LIVE_TASK):
+        if task is None or task["Status"]["State"] not in TASK_ENDED:
             return None
         code = (task["Status"].get("ContainerStatus") or {}).get("ExitCode")
         return int(code) if isinstance(code, int) else None
@@ -346,7 +346,7 @@ class SwarmBackend:
         for service in services:
             owner = service["Spec"].get("Labels", {}).get(labels.CONTAINER_ID, "")
             task = by_service.get(service["ID"])
-            live = task is not None and task["Status"]["State"] in ("running", *_LIVE_TASK)
+            live = task is not None and task["Status"]["State"] not in TASK_ENDED
             if owner:
                 found[owner] = live
         return found

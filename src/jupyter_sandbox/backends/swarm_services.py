@@ -57,6 +57,7 @@ from jupyter_sandbox.settings import Settings
 __all__ = [
     "NODE_PORT",
     "PARKING_NETWORK",
+    "TASK_ENDED",
     "SwarmNodes",
     "TaskPlace",
     "service_name",
@@ -72,7 +73,8 @@ PARKING_NETWORK = "jsbx-swarm-parking"
 PARKING_MTU = 1350
 WRITABLE = {"data": "/mnt/data", "workspace": "/workspace"}
 KERNEL_ROLE, DEADLINE_ROLE, SKILLS_ROLE = "kernel", "sandbox", "skills"
-_EARLY = ("new", "allocated", "pending", "assigned", "accepted", "preparing", "starting")
+TASK_ENDED = ("complete", "shutdown", "failed", "rejected", "remove", "orphaned")
+"""A task's terminal states (every other state is on its way to `running`)."""
 _POLL = 0.1
 
 
@@ -223,7 +225,7 @@ def wait_for_task(api: Any, sandbox_id: str, timeout: float) -> dict[str, Any]:
         if state == "running" and task is not None:
             found: dict[str, Any] = task
             return found
-        if state not in _EARLY:
+        if state in TASK_ENDED:
             why = task["Status"].get("Err") or task["Status"].get("Message") if task else ""
             raise InternalServerError(f"the sandbox's task did not start ({state}: {why})")
         if time.monotonic() > deadline:
