@@ -20,7 +20,7 @@ import docker
 import docker.errors
 import pytest
 
-from jupyter_sandbox import BadRequestError, Client, InternalServerError
+from jupyter_sandbox import BadRequestError, Client, ConflictError, InternalServerError
 from jupyter_sandbox.backends.cluster_nodes import LocalCluster
 from jupyter_sandbox.backends.swarm_backend import SwarmBackend
 from jupyter_sandbox.backends.swarm_hardening import HardeningError, check
@@ -30,8 +30,18 @@ from tests.contract import test_api as contract
 
 pytestmark = [pytest.mark.docker, pytest.mark.cluster, pytest.mark.timeout(900)]
 
-# The public-API contract, run here as written (fixtures `api` and `make_api` below).
-globals().update({name: test for name, test in vars(contract).items() if name.startswith("test_")})
+# The public-API contract, run here as written (fixtures `api` and `make_api` below), but for
+# its 5-second lifetime, shorter than a Swarm create plus a first execute on this machine
+# (3 to 7 s, docs/scale-out.md): `test_the_hard_lifetime_expires_the_task` below is the same
+# promise with 20 seconds.
+SHORTER_THAN_A_SWARM_CREATE = {"test_the_hard_lifetime_expires_the_sandbox"}
+globals().update(
+    {
+        name: test
+        for name, test in vars(contract).items()
+        if name.startswith("test_") and name not in SHORTER_THAN_A_SWARM_CREATE
+    }
+)
 
 
 @pytest.fixture
@@ -89,16 +99,33 @@ def make_api(
     finally:
         for client in made:
             client.close()
-        leaked = on_cluster(nodes, f"{TEST_LABEL}={test_label}")
-        manager = next(iter(nodes.values()))
-        for service in manager.services.list(filters={"label": f"{TEST_LABEL}={test_label}"}):
-            manager.api.remove_service(service.id)  # type: ignore[no-untyped-call]
+        label = f"{TEST_LABEL}={test_label}"
+        leaked = on_cluster(nodes, label)
+        if leaked:  # clean up for the next test, then fail this one
+            manager = next(iter(nodes.values()))
+            for service in manager.services.list(filters={"label": label}):
+                manager.api.remove_service(service.id)  # type: ignore[no-untyped-call]
+            for node in nodes.values():
+                for container in node.containers.list(all=True, filters={"label": label}):
+                    container.remove(force=True)
+                for volume in node.volumes.list(filters={"label": label}):
+                    volume.remove(force=True)
         assert not leaked, f"left on the cluster: {leaked}"
 
 
 @pytest.fixture
 def api(make_api: Callable[..., Client]) -> Client:
     return make_api()
+
+
+def test_the_hard_lifetime_expires_the_task(api: Client) -> None:
+    box = api.containers.create(name="short", lifetime_seconds=20)
+    assert api.containers.execute(box.id, "print(1)").stdout == "1\n"
+    assert contract.wait_until(lambda: api.containers.retrieve(box.id).status == "expired", 60)
+    with pytest.raises(ConflictError) as caught:
+        api.containers.execute(box.id, "print(1)")
+    assert caught.value.param == "container_id"
+    api.containers.delete(box.id)
 
 
 def test_the_swarm_backend_is_chosen_by_name(api: Client) -> None:
@@ -243,5 +270,5 @@ def test_a_container_without_the_hardening_is_refused_by_the_check(
         container.remove(force=True)
     message = caught.value.message
     assert "not as asked" in message
-    for missing in ("CapDrop", "ReadonlyRootfs", "Memory", "PidsLimit", "User", "Networks"):
+    for missing in ("CapDrop", "ReadonlyRootfs", "Memory", "PidsLimit", "Networks"):
         assert missing in message, message

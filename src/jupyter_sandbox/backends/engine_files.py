@@ -155,7 +155,9 @@ class EngineFiles:
                 )
             except docker.errors.APIError as exc:
                 raise bad_path(path, f"the engine refused: {exc.explanation}") from None
-            code, _, err = self._exec("/bin/mv", "-fT", "--", staged_path, path)
+            code, _, err = self._exec(
+                "/bin/sh", "-c", _REFUSE_LINKS_THEN_MOVE, "mv", staged_path, path
+            )
             if code != 0:
                 raise bad_path(path, err.decode(errors="replace").strip() or "cannot replace it")
         except BaseException:
@@ -240,6 +242,15 @@ class EngineFiles:
         )
         _, out, _ = self._exec("/bin/sh", "-c", script, "find", *ROOTS)
         return parse_find(out)
+
+
+# As the sandbox user: refuse a target, or a folder on its way, that is a link (as the host
+# disk's O_NOFOLLOW walk does; `mv` alone would replace a link, never follow it), then move.
+_REFUSE_LINKS_THEN_MOVE = (
+    'p="$2"; while [ "$p" != /mnt/data ] && [ "$p" != /workspace ] && [ "$p" != / ]; do '
+    'if [ -L "$p" ]; then echo "$p is a link (links are never followed)" >&2; exit 3; fi; '
+    'p=$(dirname -- "$p"); done; exec /bin/mv -fT -- "$1" "$2"'
+)
 
 
 def _go_mode(mode: int) -> int:
