@@ -272,3 +272,56 @@ def test_a_container_without_the_hardening_is_refused_by_the_check(
     assert "not as asked" in message
     for missing in ("CapDrop", "ReadonlyRootfs", "Memory", "PidsLimit", "Networks"):
         assert missing in message, message
+
+
+# Last in the module: it stops and restarts the worker node of the module's cluster.
+def test_a_stopped_node_ends_its_sandboxes_with_the_reason(
+    api: Client,
+    two_nodes: LocalCluster,
+    engine: docker.DockerClient,
+    nodes: dict[str, docker.DockerClient],
+) -> None:
+    manager_name, worker_name = list(nodes)
+    boxes = [api.containers.create(name=f"n{index}") for index in range(2)]
+    placed = {box.id: api._backend.state(box.id) for box in boxes}
+    on_worker = [b for b in boxes if (s := placed[b.id]) is not None and s.node == worker_name]
+    survivors = [b for b in boxes if b not in on_worker]
+    assert on_worker, f"nothing was placed on the worker: {placed}"
+    worker = engine.containers.get(worker_name)
+    worker.kill()
+    stopped = time.monotonic()
+    try:
+        ended = contract.wait_until(
+            lambda: api.containers.retrieve(on_worker[0].id).status == "terminated", 60
+        )
+        assert ended, "the sandbox on the stopped node was not marked terminated in 60 s"
+        with TIMINGS.open("a") as log:
+            log.write(
+                json.dumps({"node stop to terminated s": round(time.monotonic() - stopped, 1)})
+                + "\n"
+            )
+        record = api._store.get(on_worker[0].id)
+        assert record is not None
+        assert record.error is not None
+        assert f"its node {worker_name} is" in record.error
+        for box in survivors:
+            assert api.containers.execute(box.id, "print('still here')").stdout == "still here\n"
+        fresh = api.containers.create(name="after")
+        state = api._backend.state(fresh.id)
+        assert state is not None
+        assert state.node == manager_name
+        api.containers.delete(fresh.id)
+    finally:
+        worker.start()
+
+    # Back in the swarm, the node still holds the ended sandbox's volumes: reconcile finds
+    # and removes them (the make_api fixture fails the test if anything is left).
+    def all_ready() -> bool:
+        members = nodes[manager_name].nodes.list()
+        return len(members) == 2 and all(n.attrs["Status"]["State"] == "ready" for n in members)
+
+    assert contract.wait_until(all_ready, 90), "the worker did not rejoin"
+    for box in survivors:
+        api.containers.delete(box.id)
+    report = api.reconcile()
+    assert on_worker[0].id in report.removed, report

@@ -290,13 +290,15 @@ class SwarmTasks:
                 logger.warning("sandbox %s: node %s not cleaned: %s", sandbox_id, address, exc)
 
     def node_addresses(self, place: TaskPlace | None) -> list[str]:
-        """The task's node first (if known), then every other ready node."""
-        addresses = [place.address] if place else []
+        """Every ready node, the task's first (a node that is down is never dialled: its
+        objects wait for reconcile once it is back)."""
         try:
-            addresses += [n["Status"]["Addr"] for n in self.nodes.ready_nodes()]
+            ready = [n["Status"]["Addr"] for n in self.nodes.ready_nodes()]
         except APIError as exc:
             logger.warning("the swarm's nodes are unknown: %s", exc)
-        return list(dict.fromkeys(addresses))
+            return []
+        first = [place.address] if place is not None and place.address in ready else []
+        return list(dict.fromkeys([*first, *ready]))
 
     def running(self) -> set[str]:
         """This store's sandboxes whose task runs on a ready node."""
