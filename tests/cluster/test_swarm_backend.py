@@ -64,12 +64,24 @@ def nodes(two_nodes: LocalCluster) -> Iterator[dict[str, docker.DockerClient]]:
             client.close()
 
 
+def ready_names(manager: docker.DockerClient) -> set[str]:
+    """The nodes the manager sees as ready, by hostname."""
+    return {
+        n.attrs["Description"]["Hostname"]
+        for n in manager.nodes.list()
+        if n.attrs["Status"]["State"] == "ready"
+    }
+
+
 def on_cluster(nodes: dict[str, docker.DockerClient], label: str) -> dict[str, list[str]]:
     """Services (on the manager), containers and volumes (on every node) carrying `label`."""
     selector: dict[str, str | list[str] | bool] = {"label": label}
     manager = next(iter(nodes.values()))
     found = {"service": [s.name for s in manager.services.list(filters=selector)]}
+    ready = ready_names(manager)
     for name, client in nodes.items():
+        if name not in ready:  # a node killed by the test: `cluster down` removes it all
+            continue
         found[f"container on {name}"] = [
             c.name for c in client.containers.list(all=True, filters=selector)
         ]
@@ -105,7 +117,9 @@ def make_api(
             manager = next(iter(nodes.values()))
             for service in manager.services.list(filters={"label": label}):
                 manager.api.remove_service(service.id)  # type: ignore[no-untyped-call]
-            for node in nodes.values():
+            for name, node in nodes.items():
+                if name not in ready_names(manager):
+                    continue
                 for container in node.containers.list(all=True, filters={"label": label}):
                     container.remove(force=True)
                 for volume in node.volumes.list(filters={"label": label}):
@@ -274,12 +288,10 @@ def test_a_container_without_the_hardening_is_refused_by_the_check(
         assert missing in message, message
 
 
-# Last in the module: it stops and restarts the worker node of the module's cluster.
+# Last in the module: it kills the worker node of the module's cluster (for good: a killed
+# Docker-in-Docker node does not come back here, so its volumes go with `cluster down`).
 def test_a_stopped_node_ends_its_sandboxes_with_the_reason(
-    api: Client,
-    two_nodes: LocalCluster,
-    engine: docker.DockerClient,
-    nodes: dict[str, docker.DockerClient],
+    api: Client, engine: docker.DockerClient, nodes: dict[str, docker.DockerClient]
 ) -> None:
     manager_name, worker_name = list(nodes)
     boxes = [api.containers.create(name=f"n{index}") for index in range(2)]
@@ -287,41 +299,26 @@ def test_a_stopped_node_ends_its_sandboxes_with_the_reason(
     on_worker = [b for b in boxes if (s := placed[b.id]) is not None and s.node == worker_name]
     survivors = [b for b in boxes if b not in on_worker]
     assert on_worker, f"nothing was placed on the worker: {placed}"
-    worker = engine.containers.get(worker_name)
-    worker.kill()
+    engine.containers.get(worker_name).kill()
     stopped = time.monotonic()
-    try:
-        ended = contract.wait_until(
-            lambda: api.containers.retrieve(on_worker[0].id).status == "terminated", 60
-        )
-        assert ended, "the sandbox on the stopped node was not marked terminated in 60 s"
-        with TIMINGS.open("a") as log:
-            log.write(
-                json.dumps({"node stop to terminated s": round(time.monotonic() - stopped, 1)})
-                + "\n"
-            )
-        record = api._store.get(on_worker[0].id)
-        assert record is not None
-        assert record.error is not None
-        assert f"its node {worker_name} is" in record.error
-        for box in survivors:
-            assert api.containers.execute(box.id, "print('still here')").stdout == "still here\n"
-        fresh = api.containers.create(name="after")
-        state = api._backend.state(fresh.id)
-        assert state is not None
-        assert state.node == manager_name
-        api.containers.delete(fresh.id)
-    finally:
-        worker.start()
-
-    # Back in the swarm, the node still holds the ended sandbox's volumes: reconcile finds
-    # and removes them (the make_api fixture fails the test if anything is left).
-    def all_ready() -> bool:
-        members = nodes[manager_name].nodes.list()
-        return len(members) == 2 and all(n.attrs["Status"]["State"] == "ready" for n in members)
-
-    assert contract.wait_until(all_ready, 90), "the worker did not rejoin"
+    ended = contract.wait_until(
+        lambda: api.containers.retrieve(on_worker[0].id).status == "terminated", 60
+    )
+    assert ended, "the sandbox on the stopped node was not marked terminated in 60 s"
+    with TIMINGS.open("a") as log:
+        took = round(time.monotonic() - stopped, 1)
+        log.write(json.dumps({"swarm node kill to terminated s": took}) + "\n")
+    record = api._store.get(on_worker[0].id)
+    assert record is not None
+    assert record.error.startswith(f"its node {worker_name} is "), record.error
     for box in survivors:
+        assert api.containers.execute(box.id, "print('still here')").stdout == "still here\n"
+    fresh = api.containers.create(name="after")
+    state = api._backend.state(fresh.id)
+    assert state is not None
+    assert state.node == manager_name
+    started = time.monotonic()
+    api.reconcile()  # the node that is down is not dialled
+    assert time.monotonic() - started < 20
+    for box in [*survivors, fresh]:
         api.containers.delete(box.id)
-    report = api.reconcile()
-    assert on_worker[0].id in report.removed, report
