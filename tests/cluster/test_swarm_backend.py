@@ -310,7 +310,7 @@ def test_a_stopped_node_ends_its_sandboxes_with_the_reason(
         log.write(json.dumps({"swarm node kill to terminated s": took}) + "\n")
     record = api._store.get(on_worker[0].id)
     assert record is not None
-    assert record.error.startswith(f"its node {worker_name} is "), record.error
+    assert str(record.error).startswith(f"its node {worker_name} is "), record.error
     for box in survivors:
         assert api.containers.execute(box.id, "print('still here')").stdout == "still here\n"
     fresh = api.containers.create(name="after")
