@@ -60,8 +60,9 @@ class Settings(BaseSettings):
     only, on a local engine; through an exec tunnel on a remote one), or `auto` (tcp for
     runsc and remote engines, ipc otherwise). The backend chooses it when the sandbox is made."""
     backend: str = "docker"
-    """Where sandboxes run, by name (`backends.registry`): `docker` (the local engine) or
-    `local` (`jupyter_sandbox.testing.LocalBackend`: no isolation, for tests)."""
+    """Where sandboxes run, by name (`backends.registry`): `docker` (the local engine),
+    `swarm` (a Docker Swarm whose manager DOCKER_HOST names; docs/scale-out.md) or `local`
+    (`jupyter_sandbox.testing.LocalBackend`: no isolation, for tests)."""
     engine_location: Literal["auto", "local", "remote"] = "auto"
     """Docker backend: where the engine runs: `auto` (local for a Unix socket, remote for
     `tcp://` or `ssh://`), or forced. A remote engine gets no host path: the tcp channel

@@ -206,6 +206,11 @@ class SandboxState:
     running: bool
     oom_kills: int | None
     """The cgroup's oom_kill counter, when the host can read it."""
+    node: str | None = None
+    """Which machine runs it, for a backend with several (Swarm: the node's hostname)."""
+    reason: str | None = None
+    """Why it is not running, when the backend knows better than an exit code (its node is
+    down, its task failed): core records it as the sandbox's `error`."""
 
 
 @dataclass(frozen=True)

@@ -46,10 +46,13 @@ from jupyter_sandbox.types.container_file import ROOTS, check_path, split_root
 # `HostFiles` does); a link swapped in after the test is only replaced by the rename
 # (`mv -T`), never written through.
 _REPLACE = (
-    f'if [ -L "$2" ]; then exit {errno.ELOOP}; fi; '
-    f'if [ -d "$2" ]; then exit {errno.EISDIR}; fi; '
+    f'if [ -d "$2" ] && [ ! -L "$2" ]; then exit {errno.EISDIR}; fi; '
+    'p="$2"; while [ "$p" != /mnt/data ] && [ "$p" != /workspace ] && [ "$p" != / ]; do '
+    f'if [ -L "$p" ]; then exit {errno.ELOOP}; fi; p=$(dirname -- "$p"); done; '
     'exec /bin/mv -fT -- "$1" "$2"'
 )
+"""Move the staged upload into place unless the target or a folder above it (inside the
+sandbox's roots) is a link, or the target is a folder: links are never followed."""
 
 # Paths plus their sizes and times: the path budget, with room for the other fields.
 _SCAN_OUTPUT_BYTES = MAX_SCAN_PATH_BYTES + 64 * (MAX_SCAN_ENTRIES + 1)
@@ -256,6 +259,8 @@ class EngineFiles:
         return parse_find(out)
 
 
+# As the sandbox user: refuse a target, or a folder on its way, that is a link (as the host
+# disk's O_NOFOLLOW walk does; `mv` alone would replace a link, never follow it), then move.
 def _go_mode(mode: int) -> int:
     """Docker's stat header carries Go's os.FileMode; turn it into a POSIX st_mode."""
     go_dir, go_symlink, go_other = 1 << 31, 1 << 27, (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21)

@@ -260,6 +260,17 @@ class ExecTunnel:
         if not self._acceptor.is_alive() and not any(link.is_alive() for link in links):
             self._stop_r.close()  # nothing selects on it any more
             self._stop_w.close()
+        else:  # a link stuck opening an exec (a node that died): close once it gives up
+            threading.Thread(
+                target=self._close_after, args=(links,), name="jsbx-tunnel-close", daemon=True
+            ).start()
+
+    def _close_after(self, links: list[threading.Thread]) -> None:
+        self._acceptor.join()
+        for link in links:
+            link.join()
+        self._stop_r.close()
+        self._stop_w.close()
 
     @property
     def live_links(self) -> int:

@@ -12,6 +12,7 @@ from jupyter_sandbox.settings import Settings
 BACKENDS = {
     "docker": "jupyter_sandbox.backends.docker_backend:DockerBackend",
     "local": "jupyter_sandbox.testing:LocalBackend",
+    "swarm": "jupyter_sandbox.backends.swarm_backend:SwarmBackend",
 }
 """Name: `module:class`; the class is built with the settings (imported only when named)."""
 

@@ -143,9 +143,14 @@ def get(
     container_id: Annotated[str, typer.Argument(metavar="ID", help="The sandbox's id.")],
     as_json: JsonOption = False,
 ) -> None:
-    """Show one sandbox."""
+    """Show one sandbox (with --json on a multi-node backend, also the node it runs on)."""
     with _client(ctx) as client:
         container = client.containers.retrieve(container_id)
+        # Beside the Container fields, never inside them: the wire shape stays OpenAI's.
+        state = client._backend.state(container.id) if as_json else None
+    if state is not None and state.node is not None:
+        _print_json({**container.model_dump(mode="json"), "node": state.node})
+        return
     print_container(container, as_json=as_json)
 
 

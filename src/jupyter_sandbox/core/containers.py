@@ -13,7 +13,7 @@ from jupyter_sandbox._exceptions import (
     InternalServerError,
     NotFoundError,
 )
-from jupyter_sandbox.backends.base import Backend
+from jupyter_sandbox.backends.base import Backend, SandboxState
 from jupyter_sandbox.backends.store import ContainerRecord, Store
 from jupyter_sandbox.core.container_files import SandboxContent
 from jupyter_sandbox.core.network import check_ceiling
@@ -208,7 +208,7 @@ class ContainerService:
         if record.status == "ready" and not self._listening(record):
             state = self._backend.state(record.id)
             if state is None or not state.running:
-                self._mark_died(record)
+                self._mark_died(record, state)
                 record = self.get_record(container_id, project=project)
         return record
 
@@ -271,16 +271,21 @@ class ContainerService:
             record, status=status, deleted=deleted, error=error, project=project
         )
 
-    def _mark_died(self, record: ContainerRecord) -> ContainerRecord:
+    def _mark_died(
+        self, record: ContainerRecord, state: SandboxState | None = None
+    ) -> ContainerRecord:
         """Mark a ready sandbox whose container is gone `terminated` (`expired` once its hard
-        lifetime is over: its supervisor obeyed the deadline), with the reason, as reconcile
-        does (`failed` records are creates that never finished, and hidden)."""
-        code = self._backend.exit_code(record.id, record.created_at)
-        reason = (
-            f"the sandbox's container exited (code {code})"
-            if code is not None
-            else "the sandbox's container stopped"
-        )
+        lifetime is over: its supervisor obeyed the deadline), with the reason (the
+        backend's, as `state` tells it, else the exit code), as reconcile does (`failed`
+        records are creates that never finished, and hidden)."""
+        reason = state.reason if state is not None else None
+        if reason is None:
+            code = self._backend.exit_code(record.id, record.created_at)
+            reason = (
+                f"the sandbox's container exited (code {code})"
+                if code is not None
+                else "the sandbox's container stopped"
+            )
         status: ContainerStatus = "expired" if time.time() >= record.expires_at else "terminated"
         if self.destroy(record, status=status, error=reason):
             logger.warning("sandbox %s: %s", record.id, reason)
@@ -297,7 +302,7 @@ class ContainerService:
             except APIError as engine:
                 return engine
             if state is None or not state.running:
-                current = self._mark_died(current)
+                current = self._mark_died(current, state)
         if current is None or current.deleted:
             return ConflictError(f"Container {container_id} was deleted", param="container_id")
         if not current.is_live:

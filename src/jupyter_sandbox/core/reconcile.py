@@ -178,9 +178,12 @@ def _ending(
         return "terminated", "its warm pool's process stopped"
     if record.id in present:
         return None
+    state = backend.state(record.id)  # the backend may know why (Swarm: its node is down)
     code = backend.exit_code(record.id, record.created_at)
     error = (
-        f"the sandbox's container exited (code {code})"
+        state.reason
+        if state is not None and state.reason
+        else f"the sandbox's container exited (code {code})"
         if code is not None
         else "the container stopped outside this store's control"
     )
