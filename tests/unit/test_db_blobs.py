@@ -31,7 +31,9 @@ def rows(store: Store) -> tuple[int, int, int]:
     """(heads, chunks, the longest chunk)."""
     with store.reading() as db:
         heads = db.execute("SELECT COUNT(*) FROM blobs").fetchone()[0]
-        chunks, longest = db.execute("SELECT COUNT(*), MAX(LENGTH(data)) FROM blob_chunks").fetchone()
+        chunks, longest = db.execute(
+            "SELECT COUNT(*), MAX(LENGTH(data)) FROM blob_chunks"
+        ).fetchone()
     return int(heads), int(chunks), int(longest or 0)
 
 
@@ -63,7 +65,7 @@ def test_what_one_server_stores_another_reads(open_store: OpenStore) -> None:
         assert blob.read(10) == data[CHUNK - 5 : CHUNK + 5]
         assert blob.seek(-3, io.SEEK_END) == len(data) - 3
         assert blob.read() == data[-3:]
-    assert rows(one._store) == (1, 3, CHUNK)  # noqa: SLF001
+    assert rows(one._store) == (1, 3, CHUNK)
 
 
 def test_a_stored_zip_is_read_in_place(open_store: OpenStore) -> None:

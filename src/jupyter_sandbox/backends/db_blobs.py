@@ -127,7 +127,8 @@ class DatabaseBlobStore:
         check_digest(digest)
         with self._store.reading() as db:
             row = db.execute(
-                "SELECT storage_id, bytes, chunk_size FROM blobs WHERE namespace = ? AND sha256 = ?",
+                "SELECT storage_id, bytes, chunk_size FROM blobs "
+                "WHERE namespace = ? AND sha256 = ?",
                 (self.namespace, digest),
             ).fetchone()
         if row is None:
@@ -153,7 +154,7 @@ class DatabaseBlobStore:
         chunk without a head; return the digests deleted."""
         cutoff = (time.time() if now is None else now) - SWEEP_GRACE
         unreferenced = " ".join(
-            f"AND NOT EXISTS (SELECT 1 FROM {table} WHERE {table}.sha256 = blobs.sha256)"
+            f"AND NOT EXISTS (SELECT 1 FROM {table} WHERE {table}.sha256 = blobs.sha256)"  # noqa: S608
             for table in REFERENCES[self.namespace]
         )
         with self._store.transaction() as db:
@@ -193,7 +194,6 @@ def _chunks(source: IO[bytes], size: int) -> Iterator[bytes]:
             buffer.clear()
     if buffer:
         yield bytes(buffer)
-
 
 
 class _ChunkReader(io.RawIOBase):
