@@ -24,12 +24,12 @@ import hashlib
 import io
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, BinaryIO, Literal, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, Literal, Protocol, cast, runtime_checkable
 
 from jupyter_sandbox.backends.blobs import CHUNK, Blobs, BlobStore, check_digest, missing, too_large
-from jupyter_sandbox.backends.store import Store
+from jupyter_sandbox.backends.store import Cursor, Store
 
 if TYPE_CHECKING:
     from jupyter_sandbox.settings import Settings
@@ -51,6 +51,14 @@ FOLDERS: dict[Namespace, str] = {"files": "blobs", "snapshots": "snapshots"}
 
 SWEEP_GRACE = 600.0
 """Seconds a blob stored (or stored again) stays even if no record holds it yet."""
+
+
+@runtime_checkable
+class BinaryResults(Protocol):
+    """A connection that can return `bytea` in the binary format (PostgreSQL's)."""
+
+    def execute_binary(self, sql: str, parameters: Sequence[Any] = (), /) -> Cursor:
+        """Run one statement; its results in the binary format."""
 
 
 def open_blobs(settings: Settings, store: Store, namespace: Namespace) -> Blobs:
@@ -240,7 +248,8 @@ class _ChunkReader(io.RawIOBase):
     def _chunk(self, index: int) -> bytes:
         if self._cached is None or self._cached[0] != index:
             with self._store.reading() as db:
-                row = db.execute(
+                run = db.execute_binary if isinstance(db, BinaryResults) else db.execute
+                row = run(
                     "SELECT data FROM blob_chunks WHERE storage_id = ? AND seq = ?",
                     (self._storage_id, index),
                 ).fetchone()
