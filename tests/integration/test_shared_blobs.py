@@ -14,6 +14,7 @@ import openai
 import psycopg
 import pytest
 
+from tests.conftest import labelled_client
 from tests.integration.server_harness import RunningServer, serving
 
 pytestmark = [pytest.mark.docker, pytest.mark.postgres, pytest.mark.timeout(600)]
@@ -125,3 +126,30 @@ def test_a_snapshot_taken_on_one_server_is_forked_on_the_other(
     assert stored(postgres_url, "snapshots") == (0, 0)
     b.containers.delete(fork.id)
     a.containers.delete(source.id)
+
+
+def test_reconcile_sweeps_bytes_no_record_holds(
+    tmp_path: Path, test_label: str, postgres_url: str
+) -> None:
+    """A server killed between storing an upload's bytes and writing its record leaves a
+    blob nobody holds: every reconcile (and `gc`) of any server sweeps it after the grace."""
+    first = labelled_client(tmp_path / "home-a", test_label, store_url=postgres_url)
+    try:
+        kept = first.files.create(file=("kept.txt", b"kept"), purpose="user_data")
+        stray = "deadbeef" * 8
+        with psycopg.connect(postgres_url) as db:
+            db.execute("INSERT INTO blobs VALUES ('files', %s, 'stray', 5, 1048576, 0)", (stray,))
+            db.execute("INSERT INTO blob_chunks VALUES ('stray', 0, 'lost!')")
+            db.execute("INSERT INTO blob_chunks VALUES ('headless', 0, 'lost!')")
+            db.execute("UPDATE blobs SET stored_at = 0")  # stored before the grace
+    finally:
+        first.close()
+    second = labelled_client(tmp_path / "home-b", test_label, store_url=postgres_url)
+    try:
+        _, report = second.gc()  # the start-up reconcile's findings included
+        assert report.blobs == [f"files/{stray}"]
+        assert "removed orphan blob files/" + stray in report.lines()
+        assert second.files.content.retrieve(kept.id).read() == b"kept"
+        assert stored(postgres_url, "files") == (1, 1)
+    finally:
+        second.close()
