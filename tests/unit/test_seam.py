@@ -99,13 +99,15 @@ def test_the_ipc_endpoint_is_the_connection_file_the_kernel_reads() -> None:
 
 def test_reconcile_reports_merge_and_print_every_field() -> None:
     first = ReconcileReport(marked=["a"], storage=["s1"], uploads=["a/u"])
-    second = ReconcileReport(marked=["b"], removed=["c"], socket_dirs=["d"], egress=["x"])
+    second = ReconcileReport(
+        marked=["b"], removed=["c"], socket_dirs=["d"], egress=["x"], blobs=["files/f"]
+    )
     merged = first.merge(second)
     assert merged.marked == ["a", "b"]
     assert [name for name, _ in merged.items()] == [
-        "marked", "removed", "socket_dirs", "storage", "egress", "uploads",
+        "marked", "removed", "socket_dirs", "storage", "egress", "uploads", "blobs",
     ]  # fmt: skip
     assert all(entries for _, entries in merged.items())
-    assert len(merged.lines()) == 7
+    assert len(merged.lines()) == 8
     assert not ReconcileReport()
     assert merged

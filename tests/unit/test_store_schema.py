@@ -4,6 +4,7 @@ migrate once; and pool claims from many threads hand each record out once."""
 
 from __future__ import annotations
 
+import io
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -13,6 +14,7 @@ import psycopg
 import pytest
 
 from jupyter_sandbox._exceptions import InternalServerError
+from jupyter_sandbox.backends.db_blobs import DatabaseBlobStore
 from jupyter_sandbox.backends.migrations import LATEST_VERSION, MIGRATIONS
 from jupyter_sandbox.backends.response_store import ResponseRecord, ResponseStore
 from jupyter_sandbox.backends.store import Store
@@ -97,6 +99,9 @@ def test_an_older_store_migrates_and_keeps_its_rows(
     assert responses.get("resp_1", "alice") == record
     with store.transaction() as db:  # the tables of migration 3
         db.execute("INSERT INTO rate_buckets VALUES ('k', 1.0, 2.0)")
+    blobs = DatabaseBlobStore(store, "files")  # the tables of migration 5
+    digest, _ = blobs.put(io.BytesIO(b"bytes"), limit=10)
+    assert blobs.open(digest).read() == b"bytes"
     open_store()  # opening again changes nothing
     assert schema_version(spec) == LATEST_VERSION
 

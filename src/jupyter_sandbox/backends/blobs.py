@@ -1,4 +1,9 @@
-"""Content-addressed blobs under `<home>/blobs`: each distinct content is stored once."""
+"""Content-addressed blobs: each distinct content is stored once.
+
+`Blobs` is what core depends on; `BlobStore` keeps them as files under the state folder (one
+machine: the SQLite store), `db_blobs.DatabaseBlobStore` in the shared PostgreSQL store (so
+every API server reads what any of them stored). `db_blobs.open_blobs` picks one.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import hashlib
 import os
 import secrets
 from pathlib import Path
-from typing import IO, BinaryIO
+from typing import IO, BinaryIO, Protocol
 
 from jupyter_sandbox._exceptions import NotFoundError, RequestTooLargeError
 
@@ -23,6 +28,32 @@ def too_large(limit: int, what: str = "file") -> RequestTooLargeError:
     )
 
 
+def check_digest(digest: str) -> str:
+    """`digest` if it is a lowercase hex SHA-256 (ValueError otherwise)."""
+    if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
+        raise ValueError(f"not a sha256 digest: {digest!r:.80}")
+    return digest
+
+
+def missing(digest: str) -> NotFoundError:
+    """The error for a blob that is not (or no longer) stored."""
+    return NotFoundError(f"The content of this object is missing ({digest[:12]})")
+
+
+class Blobs(Protocol):
+    """Where the bytes of files, skill versions and snapshot bundles live, by SHA-256."""
+
+    def put(self, source: IO[bytes], *, limit: int, size: int | None = None) -> tuple[str, int]:
+        """Stream `source` in, at most `limit` bytes; return (sha256, bytes). Nothing is kept
+        on error (RequestTooLargeError past `limit`)."""
+
+    def open(self, digest: str) -> BinaryIO:
+        """The blob, seekable, for reading (NotFoundError if it is missing)."""
+
+    def delete(self, digest: str) -> None:
+        """Remove a blob; idempotent."""
+
+
 class BlobStore:
     """Blobs named by their SHA-256, written through a temporary file and renamed into place."""
 
@@ -33,9 +64,7 @@ class BlobStore:
 
     def path(self, digest: str) -> Path:
         """Where a blob lives (it may not exist)."""
-        if len(digest) != 64 or not all(c in "0123456789abcdef" for c in digest):
-            raise ValueError(f"not a sha256 digest: {digest!r:.80}")
-        return self.root / digest[:2] / digest
+        return self.root / digest[:2] / check_digest(digest)
 
     def put(self, source: IO[bytes], *, limit: int, size: int | None = None) -> tuple[str, int]:
         """Stream `source` into the store; return (sha256, bytes). Nothing is kept on error.
@@ -72,7 +101,7 @@ class BlobStore:
         try:
             return self.path(digest).open("rb")
         except FileNotFoundError:
-            raise NotFoundError(f"The content of this object is missing ({digest[:12]})") from None
+            raise missing(digest) from None
 
     def delete(self, digest: str) -> None:
         """Remove a blob; idempotent."""

@@ -168,6 +168,31 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS snapshots_by_expiry ON snapshots (expires_at)",
         ),
     ),
+    Migration(
+        5,
+        "blobs in the store (a shared store keeps file, skill and snapshot bytes in chunks)",
+        (
+            """CREATE TABLE IF NOT EXISTS blobs (
+                namespace TEXT NOT NULL,
+                sha256 TEXT NOT NULL,
+                storage_id TEXT NOT NULL UNIQUE,
+                bytes BIGINT NOT NULL,
+                chunk_size INTEGER NOT NULL,
+                stored_at DOUBLE PRECISION NOT NULL,
+                PRIMARY KEY (namespace, sha256)
+            )""",
+            """CREATE TABLE IF NOT EXISTS blob_chunks (
+                storage_id TEXT NOT NULL,
+                seq INTEGER NOT NULL,
+                data BYTEA NOT NULL,
+                PRIMARY KEY (storage_id, seq)
+            )""",
+            # whether a blob is still held is asked on every delete and sweep
+            "CREATE INDEX IF NOT EXISTS files_by_sha256 ON files (sha256)",
+            "CREATE INDEX IF NOT EXISTS skill_versions_by_sha256 ON skill_versions (sha256)",
+            "CREATE INDEX IF NOT EXISTS snapshots_by_sha256 ON snapshots (sha256)",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

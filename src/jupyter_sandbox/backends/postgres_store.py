@@ -80,6 +80,12 @@ class _PgConnection:
         cursor = self.raw.cursor(row_factory=_row_maker)
         return cursor.execute(_to_pyformat(sql), tuple(parameters))
 
+    def execute_binary(self, sql: str, parameters: Sequence[Any] = (), /) -> Any:
+        """`execute`, results in the binary format: `bytea` arrives as is, not as hex text
+        (blob chunks, `db_blobs.py`: about 3x faster to read)."""
+        cursor = self.raw.cursor(row_factory=_row_maker, binary=True)
+        return cursor.execute(_to_pyformat(sql), tuple(parameters))
+
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Any:
         cursor = self.raw.cursor(row_factory=_row_maker)
         rows = [tuple(p) for p in parameters]

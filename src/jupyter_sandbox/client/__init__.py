@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from jupyter_sandbox._boundary import api_errors
 from jupyter_sandbox._exceptions import BadRequestError
 from jupyter_sandbox.backends.base import Backend, KernelChannel
-from jupyter_sandbox.backends.blobs import BlobStore
+from jupyter_sandbox.backends.db_blobs import DatabaseBlobStore, open_blobs
 from jupyter_sandbox.backends.file_store import FileStore
 from jupyter_sandbox.backends.open_store import open_store
 from jupyter_sandbox.backends.registry import build_backend
@@ -277,7 +277,12 @@ class Client:
         store, backend = self._store, self._backend
         self._kernels = Kernels(settings, backend)
         records = FileStore(store)
-        blobs = BlobStore(settings.home / "blobs")
+        blobs = open_blobs(settings, store, "files")
+        snapshot_blobs = open_blobs(settings, store, "snapshots")
+        # issue 15: a shared store keeps the bytes too; reconcile sweeps what no record holds
+        self._shared_blobs = [
+            b for b in (blobs, snapshot_blobs) if isinstance(b, DatabaseBlobStore)
+        ]
         self._files = FileService(settings, records, blobs)
         self._skills = SkillService(settings, records, blobs)
         content = SandboxContent(store, records, backend, self._files, self._skills)
@@ -308,7 +313,7 @@ class Client:
         self._snapshots = SnapshotService(
             settings,
             SnapshotStore(store),
-            BlobStore(settings.home / "snapshots"),
+            snapshot_blobs,
             content,
             self._executions,
             self._resumed,
@@ -365,7 +370,10 @@ class Client:
     def reconcile(self) -> ReconcileReport:
         """Mark records whose sandbox vanished (releasing all it held) and remove objects of
         the backend that no live sandbox owns."""
-        return reconcile(self.settings, self._store, self._backend, self._resources)
+        report = reconcile(self.settings, self._store, self._backend, self._resources)
+        for blobs in self._shared_blobs:
+            report.blobs += [f"{blobs.namespace}/{digest}" for digest in blobs.sweep()]
+        return report
 
     def gc(self) -> tuple[list[str], ReconcileReport]:
         """Expire overdue sandboxes and reconcile; return what changed (the start-up pass's

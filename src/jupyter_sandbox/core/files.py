@@ -14,7 +14,7 @@ from typing import IO, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
-from jupyter_sandbox.backends.blobs import BlobStore
+from jupyter_sandbox.backends.blobs import Blobs
 from jupyter_sandbox.backends.file_store import FileRecord, FileStore
 from jupyter_sandbox.core import ids
 from jupyter_sandbox.core.validation import parse
@@ -118,7 +118,7 @@ def to_file(record: FileRecord) -> FileObject:
 class FileService:
     """Create, retrieve, list, read and delete uploaded files."""
 
-    def __init__(self, settings: Settings, records: FileStore, blobs: BlobStore) -> None:
+    def __init__(self, settings: Settings, records: FileStore, blobs: Blobs) -> None:
         self._settings = settings
         self._records = records
         self._blobs = blobs

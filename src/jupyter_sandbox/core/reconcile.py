@@ -45,6 +45,8 @@ class ReconcileReport:
     """What happened to the egress proxy (restarted while needed, removed when idle)."""
     uploads: list[str] = field(default_factory=list)
     """Upload temporary files left by a killed process (`<sandbox id>/<name>`), removed."""
+    blobs: list[str] = field(default_factory=list)
+    """Blobs of a shared store that no record held any more (`<namespace>/<sha256>`), removed."""
 
     def merge(self, other: ReconcileReport) -> ReconcileReport:
         """A report of both passes (this one's entries first)."""
@@ -64,7 +66,7 @@ class ReconcileReport:
         return [f"{LABELS[name]} {item}" for name, items in self.items() for item in items]
 
 
-_FIELDS = ("marked", "removed", "socket_dirs", "storage", "egress", "uploads")
+_FIELDS = ("marked", "removed", "socket_dirs", "storage", "egress", "uploads", "blobs")
 LABELS = {
     "marked": "marked gone",
     "removed": "removed orphan",
@@ -72,6 +74,7 @@ LABELS = {
     "storage": "removed storage folder",
     "egress": "egress proxy:",
     "uploads": "removed stale upload",
+    "blobs": "removed orphan blob",
 }
 """How `lines` introduces each field's entries."""
 _ENGINE_KINDS = ("container", "volume", "network")

@@ -15,7 +15,7 @@ import zipfile
 from typing import Any
 
 from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
-from jupyter_sandbox.backends.blobs import BlobStore
+from jupyter_sandbox.backends.blobs import Blobs
 from jupyter_sandbox.backends.file_store import FileStore, SkillRecord, SkillVersionRecord
 from jupyter_sandbox.core import ids
 from jupyter_sandbox.core.resolved_skills import ResolvedSkill, ResolvedSkills, resolve_inline
@@ -70,7 +70,7 @@ def to_version(record: SkillVersionRecord) -> SkillVersion:
 class SkillService:
     """Create, version, list and delete skills; resolve and install them for sandboxes."""
 
-    def __init__(self, settings: Settings, records: FileStore, blobs: BlobStore) -> None:
+    def __init__(self, settings: Settings, records: FileStore, blobs: Blobs) -> None:
         self._settings = settings
         self._records = records
         self._blobs = blobs

@@ -25,7 +25,7 @@ from jupyter_sandbox._exceptions import (
     NotFoundError,
     RequestTooLargeError,
 )
-from jupyter_sandbox.backends.blobs import BlobStore
+from jupyter_sandbox.backends.blobs import Blobs
 from jupyter_sandbox.backends.snapshot_kernel import RESTORE_ENTRY, SNAPSHOT_ENTRY, kernel_source
 from jupyter_sandbox.backends.snapshot_store import SnapshotRecord, SnapshotStore
 from jupyter_sandbox.backends.store import ContainerRecord
@@ -83,7 +83,7 @@ class SnapshotService:
         self,
         settings: Settings,
         records: SnapshotStore,
-        blobs: BlobStore,
+        blobs: Blobs,
         content: SandboxContent | None,
         executions: ExecutionService,
         get_record: GetRecord,
