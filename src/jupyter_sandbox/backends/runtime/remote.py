@@ -106,14 +106,22 @@ def put(api: Any, container: str, folder: str, archive: bytes) -> None:
 _CGROUP_FILES = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
 """The sandbox's own cgroup (v2, v1) as it sees it: both carry an `oom_kill` line."""
 _OOM_READ_LIMIT = 4096
+_OOM_READ_SECONDS = 30.0
+"""For the whole read (a loaded engine can take seconds to start an exec)."""
 
 
 def oom_kills(api: Any, container: str) -> int | None:
     """The sandbox cgroup's oom_kill counter, read by `cat` in the sandbox (at most 4 KiB of
-    its output within 10 s in all: sandbox code could take the process over, or hold its
+    its output within 30 s in all: sandbox code could take the process over, or hold its
     output open, and only lie about its own OOMs); None if it cannot be read."""
     try:
-        done = run_exec(api, container, ["cat", *_CGROUP_FILES], limit=_OOM_READ_LIMIT, timeout=10)
+        done = run_exec(
+            api,
+            container,
+            ["cat", *_CGROUP_FILES],
+            limit=_OOM_READ_LIMIT,
+            timeout=_OOM_READ_SECONDS,
+        )
     except (docker.errors.DockerException, OSError):
         return None
     for line in done.stdout.decode("ascii", "replace").splitlines():
