@@ -114,7 +114,7 @@ def test_cluster_up_serves_the_openai_sdk_and_down_leaves_nothing(
     assert not mounts_under(tmp_path)
     assert not folder.exists()
     assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
-    assert not list(Path(tempfile.gettempdir()).glob(f"jsbx-pg-{_digest(folder)}"))
+    assert not list(Path(tempfile.gettempdir()).glob(f"jsbx-pg-{_digest(folder)}*"))
 
 
 def test_cluster_up_refuses_a_backend_it_does_not_have(tmp_path: Path) -> None:

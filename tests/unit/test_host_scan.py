@@ -171,3 +171,19 @@ def test_find_output_is_parsed_within_the_caps(monkeypatch: pytest.MonkeyPatch) 
     capped = engine_files.parse_find(out)
     assert capped.files == []
     assert capped.truncated == "more than 1 files and folders"
+
+
+@pytest.mark.parametrize(
+    ("size", "mtime"),
+    [(b"-5", b"1"), (b"5", b"nan"), (b"5", b"inf"), (b"5", b"1e308"), (b"9" * 5000, b"1"),
+     (b"5", b"-1"), (b"+5", b"1"), (b"", b"1"), (b"5", b"1_0"), (b"\xd9\xa5", b"1")],
+)  # fmt: skip
+def test_find_records_with_nonsense_numbers_are_skipped(size: bytes, mtime: bytes) -> None:
+    """Sandbox code can write into `find`'s output (its stdout, same user): a record whose
+    size or time is not what `find -printf` prints is skipped, never a ValueError, NaN or a
+    negative size in the listing."""
+    from jupyter_sandbox.backends import engine_files
+
+    out = b"f\t%s\t%s\t/mnt/data/forged\0f\t3\t1.5\t/mnt/data/real\0" % (size, mtime)
+    scan = engine_files.parse_find(out)
+    assert [(f.path, f.bytes, f.mtime) for f in scan.files] == [("/mnt/data/real", 3, 1.5)]

@@ -211,3 +211,23 @@ def test_servers_sharing_a_database_label_their_objects_alike(tmp_path: Path) ->
     assert one.store_id == two.store_id
     assert one.store_id != Settings(home=tmp_path / "one").store_id
     assert one.store_id != Settings(home=tmp_path / "one", store_url=url + "2").store_id
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://u:pa%zzss-secret@127.0.0.1:1/db",  # libpq quotes the bad token
+        "postgresql://u:pw-secret@[::1:1/db",  # ... or the whole URL
+        "postgresql://u@127.0.0.1:1/db?password=pw-secret&port=zz",
+        "postgresql://u@127.0.0.1:1/db?sslpassword=pw%zz-secret",
+        "postgresql://u:pw%2Dsecret@127.0.0.1:1/db?bogus=1",
+        "postgresql://u:pw-secret@127.0.0.1:notaport/db",
+    ],
+)
+def test_a_malformed_store_url_never_echoes_its_password(url: str) -> None:
+    """libpq's parse errors quote what they cannot parse: the message keeps none of it."""
+    with pytest.raises(InternalServerError) as caught:
+        PostgresStore(url, connect_timeout=1)
+    message = str(caught.value)
+    assert "secret" not in message, message
+    assert "cannot connect to the store" in message

@@ -5,19 +5,26 @@ loopback port with password (SCRAM) authentication.
 The password is written once, to `<cluster folder>/pgpass` (0600, libpq's password-file
 format; the store URL names that file as `passfile` and carries no password), and never
 reaches a command line. The data folder is `<cluster folder>/postgres` for an ordinary user.
-PostgreSQL refuses to run as root, so as root it runs as `nobody` with its data folder in the
-temporary folder (nobody cannot enter root's 0700 folders); `postgres.json` records where.
+PostgreSQL refuses to run as root, so as root it runs as the `postgres` system account (made by
+Debian's postgresql-common; never `nobody`, which other services share and which would then
+own the database and its kernel keys), with its data folder a fresh random one in the
+temporary folder (that account cannot enter root's 0700 folders); `postgres.json` records
+where. Root writes nothing by path in a folder that account owns: the initial password file is
+made before the folder is handed over, and removed through the folder's descriptor.
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
 import os
+import pwd
 import secrets
 import shutil
 import socket
+import stat
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -30,7 +37,8 @@ __all__ = ["ClusterPostgres", "PostgresState", "server_bin"]
 
 USER = "jsbx"
 DATABASE = "postgres"
-_NOBODY = 65534
+SERVICE_ACCOUNT = "postgres"
+"""Who the server runs as when `cluster up` runs as root."""
 _TIMEOUT = 120
 
 
@@ -68,10 +76,31 @@ class ClusterPostgres:
     def _root(self) -> Path:
         if self._record.exists():
             return Path(json.loads(self._record.read_text())["root"])
+        return self.folder / "postgres"
+
+    def _new_root(self) -> Path:
+        """A new data folder, 0700, ours: as root, a fresh random name in the temporary
+        folder (never one another local user could guess and make first)."""
         if self._as_root:
             tag = hashlib.sha256(str(self.folder.resolve()).encode()).hexdigest()[:12]
-            return Path(tempfile.gettempdir()) / f"jsbx-pg-{tag}"
-        return self.folder / "postgres"
+            return Path(tempfile.mkdtemp(prefix=f"jsbx-pg-{tag}-"))
+        root = self.folder / "postgres"
+        root.mkdir(mode=0o700, parents=True, exist_ok=False)
+        return root
+
+    @property
+    def _account(self) -> tuple[int, int]:
+        """The uid and gid the server runs as, when we are root."""
+        try:
+            entry = pwd.getpwnam(SERVICE_ACCOUNT)
+        except KeyError:
+            raise ClusterError(
+                f"as root, cluster up runs PostgreSQL as the {SERVICE_ACCOUNT!r} system account, "
+                "which this host lacks: apt-get install postgresql-15 makes it"
+            ) from None
+        if entry.pw_uid == 0:
+            raise ClusterError(f"the {SERVICE_ACCOUNT!r} account is root's uid: refused")
+        return entry.pw_uid, entry.pw_gid
 
     @property
     def port(self) -> int | None:
@@ -102,26 +131,38 @@ class ClusterPostgres:
                 "cluster up needs Debian's PostgreSQL server for its shared store: "
                 "apt-get install postgresql-15 (no service needs to run)"
             )
-        root = self._root()
+        account = self._account if self._as_root else None
         if not self._record.exists():
             port = _free_port()
             password = secrets.token_urlsafe(24)
-            root.mkdir(mode=0o700, parents=True, exist_ok=False)
-            if self._as_root:
-                os.chown(root, _NOBODY, _NOBODY)
-            write_private(self.pgpass, f"127.0.0.1:{port}:*:{USER}:{password}\n".encode())
-            write_private(self._record, json.dumps({"root": str(root), "port": port}).encode())
-            initial = root / "pw"
-            initial.write_text(password + "\n")  # read by initdb, then removed
-            os.chmod(initial, 0o600)
-            if self._as_root:
-                os.chown(initial, _NOBODY, _NOBODY)
+            root = self._new_root()
+            folder = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
             try:
-                self._run(bin_dir, "initdb", "-D", str(root / "data"), "-U", USER,
-                          "--pwfile", str(initial), "--auth=scram-sha-256", "--encoding=UTF8",
-                          "--locale=C.UTF-8")  # fmt: skip
+                # The password file first, while the folder is still ours alone ...
+                initial = os.open(
+                    "pw",
+                    os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                    0o600,
+                    dir_fd=folder,
+                )
+                with os.fdopen(initial, "w") as file:
+                    file.write(password + "\n")  # read by initdb, then removed
+                    if account is not None:
+                        os.fchown(file.fileno(), *account)
+                # ... then the folder goes to the service account: nothing by path after.
+                if account is not None:
+                    os.fchown(folder, *account)
+                write_private(self.pgpass, f"127.0.0.1:{port}:*:{USER}:{password}\n".encode())
+                write_private(self._record, json.dumps({"root": str(root), "port": port}).encode())
+                try:
+                    self._run(bin_dir, "initdb", "-D", str(root / "data"), "-U", USER,
+                              "--pwfile", str(root / "pw"), "--auth=scram-sha-256",
+                              "--encoding=UTF8", "--locale=C.UTF-8")  # fmt: skip
+                finally:
+                    with contextlib.suppress(OSError):
+                        os.unlink("pw", dir_fd=folder)  # whatever is there now: never followed
             finally:
-                initial.unlink(missing_ok=True)
+                os.close(folder)
         self._ctl(bin_dir, "start")
 
     def stop(self) -> bool:
@@ -144,9 +185,11 @@ class ClusterPostgres:
         removed = []
         if self.stop():
             removed.append(f"postgres on 127.0.0.1:{self.port}")
-        root = self._root()
-        if root.exists():
-            shutil.rmtree(root)
+        root = self._root() if self._record.exists() else None
+        if root is not None and root.is_symlink():  # the service account swapped it: not ours
+            root.unlink()
+        elif root is not None and root.exists():
+            shutil.rmtree(root)  # never follows a link inside
             removed.append(f"folder {root}")
         for path in (self._record, self.pgpass):
             path.unlink(missing_ok=True)
@@ -161,8 +204,18 @@ class ClusterPostgres:
 
     def _pid(self) -> int | None:
         """The postmaster's pid if it runs."""
+        path = self._root() / "data" / "postmaster.pid"
         try:
-            pid = int((self._root() / "data" / "postmaster.pid").read_text().split()[0])
+            # The server's account writes this file: no link, no FIFO, a few bytes only.
+            descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+                    return None
+                pid = int(os.read(descriptor, 64).split()[0])
+            finally:
+                os.close(descriptor)
+            if pid <= 0:
+                return None
             os.kill(pid, 0)
         except (OSError, ValueError, IndexError):
             return None
@@ -175,11 +228,10 @@ class ClusterPostgres:
                   "-m", "fast", "-l", str(root / "log"), "-o", options)  # fmt: skip
 
     def _run(self, bin_dir: Path, tool: str, *args: str) -> None:
-        as_user = (
-            ["setpriv", f"--reuid={_NOBODY}", f"--regid={_NOBODY}", "--clear-groups"]
-            if self._as_root
-            else []
-        )
+        as_user = []
+        if self._as_root:
+            uid, gid = self._account
+            as_user = ["setpriv", f"--reuid={uid}", f"--regid={gid}", "--clear-groups"]
         try:
             subprocess.run(
                 [*as_user, str(bin_dir / tool), *args],

@@ -13,6 +13,7 @@ import contextlib
 import errno
 import io
 import os
+import re
 import secrets
 import stat
 import tarfile
@@ -27,6 +28,7 @@ import docker.errors
 
 from jupyter_sandbox._exceptions import BadRequestError, InternalServerError, NotFoundError
 from jupyter_sandbox.backends.blobs import CHUNK, too_large
+from jupyter_sandbox.backends.exec_output import run_exec
 from jupyter_sandbox.backends.sandbox_files import (
     MAX_SCAN_ENTRIES,
     MAX_SCAN_PATH_BYTES,
@@ -56,6 +58,20 @@ sandbox's roots) is a link, or the target is a folder: links are never followed.
 
 # Paths plus their sizes and times: the path budget, with room for the other fields.
 _SCAN_OUTPUT_BYTES = MAX_SCAN_PATH_BYTES + 64 * (MAX_SCAN_ENTRIES + 1)
+_EXEC_OUTPUT_BYTES = 64 * 1024
+"""What the host reads of `stat`, `mv` or `rm` (sandbox code can write into their output)."""
+EXEC_TIMEOUT = 120.0
+"""Seconds the host waits for one exec's output in all (sandbox code can hold it open)."""
+_COUNT = re.compile(rb"[0-9]{1,18}")
+_STAMP = re.compile(rb"[0-9]{1,12}(\.[0-9]{0,10})?")
+
+
+def _size_and_time(size: bytes, mtime: bytes) -> tuple[int, float] | None:
+    """A size and a modification time as `find` and `stat` print them; None for anything
+    else (the sandbox can write what it likes into their output: no sign, NaN, exponent)."""
+    if _COUNT.fullmatch(size) is None or _STAMP.fullmatch(mtime) is None:
+        return None
+    return int(size), float(mtime)
 
 
 def parse_find(out: bytes) -> Scan:
@@ -77,13 +93,14 @@ def parse_find(out: bytes) -> Scan:
         if path_bytes > MAX_SCAN_PATH_BYTES:
             truncated = f"more than {MAX_SCAN_PATH_BYTES} bytes of paths"
             break
-        if kind != b"f":
+        numbers = _size_and_time(size, mtime)
+        if kind != b"f" or numbers is None:
             continue
         try:
             path = check_path(raw_path.decode("utf-8"))
-            found.append(FoundFile(path, int(size), float(mtime)))
         except (UnicodeDecodeError, ValueError):
             continue
+        found.append(FoundFile(path, *numbers))
     return Scan(found, truncated)
 
 
@@ -142,14 +159,22 @@ class EngineFiles:
         self._name = container_name
         self._spool = spool
 
-    def _exec(self, *command: str) -> tuple[int, bytes, bytes]:
+    def _exec(self, *command: str, limit: int = _EXEC_OUTPUT_BYTES) -> tuple[int, bytes, bytes]:
+        """Exit code (-1 if the output was cut: over `limit`, or held open past
+        `EXEC_TIMEOUT`), stdout and stderr's tail."""
         try:
-            created = self._api.exec_create(self._name, list(command), user=f"{SANDBOX_UID}")
-            stdout, stderr = self._api.exec_start(created["Id"], demux=True)
-            code = self._api.exec_inspect(created["Id"])["ExitCode"]
+            done = run_exec(
+                self._api,
+                self._name,
+                list(command),
+                user=f"{SANDBOX_UID}",
+                limit=limit,
+                timeout=EXEC_TIMEOUT,
+            )
         except docker.errors.NotFound:
             raise NotFoundError("The container is not running", param="container_id") from None
-        return int(code or 0), stdout or b"", stderr or b""
+        code = done.code if done.complete and done.code is not None else -1
+        return code, done.stdout, done.stderr
 
     def write(self, path: str, source: IO[bytes], *, limit: int, size: int | None) -> int:
         """Send an uncompressed tar that we build, member by member, as a stream, to a
@@ -224,11 +249,14 @@ class EngineFiles:
         """The regular file at `path`, or None."""
         check_path(path)
         code, out, _ = self._exec("/usr/bin/stat", "-c", "%F\t%s\t%Y", "--", path)
-        kind, _, rest = out.decode(errors="replace").strip().partition("\t")
-        if code != 0 or (kind != "regular file" and kind != "regular empty file"):
+        kind, _, rest = out.strip().partition(b"\t")
+        if code != 0 or (kind != b"regular file" and kind != b"regular empty file"):
             return None
-        size, _, mtime = rest.partition("\t")
-        return FoundFile(path, int(size), float(mtime))
+        size, _, mtime = rest.partition(b"\t")
+        numbers = _size_and_time(size, mtime)
+        if numbers is None:
+            raise bad_path(path, "the sandbox's `stat` answered nonsense")
+        return FoundFile(path, *numbers)
 
     def delete(self, path: str) -> None:
         """`rm` in the sandbox, as its user."""
@@ -255,12 +283,15 @@ class EngineFiles:
             '-o \\( -type f -printf "f\\t%s\\t%T@\\t%p\\0" \\) 2>/dev/null'
             f" | head -z -n {MAX_SCAN_ENTRIES + 1} | head -c {_SCAN_OUTPUT_BYTES}"
         )
-        _, out, _ = self._exec("/bin/sh", "-c", script, "find", *ROOTS)
-        return parse_find(out)
+        code, out, _ = self._exec("/bin/sh", "-c", script, "find", *ROOTS, limit=_SCAN_OUTPUT_BYTES)
+        scan = parse_find(out)
+        if code == -1:  # cut: what the sandbox held open or flooded is not a listing
+            scan.truncated = (
+                f"the listing was cut (not ended within {EXEC_TIMEOUT:g} s, or over its cap)"
+            )
+        return scan
 
 
-# As the sandbox user: refuse a target, or a folder on its way, that is a link (as the host
-# disk's O_NOFOLLOW walk does; `mv` alone would replace a link, never follow it), then move.
 def _go_mode(mode: int) -> int:
     """Docker's stat header carries Go's os.FileMode; turn it into a POSIX st_mode."""
     go_dir, go_symlink, go_other = 1 << 31, 1 << 27, (1 << 26) | (1 << 25) | (1 << 24) | (1 << 21)

@@ -280,22 +280,40 @@ class ExecTunnel:
 
 
 def read_output(stream: Any, limit: int, timeout: float) -> bytes:
-    """At most `limit` bytes of a hijacked exec stream's stdout (then the stream is closed)."""
+    """At most `limit` bytes of a hijacked exec stream's stdout (then the stream is closed),
+    read within `timeout` seconds in all."""
+    return read_streams(stream, limit, timeout)[0]
+
+
+def read_streams(stream: Any, limit: int, timeout: float) -> tuple[bytes, bytes, bool]:
+    """A hijacked exec stream's stdout (at most `limit` bytes), its stderr's last 2 KiB, and
+    whether the stream ended by itself (not cut at `limit` or at the deadline); the stream
+    is closed after.
+
+    `timeout` bounds the whole read, not each receive: sandbox code can open its own exec's
+    stdout (`/proc/<pid>/fd/1`, same user) and keep it open, a byte every few seconds."""
     remote = _raw(stream)
+    deadline = time.monotonic() + timeout
+    demux = Demux()
+    out = bytearray()
+    ended = False
     try:
-        remote.settimeout(timeout)
-        demux = Demux()
-        out = demux.feed(_early_bytes(stream))
-        while len(out) < limit:
+        out += demux.feed(_early_bytes(stream))
+        while len(out) <= limit:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            remote.settimeout(left)
             data = remote.recv(65536)
             if not data:
+                ended = True
                 break
             out += demux.feed(data)
     except OSError:
         pass  # a timeout or reset: what arrived is all there is
     finally:
         _close_stream(stream)
-    return out[:limit]
+    return bytes(out[:limit]), demux.stderr, ended and len(out) <= limit
 
 
 def _close_stream(stream: Any) -> None:
@@ -437,4 +455,11 @@ class TunnelKernelConnection(TcpKernelConnection):
             self.tunnel.close()
 
 
-__all__ = ["FORWARDER", "Demux", "ExecTunnel", "TunnelKernelConnection", "read_output"]
+__all__ = [
+    "FORWARDER",
+    "Demux",
+    "ExecTunnel",
+    "TunnelKernelConnection",
+    "read_output",
+    "read_streams",
+]

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from functools import lru_cache
 from typing import Any, ClassVar
+from urllib.parse import unquote
 
 import psycopg
 
@@ -108,6 +109,7 @@ class PostgresStore(SqlStore):
     def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
         self._url = url
         self._where = describe_url(url)
+        self._hidden = _secret_parts(url)
         self._connect_timeout = connect_timeout
         self._idle: list[psycopg.Connection[Any]] = []
         self._lock = threading.Lock()
@@ -141,12 +143,20 @@ class PostgresStore(SqlStore):
             )
         except psycopg.OperationalError as exc:
             raise StoreUnavailableError(
-                f"cannot connect to the store {self._where}: {_first_line(exc)}"
+                f"cannot connect to the store {self._where}: {self._said(exc)}"
             ) from exc
         except psycopg.Error as exc:
             raise InternalServerError(
-                f"cannot connect to the store {self._where}: {_first_line(exc)}"
+                f"cannot connect to the store {self._where}: {self._said(exc)}"
             ) from exc
+
+    def _said(self, exc: BaseException) -> str:
+        """The error's first line, without the URL or its password: libpq quotes what it
+        cannot parse (`invalid percent-encoded token: "<password>"`, the whole URL)."""
+        text = _first_line(exc)
+        for part in self._hidden:
+            text = text.replace(part, "***")
+        return text
 
     def _borrow(self) -> psycopg.Connection[Any]:
         with self._lock:
@@ -182,7 +192,7 @@ class PostgresStore(SqlStore):
 
     def _failed(self, exc: psycopg.Error, raw: psycopg.Connection[Any]) -> InternalServerError:
         """The error for a database failure: unavailable when the connection is lost."""
-        message = f"the store {self._where} failed: {_first_line(exc)}"
+        message = f"the store {self._where} failed: {self._said(exc)}"
         if isinstance(exc, psycopg.OperationalError) or raw.broken or raw.closed:
             return StoreUnavailableError(message)
         return InternalServerError(message)
@@ -235,6 +245,25 @@ class PostgresStore(SqlStore):
             idle, self._idle = self._idle, []
         for raw in idle:
             raw.close()
+
+
+def _secret_parts(url: str) -> list[str]:
+    """What of `url` no message may hold: the URL, its password (as written and decoded) and
+    any `password`/`sslpassword` parameter; longest first. Parsed by hand: the URL may be one
+    that no parser accepts."""
+    rest = url.partition("://")[2]
+    authority, _, tail = rest.partition("/")
+    authority = authority.partition("?")[0]
+    found = [url]
+    if "@" in authority:
+        found.append(authority.rpartition("@")[0].partition(":")[2])
+    query = (tail if "?" in tail else rest).partition("?")[2]
+    for pair in query.split("&"):
+        key, _, value = pair.partition("=")
+        if unquote(key).strip().lower() in ("password", "sslpassword"):
+            found.append(value)
+    found += [unquote(part) for part in found]
+    return sorted({part for part in found if part}, key=len, reverse=True)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -25,7 +25,7 @@ import docker.errors
 
 from jupyter_sandbox._exceptions import BadRequestError, NotFoundError
 from jupyter_sandbox.backends import deadline_file
-from jupyter_sandbox.backends.kernel_tunnel import read_output
+from jupyter_sandbox.backends.exec_output import run_exec
 from jupyter_sandbox.backends.runtime.base import ContainerSpec
 
 KERNEL_ROLE = "kernel"
@@ -106,19 +106,25 @@ def put(api: Any, container: str, folder: str, archive: bytes) -> None:
 _CGROUP_FILES = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
 """The sandbox's own cgroup (v2, v1) as it sees it: both carry an `oom_kill` line."""
 _OOM_READ_LIMIT = 4096
+_OOM_READ_SECONDS = 30.0
+"""For the whole read (a loaded engine can take seconds to start an exec)."""
 
 
 def oom_kills(api: Any, container: str) -> int | None:
     """The sandbox cgroup's oom_kill counter, read by `cat` in the sandbox (at most 4 KiB of
-    its output: sandbox code could take the process over and only lie about its own OOMs);
-    None if it cannot be read."""
+    its output within 30 s in all: sandbox code could take the process over, or hold its
+    output open, and only lie about its own OOMs); None if it cannot be read."""
     try:
-        made = api.exec_create(container, ["cat", *_CGROUP_FILES], stdout=True, stderr=False)
-        stream = api.exec_start(made["Id"], socket=True)
+        done = run_exec(
+            api,
+            container,
+            ["cat", *_CGROUP_FILES],
+            limit=_OOM_READ_LIMIT,
+            timeout=_OOM_READ_SECONDS,
+        )
     except (docker.errors.DockerException, OSError):
         return None
-    text = read_output(stream, _OOM_READ_LIMIT, timeout=10)
-    for line in text.decode("ascii", "replace").splitlines():
+    for line in done.stdout.decode("ascii", "replace").splitlines():
         key, _, value = line.partition(" ")
         if key == "oom_kill" and value.strip().isdigit():
             return int(value)
