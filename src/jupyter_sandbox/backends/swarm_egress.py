@@ -132,6 +132,15 @@ class _NodeProxy(RemoteEgressProxy):
             if (subnet := _subnet(entry))
         ]
 
+    def connect(self, network: SandboxNetwork) -> None:
+        """Put the proxy at `.2` on an overlay (idempotent: a proxy made just now joined every
+        overlay of its node already, and an overlay says so in other words than a bridge)."""
+        try:
+            super().connect(network)
+        except docker.errors.APIError as exc:
+            if "already attached" not in str(exc.explanation or exc):
+                raise
+
     def disconnect(self, network: str) -> None:
         """Unplug the proxy from a sandbox's overlay; idempotent."""
         with docker_errors(f"unplugging egress proxy {self.name} from {network}"):
