@@ -10,9 +10,9 @@ Per sandbox: an attachable, internal overlay `jsbx-<id>-net` with its own /28 (g
 absent: internal; the proxy at `.2`; tasks from `.8/29` only, so nothing else takes `.2`),
 labelled with the node it belongs to. Swarm does not refuse overlapping subnets, so a free
 /28 is chosen against every network the manager lists, and of two creates that raced to the
-same one the younger backs off. The proxy is plugged in at `.2` before the service exists;
-once the task runs its address on the overlay is admitted (until then the proxy refuses
-it: `unknown_source`). At the end: disconnect the proxy, drop the sandbox's list and
+same one the network with the larger id backs off. The proxy is plugged in at `.2` before
+the service exists; once the task runs its address on the overlay is admitted (until then
+the proxy refuses it: `unknown_source`). At the end: disconnect the proxy, drop the sandbox's list and
 secrets (the proxy goes with its node's last allowlist sandbox), remove the overlay.
 """
 
@@ -273,7 +273,7 @@ class SwarmEgress:
         ]
 
     def _lost_race(self, network_id: str, subnet: str) -> bool:
-        """Whether an older network took an overlapping subnet meanwhile (it keeps it)."""
+        """Whether another network with a smaller id took an overlapping subnet (it keeps it)."""
         return any(
             entry["Id"] != network_id and entry["Id"] < network_id and _overlaps(subnet, config)
             for entry in self._api.networks()
