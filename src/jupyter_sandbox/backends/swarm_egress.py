@@ -12,8 +12,9 @@ labelled with the node it belongs to. Swarm does not refuse overlapping subnets,
 /28 is chosen against every network the manager lists, and of two creates that raced to the
 same one the network with the larger id backs off. The proxy is plugged in at `.2` before
 the service exists; once the task runs its address on the overlay is admitted (until then
-the proxy refuses it: `unknown_source`). At the end: disconnect the proxy, drop the sandbox's list and
-secrets (the proxy goes with its node's last allowlist sandbox), remove the overlay.
+the proxy refuses it: `unknown_source`). At the end: disconnect the proxy, drop the
+sandbox's list and secrets (the proxy goes with its node's last allowlist sandbox), remove
+the overlay.
 """
 
 from __future__ import annotations
