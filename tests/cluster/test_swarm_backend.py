@@ -20,7 +20,13 @@ import docker
 import docker.errors
 import pytest
 
-from jupyter_sandbox import BadRequestError, Client, ConflictError, InternalServerError
+from jupyter_sandbox import (
+    APIError,
+    BadRequestError,
+    Client,
+    ConflictError,
+    InternalServerError,
+)
 from jupyter_sandbox.backends.cluster_nodes import LocalCluster
 from jupyter_sandbox.backends.swarm_backend import SwarmBackend
 from jupyter_sandbox.backends.swarm_hardening import HardeningError, check
@@ -249,12 +255,22 @@ def test_a_runtime_the_nodes_do_not_default_to_is_refused_by_name(
     assert list(api.containers.list()) == []
 
 
-def test_an_allowlist_is_refused_by_name(api: Client) -> None:
-    with pytest.raises(BadRequestError) as caught:
+def test_an_allowlist_without_the_egress_image_on_its_node_says_how_to_load_it(
+    make_api: Callable[..., Client], nodes: dict[str, docker.DockerClient]
+) -> None:
+    """Allowlists work on the swarm (test_swarm_egress.py); a node without the proxy's image
+    fails the create by name, and leaves nothing (the module's nodes have no egress image)."""
+    api = make_api(egress_image="jupyter-sandbox-egress:not-loaded")
+    with pytest.raises(APIError) as caught:
         api.containers.create(
             name="egress", network_policy={"type": "allowlist", "allowed_domains": ["pypi.org"]}
         )
-    assert str(caught.value.param).startswith("network_policy")
+    assert caught.value.param == "network_policy"
+    assert "docker save jupyter-sandbox-egress:not-loaded | docker load" in caught.value.message
+    assert list(api.containers.list()) == []
+    manager = next(iter(nodes.values()))
+    label = f"{TEST_LABEL}={api.settings.extra_labels[TEST_LABEL]}"
+    assert manager.networks.list(filters={"label": label}) == []  # its overlay went too
 
 
 def test_a_sandbox_no_node_can_hold_fails_closed_with_swarms_reason(

@@ -11,9 +11,12 @@ network); the connection file, the deadline and skills are put into the sandbox'
 its node through the archive API, and a SIGUSR1 starts the kernel with them (the first start
 finds no connection file and waits); files go through the node's archive API.
 
-Refused by name: allowlist networks (`network_policy`: the egress proxy is not yet on the
-nodes), `runtime="runsc"` unless every ready node's default runtime is runsc (`runtime`: a
-service cannot pick one), the ipc channel (`kernel_channel`).
+Allowlist sandboxes are placed by this backend, not by Swarm: the node is chosen from
+Swarm's view before the service exists, the store's egress proxy runs on it, and the service
+is pinned there (`swarm_egress`).
+
+Refused by name: `runtime="runsc"` unless every ready node's default runtime is runsc
+(`runtime`: a service cannot pick one), the ipc channel (`kernel_channel`).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from jupyter_sandbox.backends.runtime.docker import (
     SANDBOX_UID,
 )
 from jupyter_sandbox.backends.runtime.engine import connect_engine, docker_errors
+from jupyter_sandbox.backends.swarm_egress import EgressRequest
 from jupyter_sandbox.backends.swarm_tasks import SwarmTasks
 from jupyter_sandbox.settings import Settings
 from jupyter_sandbox.types.container import NetworkPolicyAllowlist
@@ -80,9 +84,8 @@ class SwarmBackend:
     # --- the sandbox itself -------------------------------------------------------------
     def start(self, spec: SandboxSpec) -> str:
         """Create the service, wait for Swarm to run its task, harden and check the task's
-        container on its node, give it its files, start its kernel; a failure removes all."""
-        if spec.network is not None:
-            raise self._allowlist_refused()
+        container on its node, give it its files, start its kernel; a failure removes all.
+        An allowlist sandbox first gets its node, its overlay and its node's proxy."""
         return self.tasks.start(spec)
 
     def state(self, sandbox_id: str) -> SandboxState | None:
@@ -133,6 +136,7 @@ class SwarmBackend:
         """Services, sandbox volumes and containers on every ready node, and the host's
         channel and storage folders."""
         found = self.tasks.leftovers()
+        found += self.tasks.egress.leftovers()
         root = self.settings.sockets_root
         channels = sorted(root.iterdir()) if root.is_dir() else []
         found += [Leftover("channel", str(entry), entry.name) for entry in channels]
@@ -143,6 +147,9 @@ class SwarmBackend:
         """Remove one object `existing` reported (an engine kind: all of the sandbox's)."""
         if leftover.kind in ("container", "service", "volume"):
             self.remove(leftover.owner)
+        elif leftover.kind == "network":
+            self.remove(leftover.owner)
+            self.tasks.egress.remove_leftover(leftover.owner)
         elif leftover.kind == "channel":
             kernel.remove_socket_dir(self.settings.sockets_root / leftover.name)
         elif leftover.kind == "storage":
@@ -247,19 +254,8 @@ class SwarmBackend:
         )
 
     # --- network --------------------------------------------------------------------------
-    def _allowlist_refused(self) -> BadRequestError:
-        # The seam for the egress helper: attach_network would start the sandbox's proxy on
-        # its node and return a grant `start` plugs in (instead of refusing here).
-        return BadRequestError(
-            "Invalid network_policy: allowlist networks are not supported by the swarm "
-            "backend yet (the egress proxy does not run on the nodes); use "
-            "{'type': 'disabled'}",
-            param="network_policy",
-        )
-
     def check_network(self, policy: NetworkPolicyAllowlist) -> None:
-        """Refuse every allowlist (for now)."""
-        raise self._allowlist_refused()
+        """Nothing to refuse: each node's proxy files are written with their owners by tar."""
 
     def attach_network(
         self,
@@ -268,19 +264,22 @@ class SwarmBackend:
         labels: dict[str, str],
         deadline: float,
     ) -> NetworkGrant:
-        """Refused (`check_network` refuses first)."""
-        raise self._allowlist_refused()
+        """The request, kept for `start`: the node (hence the proxy) is chosen there, from the
+        memory reservation; the proxy's environment is added to the task's there too."""
+        return NetworkGrant(sandbox_id, {}, EgressRequest(policy, dict(labels), deadline))
 
     def release_network(self, sandbox_id: str, needed: Callable[[], set[str]]) -> None:
-        """Nothing to release."""
+        """Unplug the node's proxy, drop the sandbox's list and secrets (the proxy goes with
+        its node's last allowlist sandbox), remove the overlay."""
+        self.tasks.egress.release(sandbox_id, needed)
 
     def reconcile_network(self, needed: Callable[[], set[str]]) -> list[str]:
-        """No proxy to keep."""
-        return []
+        """Each ready node's proxy up while its sandboxes need it, gone otherwise."""
+        return self.tasks.egress.reconcile(needed)
 
     def egress_log(self, sandbox_id: str) -> list[EgressDecision]:
-        """No proxy, no decisions."""
-        return []
+        """The decisions of the proxy on the sandbox's node."""
+        return self.tasks.egress.log(sandbox_id)
 
     def close(self) -> None:
         """Close the node clients, and the manager's if this backend opened it."""

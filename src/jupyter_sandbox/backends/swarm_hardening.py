@@ -3,7 +3,9 @@
 Run once the task's container exists and before its kernel gets a connection file (no user
 code has run yet); any failure fails the create (fail closed), naming what is missing:
 
-- **Network**: the container leaves the parking overlay; then it must have only `lo`.
+- **Network**: the container leaves the parking overlay; then it must have only `lo`. An
+  allowlist sandbox keeps its own internal overlay (`swarm_egress`): then `eth0` on it and
+  `lo`, and no default route.
 - **No swap, CPU weight**: a 1.41 service spec cannot set `MemorySwap` (Swarm makes it twice
   the limit) or `CpuShares`; `docker update` on the node sets swap = memory and the weight,
   and an engine warning (no swap accounting) fails the create.
@@ -37,7 +39,8 @@ class HardeningError(InternalServerError):
     """A hardening the sandbox must have could not be applied on its node (fail closed)."""
 
 
-# Runs as the sandbox user in the new container: its interfaces and PID 1's capability sets.
+# Runs as the sandbox user in the new container: its interfaces, PID 1's capability sets and
+# whether it has a default route.
 _PROBE = r"""
 import json
 with open("/proc/net/dev") as f:
@@ -48,7 +51,9 @@ with open("/proc/1/status") as f:
         key, _, value = line.partition(":")
         if key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb", "NoNewPrivs"):
             caps[key] = value.strip()
-print(json.dumps({"interfaces": interfaces, "caps": caps}))
+with open("/proc/net/route") as f:
+    default_route = any(line.split()[1] == "00000000" for line in list(f)[1:] if line.strip())
+print(json.dumps({"interfaces": interfaces, "caps": caps, "default_route": default_route}))
 """
 # Runs as root (no capability), then as the sandbox user in what root could not read: every
 # setuid/setgid regular file on the image's own file system, and the folders not walked.
@@ -134,11 +139,14 @@ def harden(
     settings: Settings,
     memory_bytes: int,
     runtime: str | None,
+    network: str | None = None,
 ) -> dict[str, Any]:
     """Apply and check, on the task's container, what the service spec could not carry;
-    returns the container's inspect."""
+    returns the container's inspect. `network`: an allowlist sandbox's overlay, which it
+    keeps (else it leaves the parking overlay)."""
     try:
-        api.disconnect_container_from_network(container, PARKING_NETWORK, force=True)
+        if network is None:
+            api.disconnect_container_from_network(container, PARKING_NETWORK, force=True)
         updated = api.update_container(
             container,
             mem_limit=memory_bytes,
@@ -150,14 +158,20 @@ def harden(
         raise HardeningError(f"cannot harden the sandbox's container on its node: {exc}") from exc
     if updated.get("Warnings"):
         raise HardeningError(f"the node could not apply every limit: {updated['Warnings']}")
-    check(api, info, settings, memory_bytes, runtime)
+    check(api, info, settings, memory_bytes, runtime, network)
     return info
 
 
 def check(
-    api: Any, info: dict[str, Any], settings: Settings, memory_bytes: int, runtime: str | None
+    api: Any,
+    info: dict[str, Any],
+    settings: Settings,
+    memory_bytes: int,
+    runtime: str | None,
+    network: str | None = None,
 ) -> None:
-    """Fail closed unless the container (`info`: its inspect) is as a sandbox must be."""
+    """Fail closed unless the container (`info`: its inspect) is as a sandbox must be: on
+    no network, or (allowlist) on `network` alone."""
     container = str(info["Id"])
     host = info["HostConfig"]
     expected: dict[str, object] = {
@@ -176,13 +190,19 @@ def check(
     wrong = {key: host.get(key) for key, value in expected.items() if host.get(key) != value}
     if info["Config"]["User"] != f"{SANDBOX_UID}:{SANDBOX_UID}":
         wrong["User"] = info["Config"]["User"]
-    if info["NetworkSettings"]["Networks"]:
-        wrong["Networks"] = list(info["NetworkSettings"]["Networks"])
+    networks = list(info["NetworkSettings"]["Networks"] or {})
+    if networks != ([network] if network else []):
+        wrong["Networks"] = networks
     if wrong:
         raise HardeningError(f"the sandbox's container on its node is not as asked: {wrong}")
     probe = _run(api, container, _PROBE, [], f"{SANDBOX_UID}")
-    if probe["interfaces"] != ["lo"]:
-        raise HardeningError(f"the sandbox has interfaces besides lo: {probe['interfaces']}")
+    interfaces = ["eth0", "lo"] if network else ["lo"]
+    if probe["interfaces"] != interfaces:
+        raise HardeningError(
+            f"the sandbox has interfaces besides {interfaces}: {probe['interfaces']}"
+        )
+    if probe["default_route"] is not False:
+        raise HardeningError("the sandbox has a default route (its network must be internal)")
     caps = probe["caps"]
     empty = "0" * 16
     held = {k: v for k, v in caps.items() if k != "NoNewPrivs" and v != empty}

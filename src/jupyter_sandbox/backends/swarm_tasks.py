@@ -28,6 +28,7 @@ from jupyter_sandbox.backends.runtime.docker import (
     SKILLS_MOUNT,
 )
 from jupyter_sandbox.backends.runtime.engine import docker_errors
+from jupyter_sandbox.backends.swarm_egress import EgressRequest, SwarmEgress
 from jupyter_sandbox.backends.swarm_hardening import NodeChecks, harden
 from jupyter_sandbox.backends.swarm_services import (
     TASK_ENDED,
@@ -52,6 +53,7 @@ class SwarmTasks:
     def __init__(self, settings: Settings, engine: docker.DockerClient) -> None:
         self.settings = settings
         self.nodes = SwarmNodes(engine)
+        self.egress = SwarmEgress(settings, self.nodes)
         self._api: Any = engine.api  # docker-py's APIClient is untyped
         self._checks = NodeChecks()
         self._places: dict[str, TaskPlace] = {}
@@ -60,19 +62,19 @@ class SwarmTasks:
 
     def start(self, spec: SandboxSpec) -> str:
         """Create the service, wait for Swarm to run its task, harden and check the task's
-        container on its node, give it its files, start its kernel; a failure removes all."""
+        container on its node, give it its files, start its kernel; a failure removes all
+        (but an allowlist sandbox's overlay and proxy files: `release_network`'s).
+
+        An allowlist sandbox (`spec.network`, its handle an `EgressRequest`) is placed by us:
+        its node is chosen and its proxy put on its overlay before the service exists
+        (`swarm_egress`), and its task address is admitted before its kernel starts."""
         self._check_runtime()
         has_skills = spec.storage is not None and spec.mount_skills
-        template = task_template(
-            self.settings,
-            sandbox_id=spec.sandbox_id,
-            image=spec.image,
-            memory_bytes=spec.memory_bytes,
-            deadline=spec.deadline,
-            sandbox_labels=spec.labels,
-            environment=spec.environment,
-            has_skills=has_skills,
-        )
+        request: EgressRequest | None = None
+        if spec.network is not None:
+            if not isinstance(spec.network.handle, EgressRequest):
+                raise TypeError("a NetworkGrant not made by the swarm backend")
+            request = spec.network.handle
         api = self._api
         steps: dict[str, float] = {}
         clock = time.monotonic()
@@ -85,7 +87,27 @@ class SwarmTasks:
         try:
             with docker_errors(f"creating sandbox {spec.sandbox_id}"):
                 self._check_image(spec.image)
-                ensure_parking(api, self._store_labels())
+                plan = None
+                if request is not None:
+                    plan = self.egress.prepare(spec.sandbox_id, request, spec.memory_bytes)
+                    step("node and egress proxy")
+                template = task_template(
+                    self.settings,
+                    sandbox_id=spec.sandbox_id,
+                    image=spec.image,
+                    memory_bytes=spec.memory_bytes,
+                    deadline=spec.deadline,
+                    sandbox_labels=spec.labels,
+                    environment={
+                        **spec.environment,
+                        **(plan.attachment.environment if plan else {}),
+                    },
+                    has_skills=has_skills,
+                )
+                if plan is not None:
+                    self.egress.plug(template, plan)
+                else:
+                    ensure_parking(api, self._store_labels())
                 service_id = create_service(api, spec.sandbox_id, template, spec.labels)
                 step("service create")
                 task = wait_for_task(api, spec.sandbox_id, self.settings.start_timeout)
@@ -93,8 +115,14 @@ class SwarmTasks:
                 step("task running")
                 node = self.nodes.client(place.address).api
                 runtime = self.settings.runtime
-                info = harden(node, place.container_id, self.settings, spec.memory_bytes, runtime)
+                overlay = plan.network.name if plan is not None else None
+                info = harden(
+                    node, place.container_id, self.settings, spec.memory_bytes, runtime, overlay
+                )
                 step("harden and check")
+                if request is not None and plan is not None:
+                    self.egress.admit(spec.sandbox_id, request, plan, task)
+                    step("egress admit")
                 self._checks.scan_image(node, place.node_id, place.container_id, info["Image"])
                 step("image scan")
                 self._put_kernel_files(node, place.container_id, spec, has_skills)
