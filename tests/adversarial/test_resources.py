@@ -268,7 +268,11 @@ def test_output_floods_are_truncated_and_host_memory_bounded(
     container_id = client.containers.create(name="flood", memory_limit=memory).id
     reset_peak_rss()
     before = peak_rss_bytes()
-    execution = client.containers.execute(container_id, attack, timeout=120)
+    # No run deadline: the promise is truncation and a bounded host, not speed. The flood's
+    # pace is the sandbox's (under gVisor ~90 s for stdout-flood on an idle host, with the
+    # host process at ~0.5 s CPU), so a deadline fails on a busy host; the test's own pytest
+    # timeout still ends a hang.
+    execution = client.containers.execute(container_id, attack, timeout=None)
     growth = peak_rss_bytes() - before
     assert execution.status == "ok", (execution.status, execution.message)
     if is_gvisor() and "2**30" in attack:
