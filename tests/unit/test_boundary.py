@@ -11,8 +11,9 @@ import pytest
 from jupyter_sandbox import ConflictError, InternalServerError
 from jupyter_sandbox._boundary import api_errors
 from jupyter_sandbox.backends.sqlite_store import SqliteStore as Store
-from jupyter_sandbox.client import Containers
-from jupyter_sandbox.client.files import ContainerFiles, Files, Skills
+from jupyter_sandbox.client.containers import Containers
+from jupyter_sandbox.client.files import ContainerFiles, Files
+from jupyter_sandbox.client.skills import Skills
 
 
 @api_errors

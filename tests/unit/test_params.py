@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from jupyter_sandbox import NOT_GIVEN, NotGiven
-from jupyter_sandbox.client import Containers
+from jupyter_sandbox.client.containers import Containers
 from jupyter_sandbox.core.files import FileCreateParams
 from jupyter_sandbox.types import params
 from jupyter_sandbox.types.container import (

@@ -51,6 +51,8 @@ class DockerRuntime:
         self._cgroup_files: dict[str, Path | None] = {}
         self._init_processes: dict[str, tuple[int, str]] = {}
         """Local engine: each sandbox's init process (host pid, start time), as inspected."""
+        self._oom_counts: dict[str, tuple[int, float]] = {}
+        """Per sandbox: the counter last read, and the time (epoch seconds) just before."""
         self._runtimes: frozenset[str] | None = None
 
     @property
@@ -244,13 +246,39 @@ class DockerRuntime:
 
     def oom_kills(self, container_id: str) -> int | None:
         """The container cgroup's oom_kill counter (a file read after the first call; on a
-        remote engine, read in the sandbox by one short exec)."""
+        remote engine, read in the sandbox by one short exec). Once the cgroup is gone with its
+        container (auto-removed; under gVisor the OOM killer ends the whole sandbox, and the
+        engine may remove it before the death is noticed): the count last read plus the
+        engine's `oom` events since."""
         if self.is_remote:
             return remote.oom_kills(self._api, container_name(container_id))
-        if container_id in self._cgroup_files:
-            return _read_oom_kills(self._cgroup_files[container_id])
-        state = self.state(container_id)
-        return state.oom_kills if state else None
+        if container_id not in self._cgroup_files and self.state(container_id) is None:
+            return None
+        read_at = time.time()  # before the read: an OOM in between is counted, never missed
+        count = _read_oom_kills(self._cgroup_files.get(container_id))
+        if count is not None:
+            self._oom_counts[container_id] = (count, read_at)
+            return count
+        last = self._oom_counts.get(container_id)
+        if last is None:
+            return None
+        since_last = self._oom_events(container_id, since=last[1])
+        return None if since_last is None else last[0] + since_last
+
+    def _oom_events(self, container_id: str, since: float) -> int | None:
+        """How many times the engine saw the sandbox's cgroup run out of memory after `since`
+        (epoch seconds), from its events (they outlive the container); None if unknown."""
+        try:
+            with docker_errors(f"reading the events of sandbox {container_id}"):
+                events = self._api.events(  # type: ignore[call-overload]  # str times ok
+                    since=f"{since:.3f}",
+                    until=f"{time.time():.3f}",  # now: the stream ends at once
+                    filters={"container": container_name(container_id), "event": "oom"},
+                    decode=True,
+                )
+                return sum(1 for _ in events)
+        except APIError:
+            return None
 
     def logs(
         self,
@@ -311,6 +339,7 @@ class DockerRuntime:
             self._remove_network(network_name(container_id))
         self._cgroup_files.pop(container_id, None)
         self._init_processes.pop(container_id, None)
+        self._oom_counts.pop(container_id, None)
 
     def _networking_config(self, spec: ContainerSpec) -> dict[str, Any] | None:
         """An allowlist sandbox's fixed address on its own network (the proxy trusts it)."""
