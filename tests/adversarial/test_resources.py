@@ -141,7 +141,7 @@ def test_memory_bomb_dies_of_oom_quickly(sandboxes: Sandboxes, bomb: str) -> Non
     elapsed = time.monotonic() - started
     assert execution.status == "died", (execution.status, execution.message)
     assert "out of memory" in (execution.message or "")
-    assert elapsed <= 10
+    assert elapsed < 60  # ended by the OOM killer, not by the run's timeout
     if is_gvisor():  # the host's OOM killer ends gVisor's kernel, so the whole sandbox
         assert "the sandbox ended with it" in (execution.message or "")
         assert client.containers.retrieve(container_id).status == "terminated"

@@ -41,7 +41,10 @@ __all__ = ["ExecutionService", "OutputCallback"]
 
 logger = logging.getLogger(__name__)
 
-_HEARTBEAT_TIMEOUT = 1.0
+_HEARTBEAT_TIMEOUTS = (1.0, 2.0, 4.0)
+"""A kernel is declared dead only when its heartbeat misses each of these in a row: a
+busy host (or gVisor under load) can delay one echo past a second, and one miss used to
+restart a live kernel and lose its variables. A dead kernel costs up to 7 s more to name."""
 KEEP_ACTIVE = 15.0
 """Seconds between touches of a sandbox while it runs code: the store then shows it active to
 every server that shares it (their idle sweeps and pauses spare it), not just to this one."""
@@ -267,8 +270,9 @@ class ExecutionService:
         )
         if self._kernels.died_of_oom(record, session):
             return out_of_memory
-        if session.connection.heartbeat(_HEARTBEAT_TIMEOUT):
-            return None
-        if self._kernels.died_of_oom(record, session):
-            return out_of_memory
+        for timeout in _HEARTBEAT_TIMEOUTS:
+            if session.connection.heartbeat(timeout):
+                return None
+            if self._kernels.died_of_oom(record, session):
+                return out_of_memory
         return "The kernel died unexpectedly and was restarted"
