@@ -48,14 +48,14 @@ def kill(child: subprocess.Popen[str]) -> None:
 
 
 def test_hard_lifetime_ends_the_sandbox_with_no_host_process(home: Path, test_label: str) -> None:
-    child = start_child(home, test_label, lifetime=6)
+    child = start_child(home, test_label, lifetime=15)
     assert child.stdout is not None
     container_id = child.stdout.readline().strip()
     kill(child)
     assert container_id.startswith("cntr_")
     selector = f"{TEST_LABEL}={test_label}"
     assert "container" in labelled_objects(selector)
-    wait_until(lambda: "container" not in labelled_objects(selector), 6 + 60, interval=0.2)
+    wait_until(lambda: "container" not in labelled_objects(selector), 15 + 60, interval=0.2)
     with labelled_client(home, test_label) as client:
         assert client.containers.retrieve(container_id).status == "expired"
         assert labelled_objects(selector) == {}

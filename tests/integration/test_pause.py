@@ -82,7 +82,7 @@ def test_the_settings_default_applies_and_expire_stays_the_default(
 
 
 def test_the_hard_lifetime_ends_a_paused_sandbox(client: Client) -> None:
-    container = client.containers.create(name="short", idle_action="pause", lifetime_seconds=8)
+    container = client.containers.create(name="short", idle_action="pause", lifetime_seconds=15)
     make_idle(client, container.id)
     client._expiry.sweep(force=True)
     assert engine_state(client, container.id) == "paused"
