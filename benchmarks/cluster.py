@@ -44,6 +44,7 @@ from typing import Any
 from uuid import uuid4
 
 import docker
+import requests
 
 from jupyter_sandbox import Client
 from jupyter_sandbox.backends import labels
@@ -58,6 +59,31 @@ STARTED = time.monotonic()
 
 def progress(message: str) -> None:
     print(f"[{time.monotonic() - STARTED:7.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+class Requests:
+    """Engine API requests made by this process, by host (`requests.Session.send`, which
+    every docker-py call goes through), so a burst can say how many a create costs."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+        send = requests.Session.send
+
+        def counted(session: requests.Session, request: Any, **kwargs: Any) -> Any:
+            host = str(request.url).split("/")[2]
+            with self._lock:
+                self.counts[host] = self.counts.get(host, 0) + 1
+            return send(session, request, **kwargs)
+
+        requests.Session.send = counted  # type: ignore[method-assign,assignment]
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+
+REQUESTS = Requests()
 
 
 class StepLog(logging.Handler):
@@ -171,19 +197,27 @@ def burst(
         progress(f"  {label}: {done}/{creates} created ({latencies[-1]:.1f} s)")
 
     cpu_nodes, cpu_host, cpu_own = nodes.cpu_seconds(), host_cpu_seconds(), own_cpu_seconds()
+    sent = REQUESTS.snapshot()
     started = time.monotonic()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         list(pool.map(one, range(creates)))
     wall = time.monotonic() - started
     load = os.getloadavg()[0]
+    requests_made = {
+        host: count - sent.get(host, 0)
+        for host, count in REQUESTS.snapshot().items()
+        if count > sent.get(host, 0)
+    }
     node_cpu = {k: round(v - cpu_nodes[k], 1) for k, v in nodes.cpu_seconds().items()}
     placed: dict[str, int] = {}
     per_step: dict[str, list[float]] = {}
-    for sandbox_id in made:
-        node, times = steps.steps.get(sandbox_id, ("?", {}))
+    for sandbox_id, latency in zip(made, latencies, strict=True):
+        node, times = steps.steps.get(sandbox_id, ("local", {}))
         placed[node] = placed.get(node, 0) + 1
         for step, seconds in times.items():
             per_step.setdefault(step, []).append(seconds)
+        if times:  # the rest: store, channel, then the kernel's start to its first answer
+            per_step.setdefault("rest (kernel to ready)", []).append(latency - sum(times.values()))
     figures = {
         "measure": "create burst",
         "config": label,
@@ -203,6 +237,9 @@ def burst(
             "capacity": round(wall * (os.cpu_count() or 1), 1),
         },
         "load_1min": round(load, 1),
+        "engine_requests_per_create": {
+            host: round(count / max(1, len(made)), 1) for host, count in requests_made.items()
+        },
     }
     return figures, made
 
@@ -251,6 +288,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="1-node/3-node alternations")
     parser.add_argument("--idle", type=int, default=4, help="idle sandboxes on one node")
     parser.add_argument("--executes", type=int, default=100)
+    parser.add_argument(
+        "--no-local", dest="local", action="store_false", help="skip the local docker bursts"
+    )
     args = parser.parse_args()
     steps = StepLog()
     tasks_logger = logging.getLogger("jupyter_sandbox.backends.swarm_tasks")
@@ -306,14 +346,17 @@ def measure(
     figures, made = burst(swarm, steps, nodes, len(names), len(names), "warm-up")
     progress(f"  warm-up placed {figures['placed']}")
     delete_all(swarm, made, args.threads)
+    configs = [("1 node", swarm, {names[0]}), ("3 nodes", swarm, set(names))]
+    if args.local:  # this host's engine, no cluster: what the same 2 cores give one engine
+        configs.append(("local docker", local, set(names)))
     for index in range(args.rounds):
-        for label, active in (("1 node", {names[0]}), ("3 nodes", set(names))):
+        for label, client, active in configs:
             set_availability(manager, active)
             progress(f"round {index + 1}/{args.rounds}: {label}, {args.creates} creates")
-            figures, made = burst(swarm, steps, nodes, args.creates, args.threads, label)
+            figures, made = burst(client, steps, nodes, args.creates, args.threads, label)
             figures["round"] = index + 1
             progress(f"  {figures['creates_per_s']} creates/s; deleting")
-            figures["delete_all_s"] = round(delete_all(swarm, made, args.threads), 2)
+            figures["delete_all_s"] = round(delete_all(client, made, args.threads), 2)
             report(figures)
 
     # Execute round trip: a sandbox on a worker, and a local one, side by side.
@@ -381,7 +424,7 @@ def table(results: list[dict[str, Any]]) -> None:
             f"{cpu['machine']} / {sum(cpu['nodes'].values()):.1f} / {cpu['this process']} / "
             f"{cpu['capacity']} | {r['load_1min']} |"
         )
-    for config in ("1 node", "3 nodes"):
+    for config in ("1 node", "3 nodes", "local docker"):
         rates = [r["creates_per_s"] for r in results if r.get("config") == config]
         if rates:
             print(f"{config}: creates/s median {statistics.median(rates):.3f} over {rates}")
