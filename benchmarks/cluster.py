@@ -11,9 +11,14 @@ then measures, with progress lines on stderr:
    the last one's return (a create returns once its kernel answers). "1 node" is the same
    cluster with both workers drained (Swarm places only on the manager); "3 nodes" has all
    three active. The two alternate `--rounds` times so the machine's other load falls on both.
-   After a warm-up that creates on every node (each node's once-per-image setuid scan is then
-   done), each burst also records the backend's steps per create, the CPU seconds each node,
-   this process and the whole machine spent, and the load average.
+   "3 nodes, before" is "3 nodes" with each create polling the manager on its own for its
+   task (`PerCreatePolling`, as before `TaskWaiter`); "local docker" is the same burst on
+   this host's engine, no cluster: what the same cores give one engine. After a warm-up that
+   creates on every node (each node's once-per-image setuid scan is then done), each burst
+   also records the backend's steps per create (the median; "rest" is the create's time
+   outside them: mostly the kernel's start to its first answer), the manager polls and engine
+   API requests per create, the CPU seconds each node, this process and the whole machine
+   spent, and the load average.
 2. **Execute round trip**, `--executes` `execute("1")` on a sandbox on a worker node, beside
    a sandbox of the local Docker backend on this host, in the same run.
 3. **Idle sandboxes per node** at the default tier (1g): `--idle` idle sandboxes on one node
@@ -52,6 +57,7 @@ from jupyter_sandbox.backends.cluster_images import NullLoadProgress, copy_image
 from jupyter_sandbox.backends.cluster_nodes import LocalCluster
 from jupyter_sandbox.backends.kernel_recipe import default_image_tag
 from jupyter_sandbox.backends.node_image import build_node_image
+from jupyter_sandbox.backends.swarm_services import TASK_ENDED
 
 MIB = 1 << 20
 STARTED = time.monotonic()
@@ -150,6 +156,28 @@ class Nodes:
         """The node cgroup's memory.stat (cgroup v1, the node's own hierarchy)."""
         lines = self.read(name, "/sys/fs/cgroup/memory/memory.stat").splitlines()
         return {key: int(value) for key, value in (line.split() for line in lines)}
+
+
+class PerCreatePolling:
+    """The wait for a task as it was before `TaskWaiter`: each create polls the manager on
+    its own every 0.1 s (the "before" bursts put it back)."""
+
+    def __init__(self, api: Any) -> None:
+        self.api = api
+        self.polls = 0
+
+    def wait(self, service_id: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            tasks = self.api.tasks(filters={"service": service_id})
+            self.polls += 1
+            task = tasks[0] if tasks else None
+            state = task["Status"]["State"] if task else "new"
+            if state == "running" and task is not None:
+                return dict(task)
+            if state in TASK_ENDED or time.monotonic() > deadline:
+                raise RuntimeError(f"task {state}")
+            time.sleep(0.1)
 
 
 def in_use(stat: dict[str, int]) -> int:
@@ -346,14 +374,28 @@ def measure(
     figures, made = burst(swarm, steps, nodes, len(names), len(names), "warm-up")
     progress(f"  warm-up placed {figures['placed']}")
     delete_all(swarm, made, args.threads)
-    configs = [("1 node", swarm, {names[0]}), ("3 nodes", swarm, set(names))]
+    configs = [
+        ("1 node", swarm, {names[0]}),
+        ("3 nodes", swarm, set(names)),
+        ("3 nodes, before", swarm, set(names)),
+    ]
     if args.local:  # this host's engine, no cluster: what the same 2 cores give one engine
         configs.append(("local docker", local, set(names)))
     for index in range(args.rounds):
         for label, client, active in configs:
             set_availability(manager, active)
             progress(f"round {index + 1}/{args.rounds}: {label}, {args.creates} creates")
-            figures, made = burst(client, steps, nodes, args.creates, args.threads, label)
+            tasks = swarm._backend.tasks  # type: ignore[attr-defined]
+            waiter = tasks.waiter
+            if label.endswith(", before"):
+                tasks.waiter = PerCreatePolling(tasks._api)
+            polls = tasks.waiter.polls
+            try:
+                figures, made = burst(client, steps, nodes, args.creates, args.threads, label)
+            finally:
+                polls, tasks.waiter = tasks.waiter.polls - polls, waiter
+            if client is swarm:
+                figures["task_polls_per_create"] = round(polls / max(1, figures["creates"]), 1)
             figures["round"] = index + 1
             progress(f"  {figures['creates_per_s']} creates/s; deleting")
             figures["delete_all_s"] = round(delete_all(client, made, args.threads), 2)
@@ -411,20 +453,28 @@ def measure(
 
 
 def table(results: list[dict[str, Any]]) -> None:
-    print("\n| config | round | creates/s | wall s | create s (median, max) | placed | CPU s: "
-          "machine / nodes / client / capacity | load |")  # fmt: skip
-    print("|---|---:|---:|---:|---|---|---|---:|")
+    head = (
+        "config", "round", "creates/s", "wall s", "create s (median, max)", "per node",
+        "task polls / engine requests per create", "CPU s: machine / nodes / client / capacity",
+        "load",
+    )  # fmt: skip
+    print("\n| " + " | ".join(head) + " |")
+    print("|---|---:|---:|---:|---|---|---|---|---:|")
     for r in results:
         if r["measure"] != "create burst":
             continue
         cpu = r["cpu_s"]
-        print(
-            f"| {r['config']} | {r['round']} | {r['creates_per_s']} | {r['wall_s']} | "
-            f"{r['create_s_median']}, {r['create_s_max']} | {r['placed']} | "
+        cells = (
+            r["config"], r["round"], r["creates_per_s"], r["wall_s"],
+            f"{r['create_s_median']}, {r['create_s_max']}", list(r["placed"].values()),
+            f"{r.get('task_polls_per_create', '-')} / "
+            f"{sum(r['engine_requests_per_create'].values()):.0f}",
             f"{cpu['machine']} / {sum(cpu['nodes'].values()):.1f} / {cpu['this process']} / "
-            f"{cpu['capacity']} | {r['load_1min']} |"
-        )
-    for config in ("1 node", "3 nodes", "local docker"):
+            f"{cpu['capacity']}",
+            r["load_1min"],
+        )  # fmt: skip
+        print("| " + " | ".join(str(cell) for cell in cells) + " |")
+    for config in ("1 node", "3 nodes", "3 nodes, before", "local docker"):
         rates = [r["creates_per_s"] for r in results if r.get("config") == config]
         if rates:
             print(f"{config}: creates/s median {statistics.median(rates):.3f} over {rates}")
