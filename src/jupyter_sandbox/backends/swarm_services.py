@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,7 +41,7 @@ from docker.types import (
     TaskTemplate,
 )
 
-from jupyter_sandbox._exceptions import APIConnectionError, InternalServerError
+from jupyter_sandbox._exceptions import APIConnectionError
 from jupyter_sandbox.backends import deadline_file, labels
 from jupyter_sandbox.backends.runtime.docker import (
     CONNECTION_FILE,
@@ -75,7 +74,6 @@ WRITABLE = {"data": "/mnt/data", "workspace": "/workspace"}
 KERNEL_ROLE, DEADLINE_ROLE, SKILLS_ROLE = "kernel", "sandbox", "skills"
 TASK_ENDED = ("complete", "shutdown", "failed", "rejected", "remove", "orphaned")
 """A task's terminal states (every other state is on its way to `running`)."""
-_POLL = 0.1
 
 
 def service_name(sandbox_id: str) -> str:
@@ -208,32 +206,6 @@ class TaskPlace:
     """The node's hostname (as `cluster status` names it)."""
     address: str
     container_id: str
-
-
-def wait_for_task(api: Any, sandbox_id: str, timeout: float) -> dict[str, Any]:
-    """The service's task once it left Swarm's early states.
-
-    Raises:
-        InternalServerError: no node took it in time (Swarm's reason), or it failed to start.
-    """
-    deadline = time.monotonic() + timeout
-    task: dict[str, Any] | None = None
-    while True:
-        tasks = api.tasks(filters={"service": service_name(sandbox_id)})
-        task = tasks[0] if tasks else None
-        state = task["Status"]["State"] if task else "new"
-        if state == "running" and task is not None:
-            found: dict[str, Any] = task
-            return found
-        if state in TASK_ENDED:
-            why = task["Status"].get("Err") or task["Status"].get("Message") if task else ""
-            raise InternalServerError(f"the sandbox's task did not start ({state}: {why})")
-        if time.monotonic() > deadline:
-            why = (task["Status"].get("Err") or state) if task else "no task"
-            raise InternalServerError(
-                f"no node of the swarm started the sandbox within {timeout:g} s ({why})"
-            )
-        time.sleep(_POLL)  # Swarm has no event for a task's state: poll the manager's record
 
 
 class SwarmNodes:

@@ -38,8 +38,8 @@ from jupyter_sandbox.backends.swarm_services import (
     ensure_parking,
     service_name,
     task_template,
-    wait_for_task,
 )
+from jupyter_sandbox.backends.swarm_waiter import TaskWaiter
 from jupyter_sandbox.settings import Settings
 
 __all__ = ["SwarmTasks"]
@@ -57,6 +57,8 @@ class SwarmTasks:
         self._api: Any = engine.api  # docker-py's APIClient is untyped
         self._checks = NodeChecks()
         self._places: dict[str, TaskPlace] = {}
+        self.waiter = TaskWaiter(self._api)
+        """One poll of the manager for every create in flight."""
         self.last_start_steps: dict[str, float] = {}
         """Seconds per step of the last `start` (benchmarks/swarm_create.py prints them)."""
 
@@ -110,7 +112,7 @@ class SwarmTasks:
                     ensure_parking(api, self._store_labels())
                 service_id = create_service(api, spec.sandbox_id, template, spec.labels)
                 step("service create")
-                task = wait_for_task(api, spec.sandbox_id, self.settings.start_timeout)
+                task = self.waiter.wait(service_id, self.settings.start_timeout)
                 place = self._places[spec.sandbox_id] = self.nodes.place(task)
                 step("task running")
                 node = self.nodes.client(place.address).api
