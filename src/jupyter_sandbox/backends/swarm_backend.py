@@ -37,6 +37,7 @@ from jupyter_sandbox.backends.base import (
     SandboxState,
     StorageGrant,
 )
+from jupyter_sandbox.backends.channel_master import channel_master
 from jupyter_sandbox.backends.disk import Disks, remove_folder
 from jupyter_sandbox.backends.engine_files import EngineFiles
 from jupyter_sandbox.backends.kernel_tunnel import ExecTunnel, TunnelKernelConnection
@@ -76,6 +77,7 @@ class SwarmBackend:
         self.engine = engine or connect_engine()
         self.tasks = SwarmTasks(settings, self.engine)
         self.disks = Disks(settings, is_remote=True)
+        self._channel_master: bytes | None = None
 
     # --- the sandbox itself -------------------------------------------------------------
     def start(self, spec: SandboxSpec) -> str:
@@ -207,7 +209,9 @@ class SwarmBackend:
 
     def _curve_keys(self, sandbox_id: str) -> kernel_tcp.CurveKeys:
         kernel_tcp.require_curve()
-        return kernel_tcp.sandbox_keys(kernel_tcp.master_key(self.settings.home), sandbox_id)
+        if self._channel_master is None:  # the store's for a shared store: any server's
+            self._channel_master = channel_master(self.settings)
+        return kernel_tcp.sandbox_keys(self._channel_master, sandbox_id)
 
     # --- the hard deadline ----------------------------------------------------------------
     def write_deadline(self, sandbox_id: str, deadline: float) -> None:
