@@ -74,6 +74,16 @@ PARKING_MTU = 1350
 WRITABLE = {"data": "/mnt/data", "workspace": "/workspace"}
 KERNEL_ROLE, DEADLINE_ROLE, SKILLS_ROLE = "kernel", "sandbox", "skills"
 TASK_ENDED = ("complete", "shutdown", "failed", "rejected", "remove", "orphaned")
+STARTING = ("assigned", "accepted", "preparing", "ready", "starting")
+"""A task on a node that has not started it yet."""
+_NODE_CHECK = 1.0
+"""Seconds between looks at the node of a task that is starting (`wait_for_task`)."""
+
+
+class NodeLostError(InternalServerError):
+    """The node Swarm gave a sandbox's task stopped being ready before the task ran."""
+
+
 """A task's terminal states (every other state is on its way to `running`)."""
 _POLL = 0.1
 
@@ -218,6 +228,7 @@ def wait_for_task(api: Any, sandbox_id: str, timeout: float) -> dict[str, Any]:
     """
     deadline = time.monotonic() + timeout
     task: dict[str, Any] | None = None
+    node_checked = time.monotonic()
     while True:
         tasks = api.tasks(filters={"service": service_name(sandbox_id)})
         task = tasks[0] if tasks else None
@@ -225,6 +236,15 @@ def wait_for_task(api: Any, sandbox_id: str, timeout: float) -> dict[str, Any]:
         if state == "running" and task is not None:
             found: dict[str, Any] = task
             return found
+        starting_on = task.get("NodeID") if task is not None and state in STARTING else None
+        if starting_on and time.monotonic() - node_checked > _NODE_CHECK:  # a node lost since
+            node_checked = time.monotonic()
+            node = api.inspect_node(starting_on)
+            if node["Status"]["State"] != "ready":
+                raise NodeLostError(
+                    f"the sandbox's node {node['Description']['Hostname']} is "
+                    f"{node['Status']['State']} (its task was {state})"
+                )
         if state in TASK_ENDED:
             why = task["Status"].get("Err") or task["Status"].get("Message") if task else ""
             raise InternalServerError(f"the sandbox's task did not start ({state}: {why})")
