@@ -163,6 +163,7 @@ def test_six_creates_spread_over_the_nodes_and_work_on_each(up: Up) -> None:
             made = list(
                 pool.map(lambda i: sdks[i % 2].containers.create(name=f"six-{i}"), range(6))
             )
+        assert not mounts_under(up.folder)  # no channel staging folder outlives a create
         names = {row["name"] for row in status(up)["nodes"]}
         for box in made:
             up.boxes[box.id] = node_of(up, box.id)

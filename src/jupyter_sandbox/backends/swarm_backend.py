@@ -85,7 +85,13 @@ class SwarmBackend:
         container on its node, give it its files, start its kernel; a failure removes all."""
         if spec.network is not None:
             raise self._allowlist_refused()
-        return self.tasks.start(spec)
+        try:
+            return self.tasks.start(spec)
+        finally:
+            # The connection file is in the task's volume on its node now (or the create
+            # failed): the host's staging folder (a tmpfs) is done with, so it never outlives
+            # the create on the server that made it, whichever server ends the sandbox.
+            kernel.remove_socket_dir(Path(spec.channel))
 
     def state(self, sandbox_id: str) -> SandboxState | None:
         """The task's state as the manager sees it, with its node and, once it is not
@@ -156,7 +162,8 @@ class SwarmBackend:
 
     # --- the kernel channel ---------------------------------------------------------------
     def channel_location(self, sandbox_id: str) -> str:
-        """A host staging folder for the connection file (`<sockets_root>/tcp-<id>`)."""
+        """A host staging folder for the connection file (`<sockets_root>/tcp-<id>`), removed
+        once `start` has put the file on the node."""
         if self.settings.kernel_channel == "ipc":
             raise BadRequestError(
                 "Invalid kernel_channel: ipc sockets cannot reach a Swarm node; use 'tcp' or "
