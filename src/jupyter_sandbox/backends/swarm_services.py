@@ -205,8 +205,12 @@ def ensure_parking(api: Any, store_labels: dict[str, str]) -> None:
             options={"com.docker.network.driver.mtu": str(PARKING_MTU)},
         )
     except docker.errors.APIError as exc:
-        if exc.status_code != 409:  # another process made it meanwhile
-            raise
+        # Another server made it meanwhile (the engine says 409, or Swarm's manager a 500
+        # "name conflicts with an existing object"): use theirs; else the failure stands.
+        try:
+            api.inspect_network(PARKING_NETWORK)
+        except docker.errors.NotFound:
+            raise exc from None
 
 
 @dataclass(frozen=True)
