@@ -94,8 +94,8 @@ def up(tmp_path_factory: pytest.TempPathFactory, node_image: str) -> Iterator[Up
         yield cluster
     finally:
         logs = tmp_path_factory.mktemp("server-logs")  # kept for a failure's post-mortem
-        for log in (cluster.folder / "servers").glob("*.log"):
-            shutil.copy(log, logs / log.name)
+        for saved in (cluster.folder / "servers").glob("*.log"):
+            shutil.copy(saved, logs / saved.name)
         if cluster.down is None:  # a test failed before the last one: still take it down
             cli(home, "cluster", "down", "--name", name)
             remove_labelled(f"{CLUSTER}={name}")
@@ -304,7 +304,7 @@ def test_down_leaves_nothing(up: Up) -> None:
     assert labelled_objects(f"{CLUSTER}={up.name}") == {}
     assert not mounts_under(up.home)
     assert not up.folder.exists()
-    assert not [pid for pid in [*pids, postgres] if Path(f"/proc/{pid}").exists()]
+    assert not [pid for pid in [*pids, postgres] if _running(pid)]
     digest = hashlib.sha256(str(up.folder.resolve()).encode()).hexdigest()[:12]
     assert not list(Path(tempfile.gettempdir()).glob(f"jsbx-pg-{digest}"))
 
@@ -312,3 +312,12 @@ def test_down_leaves_nothing(up: Up) -> None:
 def _postgres_pid(folder: Path) -> int:
     root = Path(json.loads((folder / "postgres.json").read_text())["root"])
     return int((root / "data" / "postmaster.pid").read_text().split()[0])
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a process that has not exited (a zombie awaiting its reaper has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")

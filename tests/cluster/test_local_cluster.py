@@ -74,7 +74,7 @@ def test_cluster_up_with_the_docker_backend_ends_its_sandboxes_at_down(
     assert f"sandbox {box.id}" in down.stdout  # ended, its storage torn down
     assert not mounts_under(tmp_path)
     assert not folder.exists()
-    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
+    assert not [pid for pid in pids if _running(pid)]
 
 
 def test_cluster_up_refuses_a_backend_it_does_not_have(tmp_path: Path) -> None:
@@ -177,3 +177,12 @@ def test_a_node_that_cannot_start_fails_up_and_leaves_nothing(
         assert "did not start its engine" in caught.value.message
     assert labelled_objects(f"{CLUSTER}={name}") == {}
     assert not (tmp_path / "clusters" / name).exists()
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a process that has not exited (a zombie awaiting its reaper has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
