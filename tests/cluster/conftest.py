@@ -19,8 +19,6 @@ from jupyter_sandbox.backends.node_image import build_node_image
 from tests.conftest import IMAGE, SESSION_RUN, TEST_LABEL, remove_labelled
 
 SCRIPT = Path(sys.executable).with_name("jupyter-sandbox")
-SERVERS = ("--backend", "docker")
-"""How the fixtures' clusters run their API server until the Swarm backend is the default."""
 TIMINGS = Path("/tmp/jsbx-cluster-timings.jsonl")
 """Each fixture's step timings, one JSON line per cluster (docs/scale-out.md quotes them)."""
 
@@ -71,7 +69,7 @@ def one_node(
     cluster = LocalCluster(engine, name, home=home)
     try:
         up = subprocess.run(
-            [str(SCRIPT), "cluster", "up", "--nodes", "1", "--name", name, "--json", *SERVERS],
+            [str(SCRIPT), "cluster", "up", "--nodes", "1", "--name", name, "--json"],
             capture_output=True,
             text=True,
             check=False,

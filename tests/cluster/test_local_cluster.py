@@ -35,86 +35,50 @@ def cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_cluster_up_serves_the_openai_sdk_and_down_leaves_nothing(
+def test_cluster_up_with_the_docker_backend_ends_its_sandboxes_at_down(
     engine: docker.DockerClient, node_image: str, tmp_path: Path
 ) -> None:
-    """`cluster up --json` prints a base_url and api_key the official SDK works with, an
-    `env` that points the CLI at the same fleet, two servers over one store; `down` leaves
-    no container, network, volume, process or file. (`--backend docker` until the Swarm
-    backend lands: the servers' sandboxes run on this engine.)"""
+    """`--backend docker`: the servers' sandboxes run on this host's engine, holding host
+    storage (a mounted disk image, a socket folder) that `down` must tear down through the
+    store. (The Swarm default, with three nodes, the SDK and a lost node:
+    test_cluster_e2e.py.)"""
     name = f"t{uuid4().hex[:8]}"
     folder = tmp_path / "clusters" / name
     pids: list[int] = []
     try:
-        up = cli(tmp_path, "cluster", "up", "--nodes", "2", "--name", name, "--no-load",
-                 "--backend", "docker", "--servers", "2", "--json")  # fmt: skip
+        up = cli(tmp_path, "cluster", "up", "--nodes", "1", "--name", name, "--no-load",
+                 "--backend", "docker", "--json")  # fmt: skip
         assert up.returncode == 0, up.stderr
         assert "==> starting PostgreSQL" in up.stderr  # progress on the long steps
         summary = json.loads(up.stdout)
-        assert set(summary) == {"base_url", "api_key", "nodes", "env", "servers"}
-        assert [node["role"] for node in summary["nodes"]] == ["manager", "worker"]
         env = summary["env"]
         assert env["JUPYTER_SANDBOX_BACKEND"] == "docker"
-        assert env["JUPYTER_SANDBOX_STORE_URL"].startswith("postgresql://jsbx@127.0.0.1:")
         assert "DOCKER_HOST" not in env  # the docker backend's servers use this engine
         pids = [server["pid"] for server in summary["servers"]]
-        assert len(pids) == 2
-
-        # Secrets: 0600 files in the 0700 folder, on no command line.
-        assert folder.stat().st_mode & 0o777 == 0o700
-        assert (folder / "api-key").read_text().strip() == summary["api_key"]
-        for secret in ("api-key", "pgpass"):
-            assert (folder / secret).stat().st_mode & 0o777 == 0o600
-        password = (folder / "pgpass").read_text().strip().rpartition(":")[2]
-        assert password not in env["JUPYTER_SANDBOX_STORE_URL"]
-        for pid in [*pids, _postgres_pid(folder)]:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes()
-            assert summary["api_key"].encode() not in argv
-            assert password.encode() not in argv
-
-        # The official SDK through the printed base_url: create on one server, execute on
-        # the other.
-        first = openai.OpenAI(base_url=summary["base_url"], api_key=summary["api_key"])
-        second_url = summary["servers"][1]["url"] + "/v1"
-        second = openai.OpenAI(base_url=second_url, api_key=summary["api_key"])
+        sdk = openai.OpenAI(base_url=summary["base_url"], api_key=summary["api_key"])
         try:
-            box = first.containers.create(name="through-the-cluster")
-            result = second.post(
+            box = sdk.containers.create(name="on-this-engine")
+            result = sdk.post(
                 f"/containers/{box.id}/execute", body={"code": "print(6 * 7)"}, cast_to=dict
             )
             assert result["stdout"] == "42\n"
         finally:
-            first.close()
-            second.close()
+            sdk.close()
         listed = cli_env(tmp_path, env, "list", "--json")  # the CLI with the printed env
         assert listed.returncode == 0, listed.stderr
         assert [c["id"] for c in json.loads(listed.stdout)["data"]] == [box.id]
-
-        status = cli(tmp_path, "cluster", "status", "--name", name, "--json")
-        assert status.returncode == 0, status.stderr
-        shown = json.loads(status.stdout)
-        assert [(s["pid"], s["alive"]) for s in shown["servers"]] == [(p, True) for p in pids]
-        assert shown["postgres"]["alive"]
-        assert [(row["role"], row["state"], row["swarm"]) for row in shown["nodes"]] == [
-            ("manager", "running", "ready/active"),
-            ("worker", "running", "ready/active"),
-        ]
-
-        again = cli(tmp_path, "cluster", "up", "--nodes", "1", "--name", name, "--no-load",
-                    "--backend", "docker")  # fmt: skip
-        assert again.returncode == 2
-        assert "exists already" in again.stderr
+        assert labelled_objects(f"{CLUSTER}={name}").get("container")
     finally:
         down = cli(tmp_path, "cluster", "down", "--name", name)
     assert down.returncode == 0, down.stderr
-    assert "removed network" in down.stdout
     assert "API server" in down.stdout
     assert labelled_objects(f"{CLUSTER}={name}") == {}  # the sandbox container too
-    assert "sandbox " in down.stdout  # ended, its storage torn down
+    assert f"sandbox {box.id}" in down.stdout  # ended, its storage torn down
     assert not mounts_under(tmp_path)
     assert not folder.exists()
-    assert not [pid for pid in pids if Path(f"/proc/{pid}").exists()]
-    assert not list(Path(tempfile.gettempdir()).glob(f"jsbx-pg-{_digest(folder)}*"))
+    assert not [pid for pid in pids if _running(pid)]
+    digest = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
+    assert not list(Path(tempfile.gettempdir()).glob(f"jsbx-pg-{digest}-*"))
 
 
 def test_cluster_up_refuses_a_backend_it_does_not_have(tmp_path: Path) -> None:
@@ -135,15 +99,6 @@ def cli_env(home: Path, env: dict[str, str], *args: str) -> subprocess.Completed
         env={**base, "JUPYTER_SANDBOX_HOME": str(home), **env},
         timeout=300,
     )
-
-
-def _postgres_pid(folder: Path) -> int:
-    root = Path(json.loads((folder / "postgres.json").read_text())["root"])
-    return int((root / "data" / "postmaster.pid").read_text().split()[0])
-
-
-def _digest(folder: Path) -> str:
-    return hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:12]
 
 
 def test_node_engine_refuses_clients_without_the_cluster_certificate(
@@ -226,3 +181,12 @@ def test_a_node_that_cannot_start_fails_up_and_leaves_nothing(
         assert "did not start its engine" in caught.value.message
     assert labelled_objects(f"{CLUSTER}={name}") == {}
     assert not (tmp_path / "clusters" / name).exists()
+
+
+def _running(pid: int) -> bool:
+    """Whether `pid` is a process that has not exited (a zombie awaiting its reaper has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")

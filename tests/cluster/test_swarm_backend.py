@@ -1,5 +1,6 @@
-"""`Client(backend="swarm")` on a two-node local Swarm: the public-API contract, placement on
-both nodes, the hardening inside a task's container, and fail-closed refusals.
+"""`Client(backend="swarm")` on a two-node local Swarm with a PostgreSQL store (the cluster's
+configuration): the public-API contract, placement on both nodes, the hardening inside a
+task's container, and fail-closed refusals.
 
 One cluster for the module (`two_nodes`, kernel image loaded); every client labels what it
 makes with a per-test label, and each test fails if a service, container or volume carrying
@@ -101,13 +102,19 @@ def make_api(
     nodes: dict[str, docker.DockerClient],
     home: Path,
     test_label: str,
+    postgres_url: str,
 ) -> Iterator[Callable[..., Client]]:
-    """Swarm clients on `home`; afterwards nothing they made may be left on the cluster."""
+    """Swarm clients on `home` and a fresh PostgreSQL store (as the cluster's servers run);
+    afterwards nothing they made may be left on the cluster."""
     made: list[Client] = []
 
     def make(**settings: Any) -> Client:
         client = Client(
-            home=home, backend="swarm", extra_labels={TEST_LABEL: test_label}, **settings
+            home=home,
+            backend="swarm",
+            store_url=postgres_url,
+            extra_labels={TEST_LABEL: test_label},
+            **settings,
         )
         made.append(client)
         return client
@@ -154,7 +161,11 @@ def test_the_swarm_backend_is_chosen_by_name(api: Client) -> None:
 
 
 def test_sandboxes_land_on_both_nodes_and_get_json_names_the_node(
-    api: Client, nodes: dict[str, docker.DockerClient], home: Path, swarm_env: dict[str, str]
+    api: Client,
+    nodes: dict[str, docker.DockerClient],
+    home: Path,
+    swarm_env: dict[str, str],
+    postgres_url: str,
 ) -> None:
     started = time.monotonic()
     first = api.containers.create(name="a")
@@ -178,7 +189,12 @@ def test_sandboxes_land_on_both_nodes_and_get_json_names_the_node(
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, **swarm_env, "JUPYTER_SANDBOX_BACKEND": "swarm"},
+        env={
+            **os.environ,
+            **swarm_env,
+            "JUPYTER_SANDBOX_BACKEND": "swarm",
+            "JUPYTER_SANDBOX_STORE_URL": postgres_url,
+        },
         timeout=120,
     )
     assert shown.returncode == 0, shown.stderr

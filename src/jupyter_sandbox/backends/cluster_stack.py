@@ -29,6 +29,7 @@ from jupyter_sandbox.backends.cluster_servers import (
     stop_servers,
     wait_answering,
 )
+from jupyter_sandbox.backends.kernel import remove_socket_dir
 from jupyter_sandbox.settings import Settings
 
 __all__ = ["ClusterStack", "StackState", "check_backend"]
@@ -138,6 +139,11 @@ class ClusterStack:
         removed = stop_servers(self.cluster.folder)
         sockets = self.server_settings().sockets_root  # before the store's port is forgotten
         removed += self.postgres.remove()
+        # A channel folder left by a server that died mid-create is a tmpfs: unmount it
+        # before any folder is deleted (a mount point cannot be).
+        for entry in sorted(sockets.iterdir()) if sockets.is_dir() else []:
+            remove_socket_dir(entry)
+            removed.append(f"channel folder {entry}")
         # The kernels' socket folders may live outside the cluster folder (short paths).
         if not sockets.is_relative_to(self.cluster.folder) and sockets.exists():
             shutil.rmtree(sockets)

@@ -32,6 +32,7 @@ from jupyter_sandbox.backends.base import (
     SandboxState,
     StorageGrant,
 )
+from jupyter_sandbox.backends.channel_master import channel_master
 from jupyter_sandbox.backends.disk import Disks, SandboxStorage, remove_folder
 from jupyter_sandbox.backends.egress import EgressProxy
 from jupyter_sandbox.backends.egress_network import EgressNetworks, NetworkAttachment
@@ -71,6 +72,7 @@ class DockerBackend:
     def __init__(self, settings: Settings, engine: docker.DockerClient | None = None) -> None:
         self.settings = settings
         self._owns_engine = engine is None
+        self._channel_master: bytes | None = None
         self.runtime = DockerRuntime(settings, engine)
         self.engine = self.runtime.engine
         try:
@@ -296,7 +298,9 @@ class DockerBackend:
 
     def _curve_keys(self, sandbox_id: str) -> kernel_tcp.CurveKeys:
         kernel_tcp.require_curve()
-        return kernel_tcp.sandbox_keys(kernel_tcp.master_key(self.settings.home), sandbox_id)
+        if self._channel_master is None:  # the store's for a shared store: any server's
+            self._channel_master = channel_master(self.settings)
+        return kernel_tcp.sandbox_keys(self._channel_master, sandbox_id)
 
     # --- the hard deadline ----------------------------------------------------------------
     def _deadline_dir(self, sandbox_id: str) -> Path:

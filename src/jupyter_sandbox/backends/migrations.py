@@ -193,6 +193,17 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX IF NOT EXISTS snapshots_by_sha256 ON snapshots (sha256)",
         ),
     ),
+    Migration(
+        6,
+        "channel secrets (a shared store's kernel-channel master, backends/channel_master.py)",
+        (
+            """CREATE TABLE IF NOT EXISTS channel_secrets (
+                name TEXT PRIMARY KEY,
+                value TEXT NOT NULL,
+                created_at DOUBLE PRECISION NOT NULL
+            )""",
+        ),
+    ),
 )
 
 LATEST_VERSION = MIGRATIONS[-1].version

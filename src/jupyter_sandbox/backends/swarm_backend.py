@@ -40,6 +40,7 @@ from jupyter_sandbox.backends.base import (
     SandboxState,
     StorageGrant,
 )
+from jupyter_sandbox.backends.channel_master import channel_master
 from jupyter_sandbox.backends.disk import Disks, remove_folder
 from jupyter_sandbox.backends.engine_files import EngineFiles
 from jupyter_sandbox.backends.kernel_tunnel import ExecTunnel, TunnelKernelConnection
@@ -80,13 +81,20 @@ class SwarmBackend:
         self.engine = engine or connect_engine()
         self.tasks = SwarmTasks(settings, self.engine)
         self.disks = Disks(settings, is_remote=True)
+        self._channel_master: bytes | None = None
 
     # --- the sandbox itself -------------------------------------------------------------
     def start(self, spec: SandboxSpec) -> str:
         """Create the service, wait for Swarm to run its task, harden and check the task's
         container on its node, give it its files, start its kernel; a failure removes all.
         An allowlist sandbox first gets its node, its overlay and its node's proxy."""
-        return self.tasks.start(spec)
+        try:
+            return self.tasks.start(spec)
+        finally:
+            # The connection file is in the task's volume on its node now (or the create
+            # failed): the host's staging folder (a tmpfs) is done with, so it never outlives
+            # the create on the server that made it, whichever server ends the sandbox.
+            kernel.remove_socket_dir(Path(spec.channel))
 
     def state(self, sandbox_id: str) -> SandboxState | None:
         """The task's state as the manager sees it, with its node and, once it is not
@@ -161,7 +169,8 @@ class SwarmBackend:
 
     # --- the kernel channel ---------------------------------------------------------------
     def channel_location(self, sandbox_id: str) -> str:
-        """A host staging folder for the connection file (`<sockets_root>/tcp-<id>`)."""
+        """A host staging folder for the connection file (`<sockets_root>/tcp-<id>`), removed
+        once `start` has put the file on the node."""
         if self.settings.kernel_channel == "ipc":
             raise BadRequestError(
                 "Invalid kernel_channel: ipc sockets cannot reach a Swarm node; use 'tcp' or "
@@ -214,7 +223,9 @@ class SwarmBackend:
 
     def _curve_keys(self, sandbox_id: str) -> kernel_tcp.CurveKeys:
         kernel_tcp.require_curve()
-        return kernel_tcp.sandbox_keys(kernel_tcp.master_key(self.settings.home), sandbox_id)
+        if self._channel_master is None:  # the store's for a shared store: any server's
+            self._channel_master = channel_master(self.settings)
+        return kernel_tcp.sandbox_keys(self._channel_master, sandbox_id)
 
     # --- the hard deadline ----------------------------------------------------------------
     def write_deadline(self, sandbox_id: str, deadline: float) -> None:

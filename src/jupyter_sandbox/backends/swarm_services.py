@@ -41,7 +41,7 @@ from docker.types import (
     TaskTemplate,
 )
 
-from jupyter_sandbox._exceptions import APIConnectionError
+from jupyter_sandbox._exceptions import APIConnectionError, InternalServerError
 from jupyter_sandbox.backends import deadline_file, labels
 from jupyter_sandbox.backends.runtime.docker import (
     CONNECTION_FILE,
@@ -74,6 +74,14 @@ WRITABLE = {"data": "/mnt/data", "workspace": "/workspace"}
 KERNEL_ROLE, DEADLINE_ROLE, SKILLS_ROLE = "kernel", "sandbox", "skills"
 TASK_ENDED = ("complete", "shutdown", "failed", "rejected", "remove", "orphaned")
 """A task's terminal states (every other state is on its way to `running`)."""
+STARTING = ("assigned", "accepted", "preparing", "ready", "starting")
+"""A task on a node that has not started it yet."""
+_NODE_CHECK = 1.0
+"""Seconds between looks at the node of a task that is starting (`swarm_waiter.TaskWaiter`)."""
+
+
+class NodeLostError(InternalServerError):
+    """The node Swarm gave a sandbox's task stopped being ready before the task ran."""
 
 
 def service_name(sandbox_id: str) -> str:
@@ -193,8 +201,12 @@ def ensure_parking(api: Any, store_labels: dict[str, str]) -> None:
             options={"com.docker.network.driver.mtu": str(PARKING_MTU)},
         )
     except docker.errors.APIError as exc:
-        if exc.status_code != 409:  # another process made it meanwhile
-            raise
+        # Another server made it meanwhile (the engine says 409, or Swarm's manager a 500
+        # "name conflicts with an existing object"): use theirs; else the failure stands.
+        try:
+            api.inspect_network(PARKING_NETWORK)
+        except docker.errors.NotFound:
+            raise exc from None
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,12 @@ from typing import Any
 import docker
 import docker.errors
 
-from jupyter_sandbox._exceptions import APIError, BadRequestError, NotFoundError
+from jupyter_sandbox._exceptions import (
+    APIConnectionError,
+    APIError,
+    BadRequestError,
+    NotFoundError,
+)
 from jupyter_sandbox.backends import deadline_file, gvisor, labels
 from jupyter_sandbox.backends.base import Leftover, SandboxSpec, SandboxState
 from jupyter_sandbox.backends.runtime import remote
@@ -31,7 +36,9 @@ from jupyter_sandbox.backends.runtime.engine import docker_errors
 from jupyter_sandbox.backends.swarm_egress import EgressRequest, SwarmEgress
 from jupyter_sandbox.backends.swarm_hardening import NodeChecks, harden
 from jupyter_sandbox.backends.swarm_services import (
+    STARTING,
     TASK_ENDED,
+    NodeLostError,
     SwarmNodes,
     TaskPlace,
     create_service,
@@ -42,7 +49,10 @@ from jupyter_sandbox.backends.swarm_services import (
 from jupyter_sandbox.backends.swarm_waiter import TaskWaiter
 from jupyter_sandbox.settings import Settings
 
-__all__ = ["SwarmTasks"]
+__all__ = ["PLACEMENT_ATTEMPTS", "SwarmTasks"]
+
+PLACEMENT_ATTEMPTS = 3
+"""Nodes a create tries before it gives up, when the ones before failed it (a node lost)."""
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +79,53 @@ class SwarmTasks:
 
         An allowlist sandbox (`spec.network`, its handle an `EgressRequest`) is placed by us:
         its node is chosen and its proxy put on its overlay before the service exists
-        (`swarm_egress`), and its task address is admitted before its kernel starts."""
+        (`swarm_egress`), and its task address is admitted before its kernel starts. A node
+        lost mid-create (down, unreachable, or never starting the task) is left out and the
+        create tried again on the others, up to `PLACEMENT_ATTEMPTS` times."""
         self._check_runtime()
+        excluded: list[str] = []
+        while True:
+            try:
+                return self._start_once(spec, excluded)
+            except Exception as exc:
+                lost = self._lost_node(spec.sandbox_id, exc)
+                self.remove(spec.sandbox_id)
+                # An allowlist sandbox is pinned to its proxy's node: its create fails.
+                if (
+                    lost is None
+                    or spec.network is not None
+                    or len(excluded) + 1 >= PLACEMENT_ATTEMPTS
+                ):
+                    raise
+                logger.warning(
+                    "sandbox %s: its node %s failed during the create (%s); placing it again",
+                    spec.sandbox_id,
+                    lost,
+                    exc,
+                )
+                excluded.append(lost)
+            except BaseException:
+                self.remove(spec.sandbox_id)
+                raise
+
+    def _lost_node(self, sandbox_id: str, error: Exception) -> str | None:
+        """The id of the node the failed attempt's task was on, if the failure was that
+        node's: it is not ready now, its engine could not be reached, or it never started
+        the task; None for any other failure (those are the sandbox's, not a node's)."""
+        try:
+            task = self.task(sandbox_id)
+            node_id = str(task.get("NodeID") or "") if task is not None else ""
+            if not node_id:
+                return None  # never placed: no node to blame (e.g. none has the resources)
+            if isinstance(error, (APIConnectionError, NodeLostError)):
+                return node_id
+            if task is not None and task["Status"]["State"] in STARTING:
+                return node_id  # assigned to it, and it did not start it in time
+            return node_id if self.nodes.node(node_id)["Status"]["State"] != "ready" else None
+        except APIError:
+            return None  # the manager cannot tell: not a node's failure to work round
+
+    def _start_once(self, spec: SandboxSpec, excluded: list[str]) -> str:
         has_skills = spec.storage is not None and spec.mount_skills
         request: EgressRequest | None = None
         if spec.network is not None:
@@ -86,56 +141,58 @@ class SwarmTasks:
             now = time.monotonic()
             steps[name], clock = round(now - clock, 3), now
 
-        try:
-            with docker_errors(f"creating sandbox {spec.sandbox_id}"):
-                self._check_image(spec.image)
-                plan = None
-                if request is not None:
-                    plan = self.egress.prepare(spec.sandbox_id, request, spec.memory_bytes)
-                    step("node and egress proxy")
-                template = task_template(
-                    self.settings,
-                    sandbox_id=spec.sandbox_id,
-                    image=spec.image,
-                    memory_bytes=spec.memory_bytes,
-                    deadline=spec.deadline,
-                    sandbox_labels=spec.labels,
-                    environment={
-                        **spec.environment,
-                        **(plan.attachment.environment if plan else {}),
-                    },
-                    has_skills=has_skills,
-                )
-                if plan is not None:
-                    self.egress.plug(template, plan)
-                else:
-                    ensure_parking(api, self._store_labels())
-                service_id = create_service(api, spec.sandbox_id, template, spec.labels)
-                step("service create")
-                task = self.waiter.wait(service_id, self.settings.start_timeout)
-                place = self._places[spec.sandbox_id] = self.nodes.place(task)
-                step("task running")
-                node = self.nodes.client(place.address).api
-                runtime = self.settings.runtime
-                overlay = plan.network.name if plan is not None else None
-                info = harden(
-                    node, place.container_id, self.settings, spec.memory_bytes, runtime, overlay
-                )
-                step("harden and check")
-                if request is not None and plan is not None:
-                    self.egress.admit(spec.sandbox_id, request, plan, task)
-                    step("egress admit")
-                self._checks.scan_image(node, place.node_id, place.container_id, info["Image"])
-                step("image scan")
-                self._put_kernel_files(node, place.container_id, spec, has_skills)
-                node.kill(place.container_id, signal="SIGUSR1")  # the kernel starts now
-                step("kernel files and start")
-            self.last_start_steps = steps
-            logger.debug("sandbox %s on %s: %s", spec.sandbox_id, place.node, steps)
-            return service_id
-        except BaseException:
-            self.remove(spec.sandbox_id)
-            raise
+        with docker_errors(f"creating sandbox {spec.sandbox_id}"):
+            self._check_image(spec.image)
+            plan = None
+            if request is not None:
+                plan = self.egress.prepare(spec.sandbox_id, request, spec.memory_bytes)
+                step("node and egress proxy")
+            template = task_template(
+                self.settings,
+                sandbox_id=spec.sandbox_id,
+                image=spec.image,
+                memory_bytes=spec.memory_bytes,
+                deadline=spec.deadline,
+                sandbox_labels=spec.labels,
+                environment={
+                    **spec.environment,
+                    **(plan.attachment.environment if plan else {}),
+                },
+                has_skills=has_skills,
+            )
+            if plan is not None:
+                self.egress.plug(template, plan)
+            else:
+                ensure_parking(api, self._store_labels())
+            if excluded:  # nodes lost by earlier attempts
+                placement = template.setdefault("Placement", {})
+                placement["Constraints"] = [
+                    *placement.get("Constraints", []),
+                    *(f"node.id!={node}" for node in excluded),
+                ]
+            service_id = create_service(api, spec.sandbox_id, template, spec.labels)
+            step("service create")
+            task = self.waiter.wait(service_id, self.settings.start_timeout)
+            place = self._places[spec.sandbox_id] = self.nodes.place(task)
+            step("task running")
+            node = self.nodes.client(place.address).api
+            runtime = self.settings.runtime
+            overlay = plan.network.name if plan is not None else None
+            info = harden(
+                node, place.container_id, self.settings, spec.memory_bytes, runtime, overlay
+            )
+            step("harden and check")
+            if request is not None and plan is not None:
+                self.egress.admit(spec.sandbox_id, request, plan, task)
+                step("egress admit")
+            self._checks.scan_image(node, place.node_id, place.container_id, info["Image"])
+            step("image scan")
+            self._put_kernel_files(node, place.container_id, spec, has_skills)
+            node.kill(place.container_id, signal="SIGUSR1")  # the kernel starts now
+            step("kernel files and start")
+        self.last_start_steps = steps
+        logger.debug("sandbox %s on %s: %s", spec.sandbox_id, place.node, steps)
+        return service_id
 
     def _check_image(self, image: str) -> None:
         """The manager must have the kernel image (the nodes are loaded alike)."""

@@ -16,7 +16,12 @@ from typing import Any
 import docker.errors
 
 from jupyter_sandbox._exceptions import InternalServerError
-from jupyter_sandbox.backends.swarm_services import TASK_ENDED
+from jupyter_sandbox.backends.swarm_services import (
+    _NODE_CHECK,
+    STARTING,
+    TASK_ENDED,
+    NodeLostError,
+)
 
 __all__ = ["POLL", "TaskWaiter"]
 
@@ -46,9 +51,11 @@ class TaskWaiter:
         Raises:
             InternalServerError: no node took it in time (Swarm's reason), or it failed to
                 start.
+            NodeLostError: the node Swarm gave the task stopped being ready before it ran.
             APIError: the manager could not be asked (as `docker_errors` maps it).
         """
         deadline = time.monotonic() + timeout
+        node_checked = time.monotonic()
         with self._cond:
             self._waiting[service_id] = self._waiting.get(service_id, 0) + 1
         try:
@@ -59,6 +66,10 @@ class TaskWaiter:
                 state = task["Status"]["State"] if task else "new"
                 if state == "running" and task is not None:
                     return task
+                node_id = task.get("NodeID") if task is not None and state in STARTING else None
+                if node_id and time.monotonic() - node_checked > _NODE_CHECK:  # lost since?
+                    node_checked = time.monotonic()
+                    self._check_node(str(node_id), state)
                 if state in TASK_ENDED and task is not None:
                     why = task["Status"].get("Err") or task["Status"].get("Message")
                     raise InternalServerError(f"the sandbox's task did not start ({state}: {why})")
@@ -74,6 +85,15 @@ class TaskWaiter:
                     self._waiting[service_id] = left
                 else:
                     self._tasks.pop(service_id, None)
+
+    def _check_node(self, node_id: str, state: str) -> None:
+        """Raise NodeLostError if the node a starting task was given is no longer ready."""
+        node = self._api.inspect_node(node_id)
+        if node["Status"]["State"] != "ready":
+            raise NodeLostError(
+                f"the sandbox's node {node['Description']['Hostname']} is "
+                f"{node['Status']['State']} (its task was {state})"
+            )
 
     def _next_poll(self, service_id: str, deadline: float) -> tuple[dict[str, Any] | None, bool]:
         """The service's task as the next poll saw it, and whether the service was gone;

@@ -143,13 +143,20 @@ def get(
     container_id: Annotated[str, typer.Argument(metavar="ID", help="The sandbox's id.")],
     as_json: JsonOption = False,
 ) -> None:
-    """Show one sandbox (with --json on a multi-node backend, also the node it runs on)."""
+    """Show one sandbox (with --json on a multi-node backend, also the node it runs on; for
+    a sandbox that ended by itself, the reason)."""
     with _client(ctx) as client:
         container = client.containers.retrieve(container_id)
         # Beside the Container fields, never inside them: the wire shape stays OpenAI's.
         state = client._backend.state(container.id) if as_json else None
+        record = client._store.get(container.id) if as_json else None
+    extra: dict[str, str] = {}
     if state is not None and state.node is not None:
-        _print_json({**container.model_dump(mode="json"), "node": state.node})
+        extra["node"] = state.node
+    if record is not None and record.error:
+        extra["reason"] = record.error
+    if extra:
+        _print_json({**container.model_dump(mode="json"), **extra})
         return
     print_container(container, as_json=as_json)
 
