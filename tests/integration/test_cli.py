@@ -260,6 +260,7 @@ def test_gc_on_a_clean_store(cli: Run, tmp_path: Path) -> None:
         "storage": [],
         "egress": [],
         "uploads": [],
+        "blobs": [],
     }
 
 
