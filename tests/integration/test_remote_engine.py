@@ -90,12 +90,8 @@ def test_create_execute_files_restart_delete(remote: Client) -> None:
     assert not tunnel.folder.exists()
 
 
-def test_remote_refuses_what_needs_a_host_path(remote: Client) -> None:
-    with pytest.raises(BadRequestError) as caught:
-        remote.containers.create(
-            name="net", network_policy={"type": "allowlist", "allowed_domains": ["example.com"]}
-        )
-    assert caught.value.param == "network_policy"
+def test_remote_refuses_an_ipc_kernel_channel(remote: Client) -> None:
+    # (Allowlist networks work on a remote engine: tests/cluster/test_remote_egress.py.)
     with pytest.raises(BadRequestError) as ipc:
         Client(
             home=remote.settings.home, engine_location="remote", kernel_channel="ipc"
